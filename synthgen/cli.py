@@ -1,0 +1,65 @@
+"""The `synthgen` command: a thin click layer over the Python API.
+
+Subcommands live in the module of the idea they belong to and are imported only
+when used, so `synthgen sql` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .errors import SynthgenError
+
+# name -> "module:attribute"; each module owns its own click command.
+COMMANDS = {
+    "generate": "synthgen.cli_generate:generate",
+    "status": "synthgen.cli_store:status",
+    "sql": "synthgen.cli_store:sql",
+    "export": "synthgen.cli_store:export",
+    "teacher": "synthgen.teacher.cli:teacher",
+    "demo": "synthgen.teacher.cli:demo",
+    "train": "synthgen.student.cli:train",
+    "eval": "synthgen.student.cli:eval_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="synthgen")
+def cli() -> None:
+    """Build distillation corpora from an OpenAI-compatible teacher into DuckDB."""
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit 2, never a traceback."""
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SynthgenError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
