@@ -1,0 +1,179 @@
+"""Teachers that synthgen starts and stops itself.
+
+    with start_teacher("local") as t:          # bundled SmolLM2 on llama-server
+        generate(..., base_urls=t.base_urls, model=t.model)
+
+    with start_teacher("vllm", model="Qwen/Qwen2.5-7B-Instruct", replicas=2) as t:
+        ...                                      # two `vllm serve`, one GPU each
+
+The servers run on free loopback ports, log to files named on stderr, and are
+stopped (SIGTERM, then SIGKILL, whole process group) when the block exits for
+any reason, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TeacherError
+from .local import MODEL_NAME as LOCAL_MODEL_NAME
+from .local import LocalOptions, build_llama_server, local_server
+from .paths import log_dir as default_log_dir
+from .process import (
+    DEFAULT_STOP_GRACE_S,
+    Announce,
+    ServerProcess,
+    announce_stderr,
+    launch_all,
+    sigterm_as_interrupt,
+    stop_all,
+)
+from .vllm import VllmOptions, vllm_servers
+
+__all__ = [
+    "BACKENDS",
+    "LOCAL_MODEL_NAME",
+    "Teacher",
+    "build_llama_server",
+    "launch_teacher",
+    "start_teacher",
+]
+
+BACKENDS = ("local", "vllm")
+# The local model loads in about a second; vLLM may first download weights.
+HEALTH_TIMEOUT_S = {"local": 120.0, "vllm": 1800.0}
+
+
+@dataclass
+class Teacher:
+    """Running teacher servers and what a client needs to use them."""
+
+    backend: str
+    model: str
+    servers: list[ServerProcess]
+    stop_grace: float = DEFAULT_STOP_GRACE_S
+    startup_s: float = 0.0
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def base_urls(self) -> list[str]:
+        """One OpenAI base URL (ending in /v1) per replica."""
+        return [s.base_url for s in self.servers]
+
+    @property
+    def log_path(self) -> Path:
+        """The first replica's log (the only one unless --replicas > 1)."""
+        return self.servers[0].log_path
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [s.log_path for s in self.servers]
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.servers if s.pid is not None]
+
+    def stop(self) -> None:
+        """Stop every replica; safe to call twice."""
+        if not self._stopped:
+            self._stopped = True
+            stop_all(self.servers, self.stop_grace)
+
+    def __enter__(self) -> Teacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def launch_teacher(
+    backend: str = "local",
+    *,
+    model: str | None = None,
+    replicas: int = 1,
+    port: int | None = None,
+    threads: int | None = None,
+    parallel: int | None = None,
+    ctx_size: int | None = None,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float | None = None,
+    max_model_len: int | None = None,
+    served_model_name: str | None = None,
+    extra_args: Sequence[str] = (),
+    vllm_executable: str = "vllm",
+    health_timeout: float | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE_S,
+    log_dir: Path | None = None,
+    detached: bool = False,
+    announce: Announce | None = announce_stderr,
+) -> Teacher:
+    """Start a teacher and return once every replica is healthy.
+
+    The caller owns the result and must `stop()` it; prefer `start_teacher`.
+    `detached` servers are meant to outlive this process (`teacher start`).
+    """
+    logs = Path(log_dir) if log_dir else default_log_dir()
+    if backend == "local":
+        if model not in (None, LOCAL_MODEL_NAME):
+            raise TeacherError(
+                f"the local backend serves only the bundled {LOCAL_MODEL_NAME}; "
+                "use --backend vllm for other models"
+            )
+        if replicas != 1:
+            raise TeacherError("the local backend runs one server; use --parallel for slots")
+        local = LocalOptions(
+            threads=threads,
+            parallel=parallel or LocalOptions.parallel,
+            ctx_size=ctx_size,
+            port=port,
+            extra_args=tuple(extra_args),
+        )
+        servers = [local_server(local, logs)]
+        served = LOCAL_MODEL_NAME
+    elif backend == "vllm":
+        if not model:
+            raise TeacherError("--backend vllm needs --model (a Hugging Face id or a local path)")
+        options = VllmOptions(
+            model=model,
+            replicas=replicas,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            served_model_name=served_model_name,
+            port=port,
+            extra_args=tuple(extra_args),
+            executable=vllm_executable,
+        )
+        servers = vllm_servers(options, logs)
+        served = served_model_name or model
+    else:
+        raise TeacherError(f"unknown teacher backend {backend!r}; choose one of {BACKENDS}")
+
+    started = time.monotonic()
+    launch_all(
+        servers,
+        health_timeout=health_timeout or HEALTH_TIMEOUT_S[backend],
+        detached=detached,
+        stop_grace=stop_grace,
+        announce=announce,
+    )
+    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started)
+    if announce:
+        urls = " ".join(teacher.base_urls)
+        announce(f"teacher ready in {teacher.startup_s:.1f}s: model {served} at {urls}")
+    return teacher
+
+
+@contextlib.contextmanager
+def start_teacher(backend: str = "local", **options: object) -> Iterator[Teacher]:
+    """Run a teacher for the duration of a `with` block; see `launch_teacher` for options."""
+    with sigterm_as_interrupt():
+        teacher = launch_teacher(backend, **options)  # type: ignore[arg-type]
+        try:
+            yield teacher
+        finally:
+            teacher.stop()
