@@ -144,8 +144,12 @@ class ServerProcess:
             except PermissionError as exc:
                 raise TeacherError(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
 
-    def wait_healthy(self, timeout: float) -> None:
-        """Poll the health URL until it answers 200, the child exits, or time runs out."""
+    def wait_healthy(self, timeout: float, *, total: float | None = None) -> None:
+        """Poll the health URL until it answers 200, the child exits, or time runs out.
+
+        `total` is the whole budget the user chose, named in the error when
+        several servers share one deadline.
+        """
         assert self.popen is not None, "start() first"
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as client:
@@ -162,7 +166,7 @@ class ServerProcess:
                 if time.monotonic() >= deadline:
                     raise TeacherError(
                         f"{self.name} did not become healthy at {self.health_url} within "
-                        f"{timeout:g}s; log: {self.log_path}\n{tail(self.log_path)}"
+                        f"{total or timeout:g}s; log: {self.log_path}\n{tail(self.log_path)}"
                     )
                 time.sleep(HEALTH_POLL_S)
 
@@ -269,7 +273,7 @@ def launch_all(
                 announce(f"{server.name}: starting (pid {server.pid}), log: {server.log_path}")
         deadline = time.monotonic() + health_timeout
         for server in servers:
-            server.wait_healthy(max(0.0, deadline - time.monotonic()))
+            server.wait_healthy(max(0.0, deadline - time.monotonic()), total=health_timeout)
     except BaseException:
         stop_all(servers, stop_grace)
         raise

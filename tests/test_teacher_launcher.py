@@ -1,0 +1,194 @@
+"""The launcher against a stand-in `vllm serve` (tests/fake_vllm.py) on loopback.
+
+What must hold for a real GPU server: health waited for with a deadline, the
+log written where the user was told, and no child (nor its workers) left
+running after success, an error in the block, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from synthgen.errors import TeacherError
+from synthgen.teacher import launch_teacher, start_teacher
+from synthgen.teacher.process import ServerProcess, pid_alive
+
+FAKE = Path(__file__).with_name("fake_vllm.py")
+
+
+@pytest.fixture
+def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put an executable `vllm` (the stand-in) on PATH and pretend two GPUs exist."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "vllm"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SYNTHGEN_GPUS", "2")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in list(os.environ):
+        if name.startswith("FAKE_VLLM_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def wait_gone(pids: list[int], seconds: float = 5.0) -> list[int]:
+    """Pids still running after `seconds` (empty when all are gone)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if pid_alive(p)]
+
+
+def worker_pid(log: Path) -> int:
+    match = re.search(r"EngineCore pid=(\d+)", log.read_text())
+    assert match, log.read_text()
+    return int(match.group(1))
+
+
+def test_replicas_get_own_port_gpu_and_log(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.5")  # port opens late, like real vLLM
+    said: list[str] = []
+    with start_teacher(
+        "vllm", model="org/tiny", replicas=2, max_model_len=2048, announce=said.append
+    ) as t:
+        assert t.model == "org/tiny"
+        assert len(t.base_urls) == 2 and len(set(t.base_urls)) == 2
+        for url in t.base_urls:
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
+            cards = httpx.get(f"{url}/models").json()["data"]
+            assert cards[0]["id"] == "org/tiny" and cards[0]["max_model_len"] == 2048
+            reply = httpx.post(
+                f"{url}/chat/completions",
+                json={"model": t.model, "messages": [{"role": "user", "content": "hi"}]},
+            ).json()
+            assert reply["choices"][0]["message"]["content"] == "echo: hi"
+        pids = t.pids
+        logs = [p.read_text() for p in t.log_paths]
+    assert "CUDA_VISIBLE_DEVICES=0 tp=1" in logs[0]
+    assert "CUDA_VISIBLE_DEVICES=1 tp=1" in logs[1]
+    assert all("serve org/tiny --host 127.0.0.1" in log for log in logs)
+    assert all(str(p) in " ".join(said) for p in t.log_paths), said
+    assert wait_gone(pids) == []
+
+
+def test_never_healthy_times_out_and_stops_child(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_UNHEALTHY", "1")
+    said: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(TeacherError, match=r"did not become healthy .* within 1s") as err:
+        launch_teacher("vllm", model="m", health_timeout=1, announce=said.append)
+    assert time.monotonic() - started < 5
+    log = Path(re.search(r"log: (\S+)", said[0]).group(1))
+    assert str(log) in str(err.value) and log.is_file()
+    assert wait_gone([int(re.search(r"pid (\d+)", said[0]).group(1))]) == []
+
+
+def test_slow_start_within_timeout_succeeds(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "1.5")
+    with start_teacher("vllm", model="m", health_timeout=10, announce=None) as t:
+        assert t.startup_s >= 1.5
+
+
+def test_crash_at_start_fails_fast_with_log_tail(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_CRASH", "1")
+    started = time.monotonic()
+    with pytest.raises(TeacherError, match=r"exited with code 1(.|\n)*CUDA out of memory"):
+        launch_teacher("vllm", model="m", health_timeout=60, announce=None)
+    assert time.monotonic() - started < 5
+
+
+def test_error_inside_block_stops_server_and_workers(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_WORKER", "1")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        start_teacher("vllm", model="m", announce=None) as t,
+    ):
+        pids = [*t.pids, worker_pid(t.log_path)]
+        assert all(pid_alive(p) for p in pids)
+        raise RuntimeError("boom")
+    assert wait_gone(pids) == []
+
+
+def test_sigterm_ignored_falls_back_to_sigkill(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_IGNORE_SIGTERM", "1")
+    monkeypatch.setenv("FAKE_VLLM_WORKER", "1")
+    t = launch_teacher("vllm", model="m", stop_grace=0.5, announce=None)
+    pids = [*t.pids, worker_pid(t.log_path)]
+    started = time.monotonic()
+    t.stop()
+    assert time.monotonic() - started >= 0.5
+    assert wait_gone(pids, 1) == []
+    t.stop()  # idempotent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_launcher_process_leaves_no_child(fake_vllm: Path, sig: int) -> None:
+    script = textwrap.dedent(
+        """
+        import json, sys, time
+        from synthgen.teacher import start_teacher
+        with start_teacher("vllm", model="m", announce=None) as t:
+            print(json.dumps(t.pids), flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.communicate(timeout=10)[1]
+        pids = json.loads(line)
+        assert pids and all(pid_alive(p) for p in pids)
+        proc.send_signal(sig)
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert wait_gone(pids) == []
+
+
+def test_missing_vllm_says_what_to_install(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_vllm / "empty"))
+    with pytest.raises(TeacherError, match=r"`vllm` was not found on PATH.*synthgen\[vllm\]"):
+        launch_teacher("vllm", model="m", announce=None)
+
+
+def test_missing_executable_at_spawn_is_a_teacher_error(tmp_path: Path) -> None:
+    server = ServerProcess(
+        name="vllm",
+        argv=[str(tmp_path / "no-such-vllm"), "serve", "m"],
+        port=1,
+        log_path=tmp_path / "x.log",
+        health_url="http://127.0.0.1:1/health",
+        base_url="http://127.0.0.1:1/v1",
+    )
+    with pytest.raises(TeacherError, match=r"executable not found: .*no-such-vllm"):
+        server.start()
+
+
+def test_no_gpu_and_too_few_gpus(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNTHGEN_GPUS", "")
+    with pytest.raises(TeacherError, match=r"no NVIDIA GPU.*--backend local"):
+        launch_teacher("vllm", model="m", announce=None)
+    monkeypatch.setenv("SYNTHGEN_GPUS", "0,1")
+    with pytest.raises(TeacherError, match="need 4 GPUs; only 2 visible"):
+        launch_teacher("vllm", model="m", replicas=2, tensor_parallel_size=2, announce=None)
+
+
+def test_unknown_flag_is_rejected_like_vllm(fake_vllm: Path) -> None:
+    with pytest.raises(TeacherError, match=r"exited with code 2(.|\n)*unrecognized arguments"):
+        launch_teacher("vllm", model="m", extra_args=["--no-such-flag"], announce=None)
