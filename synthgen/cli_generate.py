@@ -1,0 +1,122 @@
+"""`synthgen generate`: flags (and an optional config file) -> GenerateConfig -> generate()."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from .config import build_config, load_config_file
+from .errors import ConfigError, InputError, RunAborted
+from .run import RunSummary
+from .run import generate as run_generate
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
+    if value is None:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"top_k\": 20}'")
+    return data
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML or YAML file whose keys mirror these flags; flags override it.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Prompts: .jsonl (prompt or messages per line), .csv or .parquet.")
+@click.option("--input-sql", help="A DuckDB query whose rows are the prompts.")
+@click.option("--template", help="Render prompts/NAME.jinja (or .yaml) with each row's fields.")
+@click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where templates live (default: ./prompts).")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), help="The DuckDB store.")
+@click.option("--model", help="Model name the teacher serves.")
+@click.option("--base-url", "base_urls", multiple=True,
+              help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Repeat for "
+                   "several replicas. Without it the bundled local teacher is started.")
+@click.option("--api-key-env", help="Environment variable holding the API key "
+                                    "(default OPENAI_API_KEY). The key is never stored.")
+@click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
+@click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
+@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")
+@click.option("--n", type=int, help="Samples per prompt (default 1).")
+@click.option("--temperature", type=float)
+@click.option("--top-p", type=float)
+@click.option("--max-tokens", type=int)
+@click.option("--seed", type=int, help="Seed for sample 0; sample k uses seed+k.")
+@click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
+@click.option("--logprobs", type=int, help="Store the teacher's top-K logprobs per token.")
+@click.option("--extra-body", callback=_json_object,
+              help="JSON object merged into each request (vLLM's top_k, min_p, guided_json...).")
+@click.option("--limit", type=int, help="Only the first N valid prompts.")
+@click.option("--skip-invalid", is_flag=True, default=None,
+              help="Record invalid input rows and go on with the valid ones.")
+@click.option("--retry-failed", is_flag=True, default=None,
+              help="Send the requests recorded in failures again.")
+@click.option("--rpm", type=float, help="Requests per minute, client side.")
+@click.option("--tpm", type=float, help="Tokens per minute, client side.")
+@click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
+@click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
+@click.option("--progress-interval", type=float,
+              help="Seconds between progress lines when not on a terminal (default 10).")
+@click.option("-v", "--verbose", count=True, help="More detail in the summary.")
+def generate(config_file: Path | None, progress_interval: float | None, **flags) -> None:
+    """Send every prompt of the input to the teacher; store each answer once in --db.
+
+    Running the same command again resumes: answered requests are never sent twice.
+    """
+    file_values = load_config_file(config_file) if config_file else {}
+    overrides = {
+        "input": flags.pop("input_path"),
+        "base_urls": list(flags.pop("base_urls")) or None,
+        "stop": list(flags.pop("stop")) or None,
+        **flags,
+    }
+    if overrides["verbose"] == 0:
+        overrides["verbose"] = None
+    if not file_values.get("db") and not overrides.get("db"):
+        raise ConfigError("--db is required (the DuckDB file to write)")
+    cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
+    resume = "synthgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same command"
+    try:
+        summary = run_generate(cfg, progress_interval=progress_interval)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except RunAborted as exc:
+        click.secho(f"stopped early: {exc}", fg="red", err=True)
+        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
+        sys.exit(3)
+    _print_summary(summary, cfg.verbose)
+    if summary.status == "interrupted":
+        click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
+                   err=True)
+        sys.exit(130)
+    if summary.pending:
+        sys.exit(1)
+
+
+def _print_summary(s: RunSummary, verbose: int) -> None:
+    lines = [
+        f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
+        f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
+        f"{s.answered:,} answered now, {s.failed:,} failed, {s.pending:,} pending"
+        + (f", {s.invalid:,} invalid input rows skipped" if s.invalid else ""),
+        f"  tokens: {s.prompt_tokens:,} in, {s.completion_tokens:,} out; "
+        f"{s.requests_per_s:,.1f} requests/s",
+    ]
+    if s.errors:
+        lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
+    if s.failed:
+        lines.append("  see them: synthgen sql --db DB \"SELECT error_type, message FROM failures\"")
+    if verbose and s.plan_reused:
+        lines.append("  (input unchanged since the last run: plan reused)")
+    click.echo("\n".join(lines), err=True)
+

@@ -1,0 +1,118 @@
+"""Store commands: `sql` (read-only queries), `status` and `export`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+import duckdb
+import orjson
+
+from . import store
+from .errors import StoreError
+from .export import export as export_corpus
+from .status import status as store_status
+
+DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
+                  help="The DuckDB store.")
+
+
+@click.command()
+@DB
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "jsonl"]), default="table",
+              show_default=True)
+@click.option("--max-rows", type=int, default=100, show_default=True,
+              help="Rows shown by --format table (csv and jsonl print all).")
+@click.argument("query")
+def sql(db: Path, fmt: str, max_rows: int, query: str) -> None:
+    """Run QUERY on the store, read-only (e.g. "SELECT * FROM corpus LIMIT 5")."""
+    con = store.connect(db, read_only=True)
+    try:
+        try:
+            cur = con.execute(query)
+        except duckdb.Error as exc:
+            raise StoreError(f"sql: {str(exc).strip().splitlines()[0]}") from None
+        if cur.description is None:
+            return
+        cols = [d[0] for d in cur.description]
+        if fmt == "csv":
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(cols)
+            while rows := cur.fetchmany(4096):
+                out.writerows([_cell(v) for v in r] for r in rows)
+        elif fmt == "jsonl":
+            while rows := cur.fetchmany(4096):
+                for r in rows:
+                    sys.stdout.write(orjson.dumps(dict(zip(cols, r, strict=True)), default=str).decode() + "\n")
+        else:
+            _table(cols, cur.fetchmany(max_rows + 1), max_rows)
+    finally:
+        con.close()
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, list | dict):
+        return orjson.dumps(value, default=str).decode()
+    return value
+
+
+def _table(cols: list[str], rows: list[tuple], max_rows: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*cols, show_lines=False)
+    for row in rows[:max_rows]:
+        table.add_row(*(_short(v) for v in row))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    if len(rows) > max_rows:
+        console.print(f"(first {max_rows} rows shown; use --max-rows or --format csv for more)")
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = "NULL" if value is None else str(_cell(value))
+    text = text.replace("\n", "⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@click.command()
+@DB
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def status(db: Path, as_json: bool) -> None:
+    """Per run: done, pending, failed by kind, tokens (and cost where prices were given)."""
+    runs = store_status(db)
+    if as_json:
+        for run in runs:
+            click.echo(orjson.dumps(run, default=str).decode())
+        return
+    if not runs:
+        click.echo(f"{db}: no runs yet")
+        return
+    for r in runs:
+        ended = r["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if r["ended_at"] else "-"
+        click.echo(f"run {r['run_id']}  {r['status']}  model {r['model']}  "
+                   f"started {r['started_at']:%Y-%m-%d %H:%M:%S}  ended {ended}")
+        if r["total"] is not None:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in r["failed_by_kind"].items())
+            click.echo(f"  plan: {r['total']:,} requests, {r['answered']:,} done, "
+                       f"{r['pending']:,} pending, {r['failed']:,} failed" + (f" ({kinds})" if kinds else ""))
+        tokens = f"  this run: {r['run_answered'] or 0:,} answered, {r['run_failed'] or 0:,} failed, " \
+                 f"tokens {r['prompt_tokens'] or 0:,} in / {r['completion_tokens'] or 0:,} out"
+        if r["cost"] is not None:
+            tokens += f", estimated cost ${r['cost']:,.4f}"
+        click.echo(tokens)
+        if r["message"]:
+            click.echo(f"  {r['message'].splitlines()[0]}")
+
+
+@click.command()
+@DB
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="FILE.jsonl or FILE.parquet")
+@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\".")
+def export(db: Path, out: Path, where: str | None) -> None:
+    """Write one chat-format row per answer (messages + assistant answer + metadata)."""
+    count = export_corpus(db, out, where)
+    click.echo(f"wrote {count:,} rows to {out}", err=True)

@@ -1,0 +1,182 @@
+"""The run configuration: one pydantic model that the flags, the config file and the
+Python API all fill, so a bad value gets the same message naming the field everywhere.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+# Fields that shape the request itself: a change to any of them makes new request ids.
+REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body")
+
+
+class GenerateConfig(BaseModel):
+    """Everything `synthgen generate` needs. Secrets are never fields: only the *name*
+    of the environment variable that holds the API key is."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # input
+    input: Path | None = None
+    input_sql: str | None = None
+    template: str | None = None
+    prompts_dir: Path = Path("prompts")
+    skip_invalid: bool = False
+    limit: int | None = Field(default=None, ge=1)
+
+    # store
+    db: Path
+
+    # teacher
+    model: str | None = None
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str = "OPENAI_API_KEY"
+
+    # sampling (these shape request ids)
+    n: int = Field(default=1, ge=1, le=1024)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    # engine
+    concurrency: int | Literal["auto"] = 64
+    timeout: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_failed: bool = False
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    price_in: float | None = Field(default=None, ge=0)
+    price_out: float | None = Field(default=None, ge=0)
+    flush_interval: float = Field(default=0.1, gt=0, le=10)
+
+    # local teacher (used when no base_url is given)
+    threads: int | None = Field(default=None, ge=1)
+
+    verbose: int = 0
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "auto":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError("must be a positive integer or 'auto'") from None
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return value
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _one_url(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("base_urls")
+    @classmethod
+    def _clean_urls(cls, urls: list[str]) -> list[str]:
+        return [normalize_base_url(u) for u in urls]
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateConfig:
+        if (self.input is None) == (self.input_sql is None):
+            raise ValueError("give exactly one of input (a file) or input_sql (a query)")
+        if self.base_urls and not self.model:
+            raise ValueError("model is required with base_url (the name the teacher serves)")
+        return self
+
+    def request_params(self) -> dict[str, Any]:
+        """Sampling parameters sent with every request (None means: not sent)."""
+        params: dict[str, Any] = {}
+        for key in ("temperature", "top_p", "max_tokens", "stop"):
+            value = getattr(self, key)
+            if value is not None:
+                params[key] = value
+        if self.logprobs is not None:
+            params["logprobs"] = True
+            params["top_logprobs"] = self.logprobs
+        params.update(self.extra_body)
+        return params
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as stored in `runs.config`: no secret can be in it by construction
+        (the key is read from the environment), and URLs lose any credentials."""
+        data = self.model_dump(mode="json")
+        data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
+        return data
+
+
+def normalize_base_url(url: str) -> str:
+    """Accept `http://host:port` as well as `http://host:port/v1` (the OpenAI convention)."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.path in ("", "/"):
+        url = urlunsplit(parts._replace(path="/v1"))
+    return url
+
+
+def strip_credentials(url: str) -> str:
+    """`https://user:key@host/v1?api_key=x` -> `https://host/v1`: keys never reach the store."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML config whose keys mirror the flags (dashes or underscores)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config file must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of settings at the top level")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "base_url" in data:
+        data["base_urls"] = data.pop("base_url")
+    return data
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any], source: str) -> GenerateConfig:
+    """Merge the config file with the flags (flags win) and validate once."""
+    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return GenerateConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"  {field.replace('_', '-')}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""The engine: pending requests -> limiter -> teacher client (with retries) -> writer.
+
+    plan (validated input, ids) ──> pending rows (streamed from DuckDB)
+        ──> ConcurrencyLimit ──> TeacherClient.complete() inside tenacity
+        ──> Writer thread (batched commits)
+
+One asyncio task per request in flight; nothing else runs per request. Stopping is
+cooperative: Ctrl-C (or SIGTERM) stops feeding, gives requests in flight a grace period,
+then cancels the rest, which stay pending for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import duckdb
+import orjson
+
+from .client import TeacherClient
+from .errors import AuthFault, ConnectionFault, RunAborted, TeacherFault
+from .limiter import ConcurrencyLimit
+from .plan import PENDING_SQL
+from .retry import retrying
+from .writer import Failure, Writer
+
+FETCH_ROWS = 2048
+# Endpoint faults (bad key, teacher gone) say nothing about the prompt: after this many in a
+# row with no answer in between the run stops instead of burning through the file.
+ENDPOINT_FAULT_LIMIT = 10
+GRACE_SECONDS = 10.0
+
+
+@dataclass
+class Stats:
+    """Live counters, read by the progress display and the final summary."""
+
+    total: int = 0
+    already_done: int = 0
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
+    started: float = field(default_factory=time.monotonic)
+    limit: int = 0
+    in_flight: int = 0
+
+
+class Engine:
+    def __init__(self, con: duckdb.DuckDBPyConnection, writer: Writer, client: TeacherClient,
+                 limit: ConcurrencyLimit, *, model: str, plan_key: str, max_attempts: int,
+                 retry_failed: bool, stats: Stats, grace: float = GRACE_SECONDS,
+                 retry_sleep=None):
+        self.con = con
+        self.writer = writer
+        self.client = client
+        self.limit = limit
+        self.model = model
+        self.plan_key = plan_key
+        self.max_attempts = max_attempts
+        self.retry_failed = retry_failed
+        self.stats = stats
+        self.grace = grace
+        self.retry_sleep = retry_sleep
+        self.stop_reason: str | None = None  # "interrupted" or an abort message
+        self.crash: BaseException | None = None
+        self._stopping = asyncio.Event()
+        self._held: list[Failure] = []  # endpoint faults not yet known to be the prompt's fault
+        self._tasks: set[asyncio.Task] = set()
+        self._model_json = orjson.dumps(model)
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            await self._feed()
+            await self._drain()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if self.stop_reason is None or self.stop_reason == "interrupted":
+                for f in self._held:  # no abort: these were real per-request failures
+                    self.writer.put_failure(f)
+            self._held.clear()
+
+    def _on_signal(self) -> None:
+        if self._stopping.is_set():  # second Ctrl-C: stop waiting for requests in flight
+            for task in list(self._tasks):
+                task.cancel()
+        self.request_stop("interrupted")
+
+    async def _feed(self) -> None:
+        reader = self.con.execute(
+            PENDING_SQL, {"key": self.plan_key, "retry_failed": self.retry_failed}
+        ).fetch_record_batch(FETCH_ROWS)
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                batch = await asyncio.to_thread(reader.read_next_batch)
+            except StopIteration:
+                return
+            ids = batch.column(0).to_pylist()
+            messages = batch.column(1).to_pylist()
+            params = batch.column(2).to_pylist()
+            samples = batch.column(4).to_pylist()
+            for rid, msgs, prm, k in zip(ids, messages, params, samples, strict=True):
+                await self.limit.acquire()
+                if self._stopping.is_set():
+                    self.limit.release()
+                    return
+                if self.writer.error is not None:
+                    self.limit.release()
+                    raise self.writer.error
+                task = loop.create_task(self._one(rid, k, msgs, prm))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        if self._stopping.is_set() and self.stop_reason != "interrupted":
+            timeout: float | None = 0  # aborted: nothing in flight can succeed
+        elif self._stopping.is_set():
+            timeout = self.grace
+        else:
+            timeout = None
+        if timeout is None:
+            # Wait for everything, but honour a stop that comes while waiting.
+            while self._tasks and not self._stopping.is_set():
+                stop = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait({*self._tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+            if not self._tasks:
+                return
+            timeout = self.grace if self.stop_reason == "interrupted" else 0
+        if timeout:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def _body(self, messages: str, params: str) -> bytes:
+        # The stored JSON is spliced in as is: no parse and re-dump per request.
+        inner = params[1:-1]
+        sep = b"," if inner else b""
+        return b'{"model":%s,"messages":%s%s%s}' % (
+            self._model_json, messages.encode(), sep, inner.encode())
+
+    async def _one(self, rid: str, sample_index: int, messages: str, params: str) -> None:
+        stats = self.stats
+        stats.sent += 1
+        stats.in_flight += 1
+        body = self._body(messages, params)
+        attempts = 0
+        t0 = time.perf_counter()
+        try:
+            async for attempt in retrying(self.max_attempts, sleep=self.retry_sleep):
+                with attempt:
+                    attempts += 1
+                    try:
+                        answer = await self.client.complete(body)
+                    except TeacherFault as fault:
+                        stats.errors[fault.kind] += 1
+                        raise
+        except TeacherFault as fault:
+            stats.attempts += attempts
+            self._failed(Failure(rid, messages, fault.kind, fault.status_code, fault.message,
+                                 attempts), fault)
+            return
+        except Exception as exc:  # a bug, not a teacher fault: stop, keep the store consistent
+            self.crash = exc
+            self.request_stop(f"internal error: {type(exc).__name__}: {exc}")
+            return
+        finally:
+            stats.in_flight -= 1
+            self.limit.release()
+        stats.attempts += attempts
+        latency_ms = (time.perf_counter() - t0) * 1000
+        self.writer.put_answer(rid, sample_index, answer, latency_ms, attempts)
+        stats.answered += 1
+        stats.prompt_tokens += answer.prompt_tokens or 0
+        stats.completion_tokens += answer.completion_tokens or 0
+        if self._held:
+            for f in self._held:  # the endpoint works: those were the prompts' own failures
+                self.writer.put_failure(f)
+                stats.failed += 1
+            self._held.clear()
+
+    def _failed(self, failure: Failure, fault: TeacherFault) -> None:
+        if isinstance(fault, AuthFault | ConnectionFault) and self.stop_reason is None:
+            self._held.append(failure)
+            if len(self._held) >= ENDPOINT_FAULT_LIMIT:
+                self.request_stop(_abort_message(fault, len(self._held)))
+            return
+        self.writer.put_failure(failure)
+        self.stats.failed += 1
+
+
+def _abort_message(fault: TeacherFault, count: int) -> str:
+    if isinstance(fault, AuthFault):
+        return (f"the teacher refused {count} requests in a row with HTTP {fault.status_code} "
+                f"({fault.message}); check the API key (nothing was recorded as failed)")
+    return (f"the teacher was unreachable for {count} requests in a row, each after every "
+            f"retry ({fault.message}); nothing was recorded as failed")
+
+
+def raise_if_aborted(engine: Engine) -> None:
+    if engine.crash is not None:
+        raise engine.crash
+    if engine.stop_reason not in (None, "interrupted"):
+        raise RunAborted(engine.stop_reason)

@@ -1,0 +1,176 @@
+"""Input readers: JSONL, CSV, Parquet or a DuckDB query, streamed in bounded memory.
+
+Every reader yields `(line, fields)` pairs (`line` is 1-based: the file line for JSONL
+and CSV, the row number for Parquet and SQL) or `(line, BadRow)` when a row cannot even
+be decoded. `to_messages` then turns fields into OpenAI messages plus metadata, so all
+formats share one set of rules and one set of error messages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+from .templates import ROLES, RenderError, Template
+
+
+class BadRow(Exception):
+    """One input row is unusable; the message says why (the caller adds the line)."""
+
+
+Fields = dict[str, Any]
+
+
+def read_rows(path: Path | None, sql: str | None) -> Iterator[tuple[int, Fields | BadRow]]:
+    if sql is not None:
+        return _read_sql(sql)
+    assert path is not None
+    if not path.is_file():
+        raise ConfigError(f"input: {path}: no such file")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".ndjson": _read_jsonl,
+               ".csv": _read_csv, ".parquet": _read_parquet}
+    reader = readers.get(suffix.lower())
+    if reader is None:
+        raise ConfigError(f"input: {path}: unknown format {suffix!r} (use .jsonl, .csv or .parquet)")
+    return reader(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else f"not valid JSON ({exc})"
+                yield line_no, BadRow(reason)
+                continue
+            if not isinstance(value, dict):
+                yield line_no, BadRow(f"expected a JSON object, got {type(value).__name__}")
+                continue
+            yield line_no, value
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
+    with path.open("rb") as raw_fh:
+        fh = io.TextIOWrapper(raw_fh, encoding="utf-8", errors="strict", newline="")
+        reader = csv.DictReader(fh)
+        line_no = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                yield reader.line_num + 1, BadRow("not valid UTF-8")
+                return  # the decoder cannot resynchronise reliably; stop at the first bad byte
+            except csv.Error as exc:
+                yield reader.line_num, BadRow(f"malformed CSV ({exc})")
+                continue
+            line_no = reader.line_num
+            if None in row:
+                yield line_no, BadRow("more values than header columns")
+                continue
+            fields: Fields = {k: v for k, v in row.items() if k is not None}
+            if isinstance(fields.get("messages"), str):
+                try:
+                    fields["messages"] = orjson.loads(fields["messages"])
+                except orjson.JSONDecodeError:
+                    yield line_no, BadRow("column 'messages' is not a JSON list")
+                    continue
+            yield line_no, fields
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ConfigError(f"input: {path}: not a readable Parquet file ({exc})") from None
+    row_no = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for fields in batch.to_pylist():
+            row_no += 1
+            yield row_no, fields
+
+
+def _read_sql(sql: str) -> Iterator[tuple[int, Fields | BadRow]]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        reader = con.execute(sql).fetch_record_batch(4096)
+    except duckdb.Error as exc:
+        raise ConfigError(f"input-sql: the query failed: {str(exc).splitlines()[0]}") from None
+    row_no = 0
+    for batch in reader:
+        for fields in batch.to_pylist():
+            row_no += 1
+            yield row_no, fields
+    con.close()
+
+
+def to_messages(fields: Fields, template: Template | None) -> tuple[list[dict[str, Any]], Fields]:
+    """Return (messages, metadata) for one row, or raise BadRow saying what is wrong."""
+    if template is not None:
+        try:
+            messages = template.render(fields)
+        except RenderError as exc:
+            raise BadRow(str(exc)) from None
+        metadata = {k: _jsonable(v) for k, v in fields.items()}
+        return messages, metadata
+    prompt = fields.get("prompt")
+    messages = fields.get("messages")
+    if prompt is not None and messages is not None:
+        raise BadRow("has both 'prompt' and 'messages'; give one")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise BadRow(f"'prompt' must be a string, got {_type(prompt)}")
+        if not prompt.strip():
+            raise BadRow("'prompt' is empty")
+        out = [{"role": "user", "content": prompt}]
+    elif messages is not None:
+        out = _check_messages(messages)
+    else:
+        raise BadRow("needs a 'prompt' string or a 'messages' list")
+    metadata = {k: _jsonable(v) for k, v in fields.items() if k not in ("prompt", "messages")}
+    return out, metadata
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRow(f"'messages' must be a non-empty list, got {_type(messages)}")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise BadRow(f"messages[{i}] must be an object, got {_type(msg)}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise BadRow(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}")
+        content = msg.get("content")
+        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
+            raise BadRow(f"messages[{i}].content must be a string or a list of parts, got {_type(content)}")
+    return messages
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata from Parquet/SQL may hold dates or decimals; keep them as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,59 @@
+"""`status`: per run, what is done, pending and failed (by kind), and what it cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import store
+
+RUNS_SQL = """
+WITH ids AS (SELECT DISTINCT plan_key, request_id FROM plan_requests),
+plan AS (
+    SELECT ids.plan_key,
+           count(*) AS total,
+           count(s.request_id) AS answered,
+           count(*) FILTER (WHERE s.request_id IS NULL AND f.request_id IS NOT NULL) AS failed
+    FROM ids LEFT JOIN responses s USING (request_id) LEFT JOIN failures f USING (request_id)
+    GROUP BY ids.plan_key
+)
+SELECT r.run_id, r.status, r.started_at, r.ended_at, r.model, r.base_urls, r.config,
+       r.answered AS run_answered, r.failed AS run_failed, r.prompt_tokens, r.completion_tokens,
+       r.message, r.plan_key, p.total, p.answered, p.failed
+FROM runs r LEFT JOIN plan p USING (plan_key)
+ORDER BY r.run_id
+"""
+
+FAILED_KINDS_SQL = """
+SELECT error_type, count(*) FROM failures
+WHERE request_id IN (SELECT request_id FROM plan_requests WHERE plan_key = ?)
+GROUP BY 1 ORDER BY 2 DESC
+"""
+
+
+def status(db: str | Path) -> list[dict[str, Any]]:
+    """One dict per run: the run's own counts and its plan's done/pending/failed."""
+    con = store.connect(db, read_only=True)
+    try:
+        cur = con.execute(RUNS_SQL)
+        cols = [d[0] for d in cur.description]
+        runs = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        for run in runs:
+            config = orjson.loads(run.pop("config") or "{}")
+            run["failed_by_kind"] = dict(con.execute(FAILED_KINDS_SQL, [run["plan_key"]]).fetchall())
+            total = run["total"] or 0
+            run["pending"] = total - (run["answered"] or 0) - (run["failed"] or 0)
+            run["cost"] = _cost(run, config)
+        return runs
+    finally:
+        con.close()
+
+
+def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
+    price_in, price_out = config.get("price_in"), config.get("price_out")
+    if price_in is None and price_out is None:
+        return None
+    return ((run["prompt_tokens"] or 0) * (price_in or 0)
+            + (run["completion_tokens"] or 0) * (price_out or 0)) / 1e6

@@ -1,0 +1,73 @@
+"""Token-level distillation from the teacher's top-K logprobs.
+
+The corpus stores, for each generated token, the teacher's K most likely tokens with
+their log-probabilities. The rest of the vocabulary is unknown token by token, but its
+total mass is known: r = 1 - sum_k p_k. So both distributions are compared over K + 1
+buckets, the K tokens and one tail bucket:
+
+    p_t = (p_1, ..., p_K, r)                         teacher
+    p_s = (q_1, ..., q_K, 1 - sum_k q_k)             student, q = softmax(z / T)
+    KD  = T^2 * sum_b p_t[b] * (log p_t[b] - log p_s[b])
+
+Bucketing can only lower a KL (it is a coarser view of the same two distributions), so
+this is a lower bound of the full KL, and equal to it when K covers the vocabulary.
+
+Temperature T > 1 softens both sides (Hinton et al.); the T^2 factor keeps gradient
+sizes comparable across T. The teacher's top-K are tempered exactly (p_k^(1/T),
+renormalized); the tail is tempered as one bucket, r^(1/T), which is exact when the tail
+is empty (K = vocabulary) or T = 1, and an approximation otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def teacher_buckets(topk_logprobs: Any, valid: Any, temperature: float = 1.0) -> Any:
+    """Teacher log-probabilities over the K + 1 buckets, tempered and normalized.
+
+    topk_logprobs: [N, K] at temperature 1; valid: [N, K] bool (False = padding).
+    """
+    import torch
+
+    neg_inf = torch.finfo(topk_logprobs.dtype).min
+    lp = torch.where(valid, topk_logprobs, torch.full_like(topk_logprobs, neg_inf))
+    covered = torch.where(valid, lp.exp(), torch.zeros_like(lp)).sum(-1)
+    tail = (1.0 - covered).clamp(min=0.0)
+    tail_lp = torch.where(tail > 1e-12, tail.clamp(min=1e-12).log(), torch.full_like(tail, neg_inf))
+    buckets = torch.cat([lp, tail_lp.unsqueeze(-1)], dim=-1) / temperature
+    mask = torch.cat([valid, (tail > 1e-12).unsqueeze(-1)], dim=-1)
+    buckets = torch.where(mask, buckets, torch.full_like(buckets, neg_inf))
+    return torch.log_softmax(buckets, dim=-1), mask
+
+
+def student_buckets(logits: Any, topk_ids: Any, valid: Any, temperature: float = 1.0) -> Any:
+    """Student log-probabilities over the same K + 1 buckets (logits: [N, V])."""
+    import torch
+
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    ids = topk_ids.clamp(min=0)
+    picked = logp.gather(-1, ids)
+    hit = torch.zeros_like(logp).scatter_add(-1, ids, valid.to(logp.dtype)) > 0
+    tail = torch.logsumexp(logp.masked_fill(hit, float("-inf")), dim=-1)
+    return torch.cat([picked, tail.unsqueeze(-1)], dim=-1)
+
+
+def sparse_kd_loss(
+    logits: Any, topk_ids: Any, topk_logprobs: Any, temperature: float = 1.0
+) -> Any:
+    """Mean over positions of T^2 * KL(teacher || student) on top-K + tail buckets.
+
+    logits: [N, V] student logits at the positions that predict the teacher's tokens;
+    topk_ids: [N, K] teacher token ids, -1 where a slot is empty; topk_logprobs: [N, K].
+    """
+    import torch
+
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    valid = topk_ids >= 0
+    t_logp, t_mask = teacher_buckets(topk_logprobs.float(), valid, temperature)
+    s_logp = student_buckets(logits, topk_ids, valid, temperature)
+    t_p = t_logp.exp()
+    terms = torch.where(t_mask & (t_p > 0), t_p * (t_logp - s_logp), torch.zeros_like(t_p))
+    return terms.sum(-1).mean() * temperature**2

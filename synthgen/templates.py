@@ -1,0 +1,75 @@
+"""Prompt templates: `--template NAME` renders `prompts/NAME.*` with a row's fields.
+
+Two forms, both Jinja2 in a sandbox (a corpus file is data, never code):
+
+- `NAME.jinja` / `NAME.j2` / `NAME.txt`: the rendered text is one user message;
+- `NAME.yaml`: a list of `{role, content}` whose contents are each rendered.
+
+A variable the row lacks is an error that names it (StrictUndefined), never an empty string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import ConfigError
+
+TEXT_SUFFIXES = (".jinja", ".j2", ".txt")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+class RenderError(Exception):
+    """A row could not be rendered; the message names the missing variable."""
+
+
+class Template:
+    """A compiled prompt template: `render(row)` returns an OpenAI messages list."""
+
+    def __init__(self, name: str, path: Path, parts: list[tuple[str, Any]]):
+        self.name = name
+        self.path = path
+        self.source = path.read_text(encoding="utf-8")
+        self._parts = parts
+
+    def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        try:
+            return [{"role": role, "content": tpl.render(row)} for role, tpl in self._parts]
+        except UndefinedError as exc:
+            raise RenderError(f"template {self.name!r}: {exc.message}") from None
+        except TemplateError as exc:
+            raise RenderError(f"template {self.name!r}: {exc}") from None
+
+
+def load_template(name: str, prompts_dir: Path) -> Template:
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+    candidates = [prompts_dir / f"{name}{s}" for s in (*TEXT_SUFFIXES, ".yaml", ".yml")]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        available = sorted({p.stem for p in prompts_dir.glob("*") if p.is_file()})
+        raise ConfigError(
+            f"template {name!r} not found in {prompts_dir}/ (available: {', '.join(available) or 'none'})"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in TEXT_SUFFIXES:
+            return Template(name, path, [("user", env.from_string(text.strip()))])
+        spec = yaml.safe_load(text)
+        if not isinstance(spec, list) or not spec:
+            raise ConfigError(f"{path}: expected a list of {{role, content}} messages")
+        parts = []
+        for i, msg in enumerate(spec, 1):
+            if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(
+                msg.get("content"), str
+            ):
+                raise ConfigError(f"{path}: message {i} needs a role in {sorted(ROLES)} and a content string")
+            parts.append((msg["role"], env.from_string(msg["content"])))
+        return Template(name, path, parts)
+    except TemplateError as exc:
+        raise ConfigError(f"{path}: template syntax error: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
