@@ -96,9 +96,7 @@ def find_gguf() -> Path:
     try:
         dist = importlib.metadata.distribution(GGUF_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError as exc:
-        raise TeacherError(
-            f"the bundled teacher model is not installed; run: {INSTALL_GGUF_HINT}"
-        ) from exc
+        raise TeacherError(f"the bundled teacher model is not installed; run: {INSTALL_GGUF_HINT}") from exc
     for entry in dist.files or []:
         if entry.name == GGUF_FILE:
             path = Path(str(dist.locate_file(entry)))
@@ -185,8 +183,7 @@ def build_llama_server(
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise TeacherError(
-                f"building llama-server needs `{tool}`; install it "
-                "(Debian/Ubuntu: apt-get install cmake g++)"
+                f"building llama-server needs `{tool}`; install it (Debian/Ubuntu: apt-get install cmake g++)"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     log_path = target.parent / "build.log"
@@ -248,6 +245,5 @@ def _run(argv: list[str], log: IO[str], log_path: Path) -> None:
     if result.returncode != 0:
         log.flush()
         raise TeacherError(
-            f"`{' '.join(argv[:3])} ...` failed (exit {result.returncode}); "
-            f"log: {log_path}\n{tail(log_path)}"
+            f"`{' '.join(argv[:3])} ...` failed (exit {result.returncode}); log: {log_path}\n{tail(log_path)}"
         )

@@ -56,9 +56,7 @@ def visible_gpus() -> list[str]:
     if smi is None:
         return []
     try:
-        out = subprocess.run(
-            [smi, "-L"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     listed = [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]

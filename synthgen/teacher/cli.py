@@ -1,0 +1,254 @@
+"""`synthgen teacher start|stop|status|build` and `synthgen demo`: a thin click layer.
+
+`start` leaves the server running in the background (recorded in a state file)
+for several `generate --base-url` runs; `generate` without `--base-url` and
+`demo` instead start a teacher for one run and stop it at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from ..errors import TeacherError
+from . import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
+from .local import build_llama_server
+from .paths import state_dir as default_state_dir
+from .process import DEFAULT_STOP_GRACE_S, stop_process_group
+from .state import ServerRecord, TeacherRecord, forget, load, save
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SEEDS = REPO_ROOT / "data" / "seeds.jsonl"
+PROMPTS = REPO_ROOT / "prompts"
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+state_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where running teachers are recorded [default: ~/.cache/synthgen/teachers].",
+)
+name_option = click.option(
+    "--name", default="default", show_default=True, help="Name of the recorded teacher."
+)
+
+
+@click.group()
+def teacher() -> None:
+    """Start, stop and inspect teacher servers (bundled CPU model or vLLM)."""
+
+
+@teacher.command()
+@click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True)
+@click.option("--model", help=f"vLLM model id or path (local serves {LOCAL_MODEL_NAME}).")
+@click.option(
+    "--replicas",
+    type=int,
+    default=1,
+    show_default=True,
+    help="vLLM servers to start, each on its own GPU(s).",
+)
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="GPUs per vLLM replica.")
+@click.option("--gpu-memory-utilization", type=float, help="Passed to vllm serve.")
+@click.option("--max-model-len", type=int, help="Passed to vllm serve.")
+@click.option("--threads", type=int, help="CPU threads for the local server [default: all].")
+@click.option("--parallel", type=int, help="Parallel slots of the local server [default: 4].")
+@click.option("--port", type=int, help="First port to use [default: a free one].")
+@click.option("--health-timeout", type=float, help="Seconds to wait for the server to be ready.")
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
+@name_option
+@state_option
+def start(
+    backend: str,
+    model: str | None,
+    replicas: int,
+    tensor_parallel_size: int,
+    gpu_memory_utilization: float | None,
+    max_model_len: int | None,
+    threads: int | None,
+    parallel: int | None,
+    port: int | None,
+    health_timeout: float | None,
+    extra_args: tuple[str, ...],
+    name: str,
+    state_dir: Path | None,
+) -> None:
+    """Start a teacher in the background and print its base URL(s).
+
+    Arguments after `--` go to the server unchanged (e.g. `-- --dtype half`).
+    """
+    states = state_dir or default_state_dir()
+    existing = load(states, name)
+    if existing and any(s.running() for s in existing.servers):
+        raise TeacherError(
+            f"teacher {name!r} is already running at {' '.join(existing.base_urls)}; "
+            "stop it first (synthgen teacher stop) or pick another --name"
+        )
+    t = launch_teacher(
+        backend,
+        model=model,
+        replicas=replicas,
+        port=port,
+        threads=threads,
+        parallel=parallel,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        extra_args=extra_args,
+        health_timeout=health_timeout,
+        detached=True,
+        announce=_echo_err,
+    )
+    record = TeacherRecord(
+        name=name,
+        backend=backend,
+        model=t.model,
+        servers=[
+            ServerRecord(s.pid or 0, s.port, s.base_url, s.health_url, str(s.log_path)) for s in t.servers
+        ],
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    save(states, record)
+    flags = " ".join(f"--base-url {url}" for url in t.base_urls)
+    _echo_err(f"use it with: synthgen generate {flags} --model {t.model} ...")
+    _echo_err(f"stop it with: synthgen teacher stop{'' if name == 'default' else ' --name ' + name}")
+    for url in t.base_urls:
+        click.echo(url)
+
+
+@teacher.command()
+@click.option(
+    "--grace",
+    type=float,
+    default=DEFAULT_STOP_GRACE_S,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL.",
+)
+@name_option
+@state_option
+def stop(grace: float, name: str, state_dir: Path | None) -> None:
+    """Stop a teacher started with `synthgen teacher start`."""
+    states = state_dir or default_state_dir()
+    record = load(states, name)
+    if record is None:
+        click.echo(f"no teacher {name!r} recorded in {states}")
+        return
+    for server in record.servers:
+        if server.running():
+            stop_process_group(server.pid, grace)
+            click.echo(f"stopped pid {server.pid} ({server.base_url})")
+        else:
+            click.echo(f"pid {server.pid} ({server.base_url}) was not running")
+    forget(states, name)
+
+
+@teacher.command()
+@name_option
+@state_option
+def status(name: str, state_dir: Path | None) -> None:
+    """Show whether a started teacher is running and healthy. Exit 1 if it is not."""
+    import httpx
+
+    states = state_dir or default_state_dir()
+    record = load(states, name)
+    if record is None:
+        click.echo(f"teacher {name!r}: not running (nothing recorded in {states})")
+        raise SystemExit(1)
+    click.echo(
+        f"teacher {name!r}: backend {record.backend}, model {record.model}, started {record.started_at}"
+    )
+    healthy = True
+    for server in record.servers:
+        state = "stopped"
+        if server.running():
+            try:
+                code = httpx.get(server.health_url, timeout=2.0, trust_env=False).status_code
+                state = "healthy" if code == 200 else f"unhealthy (HTTP {code})"
+            except httpx.HTTPError as exc:
+                state = f"unreachable ({type(exc).__name__})"
+        healthy = healthy and state == "healthy"
+        click.echo(f"  {server.base_url}  pid {server.pid}  {state}  log: {server.log_path}")
+    if not healthy:
+        raise SystemExit(1)
+
+
+@teacher.command()
+@click.option("--jobs", "-j", type=int, help="Parallel compile jobs [default: all cores].")
+@click.option(
+    "--sdist",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Use this llama-cpp-python sdist instead of downloading it.",
+)
+@click.option("--force", is_flag=True, help="Rebuild even if a binary is cached.")
+def build(jobs: int | None, sdist: Path | None, force: bool) -> None:
+    """Build llama-server for the bundled teacher (once per machine) and print its path."""
+    click.echo(build_llama_server(jobs=jobs, sdist=sdist, force=force, announce=_echo_err))
+
+
+DEMO_QUERY = """\
+SELECT metadata->>'category' AS category,
+       messages[1].content AS prompt,
+       response,
+       completion_tokens AS tokens,
+       len(logprobs) AS logprob_steps
+FROM corpus ORDER BY line LIMIT 5"""
+
+
+@click.command()
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("demo.duckdb"),
+    show_default=True,
+    help="DuckDB file to write.",
+)
+@click.option("--limit", type=int, default=100, show_default=True, help="Seed prompts to answer.")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=SEEDS,
+    show_default=True,
+    help="Seed prompts (JSONL with `prompt`).",
+)
+@click.option("--logprobs", type=int, default=5, show_default=True, help="Top logprobs stored per token.")
+@click.option("--max-tokens", type=int, default=128, show_default=True)
+@click.option("--threads", type=int, help="CPU threads for the teacher [default: all].")
+def demo(db: Path, limit: int, input_path: Path, logprobs: int, max_tokens: int, threads: int | None) -> None:
+    """The whole loop on a laptop: bundled teacher -> answers in DuckDB -> SQL.
+
+    Starts the bundled SmolLM2 teacher, answers LIMIT bundled seed prompts with
+    top-LOGPROBS logprobs into DB, stops the teacher and shows a few rows.
+    """
+    from .. import generate
+    from ..cli_store import sql
+
+    with start_teacher("local", threads=threads, announce=_echo_err) as t:
+        summary = generate(
+            input=input_path,
+            db=db,
+            template="demo",
+            prompts_dir=PROMPTS,
+            limit=limit,
+            model=t.model,
+            base_urls=t.base_urls,
+            concurrency=8,
+            temperature=0.7,
+            top_p=0.9,
+            max_tokens=max_tokens,
+            seed=0,
+            logprobs=logprobs,
+        )
+    _echo_err(
+        f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
+        f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); "
+        f"teacher stopped. Rows below come from:\n"
+        f'  synthgen sql --db {db} "{" ".join(DEMO_QUERY.split())}"'
+    )
+    click.get_current_context().invoke(sql, db=db, fmt="table", max_rows=5, query=DEMO_QUERY)

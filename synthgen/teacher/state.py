@@ -1,0 +1,76 @@
+"""What `synthgen teacher start` leaves behind so `stop` and `status` can find it.
+
+A started teacher outlives the command that started it, so its pids, ports,
+base URLs and log paths are written to a small JSON file. Before signalling a
+recorded pid we check that it is still the server we started (its command
+line names our port), because pids are reused after a reboot or a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .process import pid_alive
+
+
+@dataclass
+class ServerRecord:
+    pid: int
+    port: int
+    base_url: str
+    health_url: str
+    log_path: str
+
+    def running(self) -> bool:
+        """True when the recorded pid is alive and is still our server."""
+        if not pid_alive(self.pid):
+            return False
+        try:
+            argv = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc (not Linux): trust the pid
+        return str(self.port).encode() in argv
+
+
+@dataclass
+class TeacherRecord:
+    name: str
+    backend: str
+    model: str
+    servers: list[ServerRecord]
+    started_at: str
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [s.base_url for s in self.servers]
+
+
+def state_path(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.json"
+
+
+def save(state_dir: Path, record: TeacherRecord) -> Path:
+    """Write the record atomically (a reader never sees half a file)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_path(state_dir, record.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(state_dir: Path, name: str) -> TeacherRecord | None:
+    path = state_path(state_dir, name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    servers = [ServerRecord(**s) for s in data.pop("servers")]
+    return TeacherRecord(servers=servers, **data)
+
+
+def forget(state_dir: Path, name: str) -> None:
+    state_path(state_dir, name).unlink(missing_ok=True)
