@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Throughput of synthgen against real vLLM servers on a GPU machine.
+#
+#   pip install -e '.[vllm]'           # on a machine with NVIDIA GPU(s)
+#   bench/vllm_gpu.sh Qwen/Qwen2.5-0.5B-Instruct
+#   REPLICAS=2 N=4 bench/vllm_gpu.sh Qwen/Qwen2.5-1.5B-Instruct
+#
+# Starts `synthgen teacher start --backend vllm` (REPLICAS servers, one GPU each),
+# answers every bundled seed prompt N times with top-5 logprobs, prints requests/s and
+# completion tokens/s from the store, and always stops the servers (trap on EXIT).
+# Knobs (environment): REPLICAS, N, MAX_TOKENS, CONCURRENCY, MAX_MODEL_LEN, GPU_MEM, DB.
+set -euo pipefail
+
+MODEL=${1:?usage: bench/vllm_gpu.sh MODEL_ID_OR_PATH}
+REPLICAS=${REPLICAS:-1}
+N=${N:-1}
+MAX_TOKENS=${MAX_TOKENS:-256}
+CONCURRENCY=${CONCURRENCY:-256}
+MAX_MODEL_LEN=${MAX_MODEL_LEN:-4096}
+GPU_MEM=${GPU_MEM:-0.90}
+DB=${DB:-bench_vllm.duckdb}
+cd "$(dirname "$0")/.."
+
+STATE=$(mktemp -d)
+trap 'synthgen teacher stop --state-dir "$STATE" >/dev/null || true; rm -rf "$STATE"' EXIT
+
+t0=$(date +%s.%N)
+mapfile -t URLS < <(synthgen teacher start --backend vllm --model "$MODEL" \
+    --replicas "$REPLICAS" --max-model-len "$MAX_MODEL_LEN" \
+    --gpu-memory-utilization "$GPU_MEM" --state-dir "$STATE")
+t1=$(date +%s.%N)
+base_urls=()
+for url in "${URLS[@]}"; do base_urls+=(--base-url "$url"); done
+
+rm -f "$DB"
+synthgen generate --input data/seeds.jsonl --template demo --db "$DB" --model "$MODEL" \
+    "${base_urls[@]}" --concurrency "$CONCURRENCY" --n "$N" --max-tokens "$MAX_TOKENS" \
+    --temperature 0.8 --top-p 0.95 --seed 0 --logprobs 5
+t2=$(date +%s.%N)
+
+elapsed=$(python3 -c "print(round($t2 - $t1, 2))")
+startup=$(python3 -c "print(round($t1 - $t0, 2))")
+echo "vLLM startup: ${startup}s for $REPLICAS replica(s); generate: ${elapsed}s"
+synthgen sql --db "$DB" "
+  SELECT count(*) AS answers,
+         sum(completion_tokens) AS completion_tokens,
+         round(count(*) / $elapsed, 2) AS requests_per_s,
+         round(sum(completion_tokens) / $elapsed, 1) AS tokens_per_s,
+         count(DISTINCT endpoint) AS endpoints_used
+  FROM corpus"

