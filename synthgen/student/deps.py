@@ -22,6 +22,5 @@ def require_train_extra() -> None:
     missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise TrainExtraMissing(
-            f"training needs {', '.join(missing)}: install them with "
-            "`pip install 'synthgen[train]'`"
+            f"training needs {', '.join(missing)}: install them with `pip install 'synthgen[train]'`"
         )

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Tail mass below this is rounding in the stored logprobs (servers round to ~1e-6), not
+# probability: treated as an empty tail.
+TAIL_EPS = 1e-6
+
 
 def teacher_buckets(topk_logprobs: Any, valid: Any, temperature: float = 1.0) -> Any:
     """Teacher log-probabilities over the K + 1 buckets, tempered and normalized.
@@ -30,13 +34,17 @@ def teacher_buckets(topk_logprobs: Any, valid: Any, temperature: float = 1.0) ->
     """
     import torch
 
+    # float64: the tail is 1 minus a sum that is close to 1, and rounding noise there
+    # would be amplified by the tempering r^(1/T).
+    topk_logprobs = topk_logprobs.double()
     neg_inf = torch.finfo(topk_logprobs.dtype).min
     lp = torch.where(valid, topk_logprobs, torch.full_like(topk_logprobs, neg_inf))
     covered = torch.where(valid, lp.exp(), torch.zeros_like(lp)).sum(-1)
     tail = (1.0 - covered).clamp(min=0.0)
-    tail_lp = torch.where(tail > 1e-12, tail.clamp(min=1e-12).log(), torch.full_like(tail, neg_inf))
+    has_tail = tail > TAIL_EPS
+    tail_lp = torch.where(has_tail, tail.clamp(min=TAIL_EPS).log(), torch.full_like(tail, neg_inf))
     buckets = torch.cat([lp, tail_lp.unsqueeze(-1)], dim=-1) / temperature
-    mask = torch.cat([valid, (tail > 1e-12).unsqueeze(-1)], dim=-1)
+    mask = torch.cat([valid, has_tail.unsqueeze(-1)], dim=-1)
     buckets = torch.where(mask, buckets, torch.full_like(buckets, neg_inf))
     return torch.log_softmax(buckets, dim=-1), mask
 
@@ -49,13 +57,13 @@ def student_buckets(logits: Any, topk_ids: Any, valid: Any, temperature: float =
     ids = topk_ids.clamp(min=0)
     picked = logp.gather(-1, ids)
     hit = torch.zeros_like(logp).scatter_add(-1, ids, valid.to(logp.dtype)) > 0
-    tail = torch.logsumexp(logp.masked_fill(hit, float("-inf")), dim=-1)
+    # A large finite fill, not -inf: when K covers the vocabulary the tail is empty, and a
+    # logsumexp over only -inf would put NaN into the backward pass.
+    tail = torch.logsumexp(logp.masked_fill(hit, -1e4), dim=-1)
     return torch.cat([picked, tail.unsqueeze(-1)], dim=-1)
 
 
-def sparse_kd_loss(
-    logits: Any, topk_ids: Any, topk_logprobs: Any, temperature: float = 1.0
-) -> Any:
+def sparse_kd_loss(logits: Any, topk_ids: Any, topk_logprobs: Any, temperature: float = 1.0) -> Any:
     """Mean over positions of T^2 * KL(teacher || student) on top-K + tail buckets.
 
     logits: [N, V] student logits at the positions that predict the teacher's tokens;
@@ -68,6 +76,9 @@ def sparse_kd_loss(
     valid = topk_ids >= 0
     t_logp, t_mask = teacher_buckets(topk_logprobs.float(), valid, temperature)
     s_logp = student_buckets(logits, topk_ids, valid, temperature)
+    t_logp = t_logp.to(s_logp.dtype)
     t_p = t_logp.exp()
-    terms = torch.where(t_mask & (t_p > 0), t_p * (t_logp - s_logp), torch.zeros_like(t_p))
+    live = t_mask & (t_p > 0)
+    diff = torch.where(live, t_logp - s_logp, torch.zeros_like(t_p))
+    terms = t_p * diff
     return terms.sum(-1).mean() * temperature**2

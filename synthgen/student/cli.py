@@ -1,0 +1,101 @@
+"""`synthgen train` and `synthgen eval`: a thin click layer over train.py and evaluate.py.
+
+Progress and reports go to stderr; `eval --json` prints exactly one JSON object on
+stdout. torch is imported only once a command runs, after the extra is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .deps import StudentError, require_train_extra
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="The store.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model directory.")
+@click.option("--query", default=None, help="SQL choosing the rows (default: corpus, stop).")
+@click.option("--student", default="tiny", show_default=True, help="tiny, an HF dir or a .gguf.")
+@click.option("--lora", is_flag=True, help="Train LoRA adapters instead of all weights.")
+@click.option("--lora-rank", default=16, show_default=True)
+@click.option("--merge-lora", is_flag=True, help="Merge the adapters into the saved model.")
+@click.option("--kd", is_flag=True, help="Add sparse KL to the teacher's stored top-K logprobs.")
+@click.option("--kd-weight", default=0.5, show_default=True, help="KD share of the loss.")
+@click.option("--temperature", default=1.0, show_default=True, help="KD temperature.")
+@click.option("--epochs", type=float, default=None, help="Epochs (default 3).")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps (instead of epochs).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option(
+    "--overflow",
+    type=click.Choice(["truncate", "drop"]),
+    default="truncate",
+    show_default=True,
+    help="What to do with rows over --max-length.",
+)
+@click.option("--holdout", type=float, default=0.1, show_default=True, help="Held-out share.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (1 beside a teacher).")
+@click.option("--save-steps", type=int, default=100, show_default=True)
+@click.option("--preview", is_flag=True, help="Show one tokenized example, trained tokens marked.")
+@click.option(
+    "--compare-kd",
+    is_flag=True,
+    help="Train SFT-only and SFT+KD into OUT/sft and OUT/kd, then print the eval table.",
+)
+def train(**opts: Any) -> None:
+    """Train a student on teacher answers chosen by SQL."""
+    require_train_extra()
+    from .train import TrainConfig, preview_text
+    from .train import train as run_train
+
+    preview, compare = opts.pop("preview"), opts.pop("compare_kd")
+    if opts["epochs"] is not None and opts["max_steps"] is not None:
+        raise StudentError("give --epochs or --max-steps, not both")
+    if opts["epochs"] is None and opts["max_steps"] is None:
+        opts["epochs"] = 3.0
+    cfg = TrainConfig(**opts)
+    if preview:
+        click.echo(preview_text(cfg, color=sys.stdout.isatty()))
+        return
+    if compare:
+        from .compare import compare_kd
+
+        click.echo(compare_kd(cfg, _echo))
+        return
+    run_train(cfg, _echo)
+
+
+@click.command("eval")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="The store.")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--query", default=None, help="Rows to evaluate (prompts not trained on).")
+@click.option("--gen-rows", type=int, default=8, show_default=True, help="Rows for ROUGE-L.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(
+    db: str, model_dir: str, query: str | None, gen_rows: int, max_new_tokens: int, as_json: bool
+) -> None:
+    """Evaluate a trained student and its untrained self on held-out teacher answers."""
+    require_train_extra()
+    from .evaluate import evaluate
+
+    if not Path(model_dir).is_dir():
+        raise StudentError(f"{model_dir}: no such model directory")
+    result = evaluate(db, model_dir, query, gen_rows, max_new_tokens, echo=_echo)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        from .compare import table
+
+        click.echo(table({"untrained": result["untrained"], "trained": result["trained"]}))

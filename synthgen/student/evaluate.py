@@ -1,0 +1,172 @@
+"""Held-out evaluation: the trained student and the untrained one, side by side.
+
+On teacher answers to prompts the student never trained on (the run's `split.json`):
+
+    loss, perplexity   cross-entropy on the answer tokens, teacher-forced
+    token_accuracy     the student's argmax is the teacher's actual next token
+    top1_agreement     the student's argmax is the teacher's own most likely token
+                       (where the corpus holds logprobs)
+    rouge_l            ROUGE-L F1 of the student's greedy generation vs the teacher's text
+
+The untrained student is rebuilt from the run's config (`tiny` with the same seed, or
+the same base model), so the comparison isolates what training did. Both land in the
+store's `evals` table, one row each, sharing an eval_id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .deps import StudentError, require_train_extra
+from .render import IGNORE, render, truncate
+from .rouge import rouge_l
+from .rows import Row, Split, heldout_rows
+from .train import CONFIG_FILE
+
+
+def load_trained(model_dir: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
+        raise StudentError(f"{model_dir}: not a model directory written by synthgen train")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    return model.float().eval(), tok
+
+
+def metrics(
+    model: Any,
+    tok: Any,
+    rows: list[Row],
+    max_length: int,
+    gen_rows: int,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Every metric above for one model on `rows`."""
+    import torch
+
+    from .teacher import Vocab, targets_for
+
+    vocab = Vocab(tok)
+    nll = 0.0
+    tokens = correct = agree = agree_n = used = 0
+    for row in rows:
+        r = render(tok, row.conversation())
+        if len(r.input_ids) > max_length:
+            r = truncate(r, max_length)
+        if r.trained == 0:
+            continue
+        used += 1
+        ids = torch.tensor([r.input_ids])
+        labels = torch.tensor(r.labels[1:])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1].float()
+        mask = labels != IGNORE
+        nll += float(torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum"))
+        pred = logits.argmax(-1)
+        tokens += int(mask.sum())
+        correct += int((pred[mask] == labels[mask]).sum())
+        t = targets_for(row, r, vocab, k=1)
+        if t is not None:
+            for pos, tid in zip(t.positions, t.ids, strict=True):
+                agree_n += 1
+                agree += int(int(pred[pos - 1]) == tid[0])
+    if tokens == 0:
+        raise StudentError("no held-out answer token to evaluate on")
+    loss = nll / tokens
+    out: dict[str, Any] = {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "token_accuracy": correct / tokens,
+        "top1_agreement": agree / agree_n if agree_n else None,
+        "tokens": tokens,
+        "rows": used,
+    }
+    out["rouge_l"] = _rouge(model, tok, rows[:gen_rows], max_new_tokens) if gen_rows else None
+    return out
+
+
+def _rouge(model: Any, tok: Any, rows: list[Row], max_new_tokens: int) -> float | None:
+    import torch
+
+    scores = []
+    for row in rows:
+        enc = tok.apply_chat_template(
+            row.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        text = tok.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        scores.append(rouge_l(text, row.response))
+    return sum(scores) / len(scores) if scores else None
+
+
+def evaluate(
+    db: str,
+    model_dir: str,
+    query: str | None = None,
+    gen_rows: int = 8,
+    max_new_tokens: int = 64,
+    label: str = "trained",
+    echo: Callable[[str], None] | None = None,
+    untrained: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model_dir` and its untrained student; record both in `evals`."""
+    require_train_extra()
+    from .presets import load_student, prepare_tokenizer
+
+    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    path = Path(model_dir)
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.exists():
+        raise StudentError(f"{path}: no {CONFIG_FILE}; was it written by synthgen train?")
+    run = json.loads(cfg_path.read_text())
+    cfg = run["config"]
+    split = Split.load(path / "split.json")
+    rows = heldout_rows(db, split, query)
+    echo(f"eval: {len(rows)} held-out rows")
+    model, tok = load_trained(path)
+    prepare_tokenizer(tok)
+    result = {
+        "trained": metrics(model, tok, rows, cfg["max_length"], gen_rows, max_new_tokens),
+    }
+    if untrained is None:
+        base = load_student(cfg["student"], seed=cfg["seed"], tiny_overrides=cfg.get("tiny"))
+        prepare_tokenizer(base.tokenizer)
+        base.model.eval()
+        untrained = metrics(base.model, base.tokenizer, rows, cfg["max_length"], gen_rows, max_new_tokens)
+    result["untrained"] = untrained
+    result["model_dir"] = str(path)
+    result["kd_used"] = run.get("kd_used", False)
+    result["heldout_rows"] = len(rows)
+    result["eval_id"] = record(db, str(path), label, query or split.query, len(rows), result)
+    return result
+
+
+def record(db: str, model_dir: str, label: str, query: str, rows: int, result: dict) -> str:
+    """One `evals` row per model (trained under `label`, untrained as 'untrained')."""
+    from ..store import connect
+
+    eval_id = uuid.uuid4().hex[:16]
+    con = connect(db)
+    try:
+        for name, key in ((label, "trained"), ("untrained", "untrained")):
+            con.execute(
+                "INSERT INTO evals VALUES (?, now(), ?, ?, ?, ?, ?)",
+                [eval_id, model_dir, name, query, rows, json.dumps(result[key])],
+            )
+    finally:
+        con.close()
+    return eval_id

@@ -1,0 +1,120 @@
+"""The teacher's stored logprobs, as per-position targets for the student.
+
+Each stored entry is one token the teacher generated, with its top-K alternatives. When
+the student shares the teacher's tokenizer, the student's tokens of the answer are the
+teacher's tokens, so entry j is the target for the position that predicts answer token
+j. Ids come from the server where it reports them; otherwise the token text is mapped
+through the student's vocabulary. Rows whose tokens do not line up are trained with
+cross-entropy only, and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .render import Rendered
+from .rows import Row
+
+# Enough agreement that the student really shares the teacher's tokenizer.
+MIN_TOKEN_AGREEMENT = 0.95
+MIN_ALIGNED_ROWS = 0.5
+
+
+@dataclass
+class Targets:
+    """Teacher top-K at label positions: `positions[i]` is predicted with `ids[i]`."""
+
+    positions: list[int]
+    ids: list[list[int]]
+    logprobs: list[list[float]]
+
+
+class Vocab:
+    """Maps the teacher's token text to the student's ids when the server gave no id."""
+
+    def __init__(self, tokenizer: Any):
+        self.size = len(tokenizer)
+        self.tokenizer = tokenizer
+        self._text: dict[str, int] | None = None
+
+    def text_to_id(self) -> dict[str, int]:
+        if self._text is None:
+            pieces = self.tokenizer.batch_decode([[i] for i in range(self.size)])
+            table: dict[str, int] = {}
+            for i, piece in enumerate(pieces):
+                table.setdefault(piece, i)
+            self._text = table
+        return self._text
+
+    def id_of(self, entry: dict[str, Any]) -> int | None:
+        tid = entry.get("id")
+        if tid is not None and 0 <= tid < self.size:
+            return int(tid)
+        if tid is not None:
+            return None
+        return self.text_to_id().get(entry.get("token") or "")
+
+
+def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None) -> Targets | None:
+    """Align the row's teacher logprobs with the last assistant turn; None if they differ."""
+    if not row.logprobs or not rendered.turns:
+        return None
+    first, end = rendered.turns[-1]
+    chosen = [vocab.id_of(e) for e in row.logprobs]
+    answer = rendered.input_ids[first:end]
+    n = min(len(chosen), len(answer))
+    if n == 0 or chosen[:n] != answer[:n]:
+        return None
+    if len(rendered.input_ids) == rendered.length and len(chosen) > len(answer):
+        return None  # the teacher's tokens run past the student's answer: not the same text
+    positions, ids, lps = [], [], []
+    for j, entry in enumerate(row.logprobs[:n]):
+        alts = sorted(entry.get("top_logprobs") or [], key=lambda a: -a["logprob"])
+        seen: set[int] = set()
+        pid, plp = [], []
+        for alt in alts:
+            tid = vocab.id_of(alt)
+            if tid is None or tid in seen:
+                continue  # unknown to the student: its mass stays in the tail bucket
+            seen.add(tid)
+            pid.append(tid)
+            plp.append(float(alt["logprob"]))
+            if k is not None and len(pid) == k:
+                break
+        if pid:
+            positions.append(first + j)
+            ids.append(pid)
+            lps.append(plp)
+    return Targets(positions, ids, lps) if positions else None
+
+
+def check_compatible(
+    rows: list[Row], rendered: list[Rendered], vocab: Vocab
+) -> tuple[list[Targets | None], str | None]:
+    """Targets per row, or a reason why KD must fall back to plain SFT."""
+    with_lp = [i for i, r in enumerate(rows) if r.logprobs]
+    if not with_lp:
+        return [], "the selected rows hold no teacher logprobs (generate with --logprobs K)"
+    agree = total = 0
+    for i in with_lp[:50]:
+        for entry in rows[i].logprobs[:64]:
+            tid, text = entry.get("id"), entry.get("token")
+            if tid is None or text is None:
+                continue
+            total += 1
+            if 0 <= tid < vocab.size and vocab.tokenizer.decode([tid]) == text:
+                agree += 1
+    if total and agree / total < MIN_TOKEN_AGREEMENT:
+        return [], (
+            f"the student's tokenizer is not the teacher's: only {agree} of {total} teacher "
+            "token ids decode to the teacher's token text"
+        )
+    targets = [targets_for(r, rd, vocab) for r, rd in zip(rows, rendered, strict=True)]
+    aligned = sum(t is not None for t in targets)
+    if aligned < MIN_ALIGNED_ROWS * len(with_lp):
+        return [], (
+            f"the student's tokenizer is not the teacher's: only {aligned} of {len(with_lp)} "
+            "answers tokenize into the teacher's tokens"
+        )
+    return targets, None

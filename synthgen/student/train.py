@@ -1,0 +1,256 @@
+"""One training run: rows -> guards -> (KD targets) -> SFTTrainer -> a model directory.
+
+The output directory is what vLLM or transformers loads (safetensors, tokenizer, chat
+template), plus what makes the run reproducible and evaluable:
+
+    synthgen_train.json   the config, guard report, KD status, loss history, versions
+    query.sql             the SQL that chose the data
+    split.json            train and held-out ids (eval uses exactly the held-out ones)
+    checkpoints/          Trainer checkpoints; a rerun with the same --out resumes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .deps import StudentError, require_train_extra
+from .guards import GuardReport, check_rows
+from .presets import Student, load_student, prepare_tokenizer
+from .render import Rendered, preview, render
+from .rows import Row, load_rows, split_rows
+
+CONFIG_FILE = "synthgen_train.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything `synthgen train` takes; saved with the model."""
+
+    db: str
+    out: str
+    query: str | None = None
+    student: str = "tiny"
+    lora: bool = False
+    lora_rank: int = 16
+    merge_lora: bool = False
+    kd: bool = False
+    kd_weight: float = 0.5
+    temperature: float = 1.0
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float = 1e-3
+    batch_size: int = 4
+    max_length: int = 512
+    overflow: str = "truncate"
+    holdout: float = 0.1
+    seed: int = 0
+    threads: int | None = None
+    save_steps: int = 100
+    logging_steps: int = 10
+    bf16: bool = False
+    tiny: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """The data a run trains on, after the guards."""
+
+    student: Student
+    train_rows: list[Row]
+    heldout_rows: list[Row]
+    rendered: list[Rendered]
+    report: GuardReport
+    split: Any
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Load rows and the student, render, and run the guards (no training yet)."""
+    require_train_extra()
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rows = load_rows(cfg.db, cfg.query)
+    train_rows, heldout, split = split_rows(rows, cfg.holdout, cfg.seed, cfg.query)
+    student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
+    prepare_tokenizer(student.tokenizer)
+    rendered = [render(student.tokenizer, r.conversation()) for r in train_rows]
+    kept, report = check_rows(
+        student.tokenizer,
+        rendered,
+        [f"row {r.request_id}" for r in train_rows],
+        cfg.max_length,
+        cfg.overflow,
+        extra_stop_ids=_generation_eos(student.model),
+    )
+    kept_rows = [train_rows[i] for i in report.kept]
+    return Prepared(student, kept_rows, heldout, kept, report, split)
+
+
+def _generation_eos(model: Any) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def preview_text(cfg: TrainConfig, color: bool = False) -> str:
+    """`--preview`: the guard report and the first training example, tokens marked."""
+    prep = prepare(cfg)
+    return f"{prep.report.summary()}\n\n{preview(prep.student.tokenizer, prep.rendered[0], color)}"
+
+
+def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | None:
+    from .teacher import Vocab, check_compatible
+
+    targets, reason = check_compatible(prep.train_rows, prep.rendered, Vocab(prep.student.tokenizer))
+    if reason:
+        echo(f"--kd refused: {reason}; training with plain SFT on the text instead")
+        return None
+    aligned = [t for t in targets if t is not None]
+    k = max(len(ids) for t in aligned for ids in t.ids)
+    echo(
+        f"KD: teacher top-{k} targets on {len(aligned)} of {len(targets)} rows "
+        f"({sum(len(t.positions) for t in aligned)} positions)"
+    )
+    return targets
+
+
+def train(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train, save the model directory, and return the run summary."""
+    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    if (cfg.epochs is None) == (cfg.max_steps is None):
+        raise StudentError("give exactly one of --epochs and --max-steps")
+    started = time.time()
+    prep = prepare(cfg)
+    echo(f"data: {prep.report.summary()}; {len(prep.heldout_rows)} rows held out")
+    targets = _kd_examples(prep, echo) if cfg.kd else None
+
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from .trainer import Collator, KDTrainer, Progress
+
+    records = []
+    for i, r in enumerate(prep.rendered):
+        rec: dict[str, Any] = {"input_ids": r.input_ids, "labels": r.labels}
+        if targets is not None:
+            t = targets[i]
+            rec.update(
+                kd_pos=t.positions if t else [],
+                kd_ids=t.ids if t else [],
+                kd_lps=t.logprobs if t else [],
+            )
+        records.append(rec)
+    dataset = Dataset.from_list(records)
+
+    model, tok = prep.student.model, prep.student.tokenizer
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=2 * cfg.lora_rank,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+    out = Path(cfg.out)
+    ckpt = out / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(ckpt),
+        max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
+        num_train_epochs=cfg.epochs if cfg.epochs is not None else 1.0,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, (cfg.max_steps or 100) // 20),
+        weight_decay=0.0,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        report_to=[],
+        disable_tqdm=True,
+        bf16=cfg.bf16,
+        max_length=None,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        dataloader_num_workers=0,
+    )
+    collator = Collator(tok.pad_token_id, kd=targets is not None)
+    trainer = KDTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        data_collator=collator,
+        kd_weight=cfg.kd_weight if targets is not None else 0.0,
+        temperature=cfg.temperature,
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    progress = Progress(collator, echo)
+    trainer.add_callback(progress)
+
+    resume = _last_checkpoint(ckpt)
+    if resume:
+        echo(f"resuming from {resume}")
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    model = trainer.model
+    if cfg.lora and cfg.merge_lora:
+        model = model.merge_and_unload()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / "query.sql").write_text(prep.split.query + "\n")
+    prep.split.save(out / "split.json")
+    summary = {
+        "config": asdict(cfg),
+        "student_kind": prep.student.kind,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "guards": asdict(prep.report) | {"kept": len(prep.report.kept)},
+        "kd_used": targets is not None,
+        "train_rows": len(prep.train_rows),
+        "heldout_rows": len(prep.heldout_rows),
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "history": progress.history,
+        "seconds": round(time.time() - started, 1),
+        "versions": _versions(),
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    echo(f"saved {out} ({result.global_step} steps, {summary['seconds']}s)")
+    return summary
+
+
+def _last_checkpoint(ckpt: Path) -> str | None:
+    if not ckpt.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt))
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata
+
+    out = {}
+    for name in ("synthgen", "torch", "transformers", "trl", "peft"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
