@@ -133,13 +133,15 @@ def _unit(seed: int, key: str) -> float:
 def split_rows(
     rows: list[Row], holdout: float, seed: int, query: str | None
 ) -> tuple[list[Row], list[Row], Split]:
-    """Deterministic split by prompt; at least one prompt is held out when asked for any."""
+    """Deterministic split by prompt: the `holdout` share of prompts with the smallest hash
+    of (seed, prompt), at least one when any is asked for, never all."""
     if not 0.0 <= holdout < 1.0:
         raise StudentError(f"--holdout must be in [0, 1), got {holdout}")
-    keys = sorted({r.key for r in rows}, key=lambda k: _unit(seed, k))
-    held = {k for k in keys if _unit(seed, k) < holdout}
-    if holdout > 0 and not held and len(keys) > 1:
-        held = {keys[0]}
+    keys = sorted({r.key for r in rows}, key=lambda k: (_unit(seed, k), k))
+    n_held = round(holdout * len(keys))
+    if holdout > 0 and len(keys) > 1:
+        n_held = min(max(n_held, 1), len(keys) - 1)
+    held = set(keys[:n_held])
     train = [r for r in rows if r.key not in held]
     heldout = [r for r in rows if r.key in held]
     if not train:

@@ -124,8 +124,15 @@ def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | Non
     return targets
 
 
-def train(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train, save the model directory, and return the run summary."""
+def train(
+    cfg: TrainConfig,
+    echo: Callable[[str], None] | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Train, save the model directory, and return the run summary.
+
+    `callbacks` are extra transformers TrainerCallbacks (tests use one to interrupt a run).
+    """
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     if (cfg.epochs is None) == (cfg.max_steps is None):
         raise StudentError("give exactly one of --epochs and --max-steps")
@@ -134,6 +141,7 @@ def train(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict[s
     echo(f"data: {prep.report.summary()}; {len(prep.heldout_rows)} rows held out")
     targets = _kd_examples(prep, echo) if cfg.kd else None
 
+    import torch
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -188,6 +196,7 @@ def train(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict[s
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     collator = Collator(tok.pad_token_id, kd=targets is not None)
     trainer = KDTrainer(
@@ -205,6 +214,8 @@ def train(cfg: TrainConfig, echo: Callable[[str], None] | None = None) -> dict[s
     trainer.remove_callback(ProgressCallback)
     progress = Progress(collator, echo)
     trainer.add_callback(progress)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
 
     resume = _last_checkpoint(ckpt)
     if resume:
