@@ -25,6 +25,7 @@ from .errors import AuthFault, ConnectionFault, RunAborted, TeacherFault
 from .limiter import ConcurrencyLimit
 from .plan import PENDING_SQL
 from .retry import retrying
+from .store import arrow_batches
 from .writer import Failure, Writer
 
 FETCH_ROWS = 2048
@@ -107,14 +108,12 @@ class Engine:
         self.request_stop("interrupted")
 
     async def _feed(self) -> None:
-        reader = self.con.execute(
-            PENDING_SQL, {"key": self.plan_key, "retry_failed": self.retry_failed}
-        ).fetch_record_batch(FETCH_ROWS)
+        reader = arrow_batches(self.con, PENDING_SQL,
+                               {"key": self.plan_key, "retry_failed": self.retry_failed}, FETCH_ROWS)
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            try:
-                batch = await asyncio.to_thread(reader.read_next_batch)
-            except StopIteration:
+            batch = await asyncio.to_thread(_next_batch, reader)
+            if batch is None:
                 return
             ids = batch.column(0).to_pylist()
             messages = batch.column(1).to_pylist()
@@ -212,6 +211,14 @@ class Engine:
             return
         self.writer.put_failure(failure)
         self.stats.failed += 1
+
+
+def _next_batch(reader):
+    """StopIteration cannot cross a thread future, so the end is signalled with None."""
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
 
 
 def _abort_message(fault: TeacherFault, count: int) -> str:

@@ -32,7 +32,7 @@ def export(db: str | Path, out: str | Path, where: str | None = None) -> int:
     con = store.connect(db, read_only=True)
     try:
         try:
-            reader = con.execute(EXPORT_SQL.format(where=where or "TRUE")).fetch_record_batch(4096)
+            reader = store.arrow_batches(con, EXPORT_SQL.format(where=where or "TRUE"))
         except Exception as exc:
             raise StoreError(f"export: the query failed: {str(exc).splitlines()[0]}") from None
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,9 +106,11 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
 def _read_sql(sql: str) -> Iterator[tuple[int, Fields | BadRow]]:
     import duckdb
 
+    from .store import arrow_batches
+
     con = duckdb.connect()
     try:
-        reader = con.execute(sql).fetch_record_batch(4096)
+        reader = arrow_batches(con, sql)
     except duckdb.Error as exc:
         raise ConfigError(f"input-sql: the query failed: {str(exc).splitlines()[0]}") from None
     row_no = 0

@@ -175,7 +175,7 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     except duckdb.Error as exc:
         raise StoreError(f"{path}: not a DuckDB database ({_first_line(exc)})") from exc
     if read_only:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")}
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "schema_migrations" not in tables:
             con.close()
             raise StoreError(f"{path}: not a synthgen store (no schema_migrations table)")
@@ -194,3 +194,12 @@ def open_store(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConne
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def arrow_batches(con: duckdb.DuckDBPyConnection, query: str, params: object = None,
+                  batch_size: int = 4096):
+    """A streaming Arrow RecordBatchReader over a query (DuckDB 1.x and 2.x spell it apart)."""
+    rel = con.sql(query, params=params)
+    if hasattr(rel, "to_arrow_reader"):
+        return rel.to_arrow_reader(batch_size)
+    return rel.fetch_arrow_reader(batch_size)

@@ -1,0 +1,170 @@
+"""A real OpenAI-compatible HTTP teacher on 127.0.0.1 that tests start and control.
+
+Each answer is derived from its prompt (`answer(prompt, seed)`), so a test can check that
+every stored answer belongs to its own prompt. Faults are scripted per prompt with a
+directive inside the prompt text, one fault per attempt, then success:
+
+    "... #fault=500,429,drop"   first attempt 500, second 429 (Retry-After), third a
+                                dropped connection, fourth answered
+    "... #always=400"           every attempt gets HTTP 400 (never healable)
+
+Fault names: any HTTP status number, `drop` (connection closed before a response),
+`trunc` (body cut short of its Content-Length), `badjson` (200 with a broken body),
+`hang` (sleeps past any sane timeout). Global knobs: `latency`, `status_all` (every
+request gets that status, e.g. 401), `down` (refuse with 503s... use `stop()` for a real
+outage). `received` counts requests per prompt, for resend checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+DIRECTIVE = re.compile(r"#(fault|always)=([\w,]+)")
+
+
+def answer(prompt: str, seed: Any = None) -> str:
+    return f"ANSWER[{prompt}]" + (f"/seed={seed}" if seed is not None else "")
+
+
+class TeacherServer:
+    def __init__(self, latency: float = 0.0, retry_after: float = 0.05):
+        self.latency = latency
+        self.retry_after = retry_after
+        self.status_all: int | None = None
+        self.received: Counter[str] = Counter()
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.keep_bodies = True
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, port: int = 0) -> TeacherServer:
+        self._thread = threading.Thread(target=self._serve, args=(port,), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("teacher server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        fut.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+        self._ready.clear()
+
+    def __enter__(self) -> TeacherServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, port: int) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
+        loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "test-teacher", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        self.received[prompt] += 1
+        if self.keep_bodies:
+            self.bodies.append(body)
+            self.headers.append(dict(request.headers))
+        attempt = self.received[prompt]
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.status_all is not None:
+            return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
+        fault = None
+        m = DIRECTIVE.search(prompt)
+        if m:
+            kinds = m.group(2).split(",")
+            if m.group(1) == "always":
+                fault = kinds[0]
+            elif attempt <= len(kinds):
+                fault = kinds[attempt - 1]
+        if fault is not None:
+            return await self._fault(request, fault)
+        return web.json_response(self._completion(body, prompt))
+
+    def _completion(self, body: dict, prompt: str) -> dict:
+        text = answer(prompt, body.get("seed"))
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": "stop"}
+        if body.get("logprobs"):
+            k = body.get("top_logprobs") or 0
+            choice["logprobs"] = {"content": [
+                {"token": tok, "id": i, "logprob": -0.1 * (i + 1),
+                 "top_logprobs": [{"token": f"{tok}~{j}", "id": i * 10 + j, "logprob": -0.1 * (i + j + 1)}
+                                  for j in range(k)]}
+                for i, tok in enumerate(text.split("[")[:3])
+            ]}
+        return {
+            "id": "cmpl-test", "object": "chat.completion", "model": body.get("model", "test-teacher"),
+            "choices": [choice],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": len(prompt.split()) + len(text.split())},
+        }
+
+    async def _fault(self, request: web.Request, fault: str) -> web.StreamResponse:
+        if fault.isdigit():
+            status = int(fault)
+            headers = {"Retry-After": str(self.retry_after)} if status in (429, 503) else {}
+            return web.json_response({"error": {"message": f"scripted {status}"}}, status=status,
+                                     headers=headers)
+        if fault == "drop":
+            request.transport.close()
+            raise asyncio.CancelledError
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault == "trunc":
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            resp.content_length = 500
+            await resp.prepare(request)
+            await resp.write(b'{"id": "cmpl-test", "choices": [{"mess')
+            request.transport.close()
+            return resp
+        if fault == "badjson":
+            return web.Response(status=200, body=b'{"choices": [', content_type="application/json")
+        raise ValueError(f"unknown fault {fault!r}")
+
+
+def make_prompts(n: int, prefix: str = "prompt") -> list[str]:
+    return [f"{prefix} {i}: what is {i} + {i}?" for i in range(n)]
+
+
+def write_jsonl(path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
