@@ -61,3 +61,42 @@ def test_empty_slots_are_ignored(logits) -> None:
     assert torch.allclose(a, b)
     b.backward()
     assert torch.isfinite(student.grad).all()
+
+
+def test_teacher_tokens_line_up_with_the_students_even_without_ids() -> None:
+    import copy
+    import random
+
+    from test_student_support import fake_logprobs
+
+    from synthgen.student.presets import teacher_tokenizer
+    from synthgen.student.render import render
+    from synthgen.student.rows import Row
+    from synthgen.student.teacher import Vocab, targets_for
+
+    tok = teacher_tokenizer()
+    answer = "Honey is sweet."
+    row = Row("r", [{"role": "user", "content": "Honey?"}], answer)
+    row.logprobs = fake_logprobs(tok, answer, random.Random(0))
+    rendered = render(tok, row.conversation())
+    vocab = Vocab(tok)
+    with_ids = targets_for(row, rendered, vocab)
+    assert len(with_ids.positions) == len(row.logprobs)
+    # Each target sits at the position of the token it describes (the label there).
+    assert [rendered.labels[p] for p in with_ids.positions] == [e["id"] for e in row.logprobs]
+    no_ids = copy.deepcopy(row)
+    for entry in no_ids.logprobs:
+        entry["id"] = None
+        for alt in entry["top_logprobs"]:
+            alt["id"] = None
+    assert targets_for(no_ids, rendered, vocab) == with_ids
+    # A non-canonical split by the teacher ("H" + "oney") loses only those positions.
+    split = copy.deepcopy(row)
+    h, oney = tok.convert_tokens_to_ids(["H", "oney"])
+    first = split.logprobs[0]
+    split.logprobs[0:1] = [
+        {**first, "token": "H", "id": h, "top_logprobs": [{"token": "H", "id": h, "logprob": -0.1}]},
+        {**first, "token": "oney", "id": oney, "top_logprobs": []},
+    ]
+    partial = targets_for(split, rendered, vocab)
+    assert partial.positions == with_ids.positions[1:]

@@ -125,7 +125,14 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(db, tmp_path) -> None:
     assert summary["steps"] == 8 and summary["history"][0]["step"] == 8
 
 
-def test_lora_merged_on_request_saves_a_plain_model(db, tmp_path) -> None:
-    out = tmp_path / "m"
-    train(config(db, out, lora=True, merge_lora=True, max_steps=2), lambda _: None)
-    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+def test_lora_adapters_saved_or_merged_on_request(db, tmp_path) -> None:
+    from synthgen.student.evaluate import evaluate
+
+    merged = tmp_path / "merged"
+    train(config(db, merged, lora=True, merge_lora=True, max_steps=2), lambda _: None)
+    assert (merged / "model.safetensors").exists() and not (merged / "adapter_config.json").exists()
+    adapter = tmp_path / "adapter"
+    train(config(db, adapter, lora=True, max_steps=2), lambda _: None)
+    assert (adapter / "adapter_config.json").exists()
+    result = evaluate(str(db), str(adapter), gen_rows=0, echo=lambda _: None)
+    assert result["trained"]["loss"] > 0 and result["trained"]["rouge_l"] is None

@@ -30,13 +30,22 @@ from .rows import Row, Split, heldout_rows
 from .train import CONFIG_FILE
 
 
-def load_trained(model_dir: Path) -> tuple[Any, Any]:
+def load_trained(model_dir: Path, cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """The saved model; an unmerged LoRA run is its adapter on the rebuilt base student."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
-        raise StudentError(f"{model_dir}: not a model directory written by synthgen train")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    if (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        from .presets import load_student
+
+        base = load_student(cfg["student"], seed=cfg["seed"], tiny_overrides=cfg.get("tiny"))
+        model = PeftModel.from_pretrained(base.model, str(model_dir))
+    elif (model_dir / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    else:
+        raise StudentError(f"{model_dir}: not a model directory written by synthgen train")
     return model.float().eval(), tok
 
 
@@ -137,7 +146,7 @@ def evaluate(
     split = Split.load(path / "split.json")
     rows = heldout_rows(db, split, query)
     echo(f"eval: {len(rows)} held-out rows")
-    model, tok = load_trained(path)
+    model, tok = load_trained(path, cfg)
     prepare_tokenizer(tok)
     result = {
         "trained": metrics(model, tok, rows, cfg["max_length"], gen_rows, max_new_tokens),

@@ -14,7 +14,7 @@ template did not write it, so the sequence never starts with two.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .deps import StudentError
@@ -31,13 +31,17 @@ class Rendered:
     """A tokenized conversation. `labels` is IGNORE where the student is not trained.
 
     `turns` are (first, end) token ranges of the trained assistant turns; `length` is
-    the token count before any truncation.
+    the token count before any truncation; `offsets` are each token's character span in
+    the rendered text and `answer_start` where the last assistant turn's content begins
+    there (both used to line up the teacher's tokens).
     """
 
     input_ids: list[int]
     labels: list[int]
     turns: list[tuple[int, int]]
     length: int
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    answer_start: int = -1
 
     @property
     def trained(self) -> int:
@@ -99,7 +103,10 @@ def render(tokenizer: Any, conversation: list[dict[str, str]]) -> Rendered:
                 end = t + 1
         if first is not None and end is not None:
             turns.append((first, end))
-    return Rendered(input_ids=ids, labels=labels, turns=turns, length=len(ids))
+    answer_start = -1
+    if spans and conversation[-1]["role"] == "assistant":
+        answer_start = text.find(conversation[-1]["content"], spans[-1][0])
+    return Rendered(ids, labels, turns, len(ids), offsets, answer_start)
 
 
 def truncate(rendered: Rendered, max_length: int) -> Rendered:
@@ -110,6 +117,8 @@ def truncate(rendered: Rendered, max_length: int) -> Rendered:
         labels=rendered.labels[:max_length],
         turns=turns,
         length=rendered.length,
+        offsets=rendered.offsets[:max_length],
+        answer_start=rendered.answer_start,
     )
 
 

@@ -57,19 +57,33 @@ class Vocab:
 
 
 def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None) -> Targets | None:
-    """Align the row's teacher logprobs with the last assistant turn; None if they differ."""
-    if not row.logprobs or not rendered.turns:
+    """Line the row's teacher tokens up with the student's tokens of the answer.
+
+    Both tokenizations cover the same answer text; a student token gets the teacher's
+    top-K where a teacher token spans exactly the same characters with the same id.
+    Where the teacher sampled a non-canonical split ("H" + "oney" for "Honey"), those
+    few positions get no target and train on cross-entropy alone. None if nothing lines up.
+    """
+    if not row.logprobs or not rendered.turns or rendered.answer_start < 0:
         return None
+    teacher: dict[tuple[int, int], int] = {}
+    at = 0
+    for j, entry in enumerate(row.logprobs):
+        piece = entry.get("token") or ""
+        teacher[(at, at + len(piece))] = j
+        at += len(piece)
     first, end = rendered.turns[-1]
-    chosen = [vocab.id_of(e) for e in row.logprobs]
-    answer = rendered.input_ids[first:end]
-    n = min(len(chosen), len(answer))
-    if n == 0 or chosen[:n] != answer[:n]:
-        return None
-    if len(rendered.input_ids) == rendered.length and len(chosen) > len(answer):
-        return None  # the teacher's tokens run past the student's answer: not the same text
+    base = rendered.answer_start
     positions, ids, lps = [], [], []
-    for j, entry in enumerate(row.logprobs[:n]):
+    for pos in range(first, min(end, len(rendered.offsets))):
+        s, e = rendered.offsets[pos]
+        j = teacher.get((s - base, e - base))
+        if j is None or e <= s:
+            continue
+        entry = row.logprobs[j]
+        chosen = vocab.id_of(entry)
+        if chosen is not None and chosen != rendered.input_ids[pos]:
+            continue
         alts = sorted(entry.get("top_logprobs") or [], key=lambda a: -a["logprob"])
         seen: set[int] = set()
         pid, plp = [], []
@@ -83,7 +97,7 @@ def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None
             if k is not None and len(pid) == k:
                 break
         if pid:
-            positions.append(first + j)
+            positions.append(pos)
             ids.append(pid)
             lps.append(plp)
     return Targets(positions, ids, lps) if positions else None
