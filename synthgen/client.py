@@ -12,10 +12,12 @@ import email.utils
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
+from .config import strip_credentials
 from .errors import (
     AuthFault,
     ConnectionFault,
@@ -50,12 +52,19 @@ class TeacherClient:
     """
 
     def __init__(self, base_urls: list[str], api_key: str | None, timeout: float):
-        self.urls = [u.rstrip("/") + "/chat/completions" for u in base_urls]
-        self.base_urls = list(base_urls)
-        self.outstanding = [0] * len(self.urls)
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self.urls, self.base_urls = [], []
+        for url in base_urls:
+            parts = urlsplit(url)
+            if parts.username is not None and not api_key:  # http://user:pass@host: basic auth
+                self._headers["Authorization"] = aiohttp.BasicAuth(
+                    unquote(parts.username), unquote(parts.password or "")).encode()
+            self.base_urls.append(strip_credentials(url))  # what answers record as endpoint
+            host = parts.netloc.rpartition("@")[2]
+            self.urls.append(urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/chat/completions")
+        self.outstanding = [0] * len(self.urls)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 

@@ -204,7 +204,9 @@ class Engine:
             self._held.clear()
 
     def _failed(self, failure: Failure, fault: TeacherFault) -> None:
-        if isinstance(fault, AuthFault | ConnectionFault) and self.stop_reason is None:
+        if isinstance(fault, AuthFault | ConnectionFault):
+            if self.stop_reason not in (None, "interrupted"):
+                return  # aborting because of the endpoint: the request stays pending
             self._held.append(failure)
             if len(self._held) >= ENDPOINT_FAULT_LIMIT:
                 self.request_stop(_abort_message(fault, len(self._held)))

@@ -43,7 +43,7 @@ def retrying(max_attempts: int, initial: float = 0.5, maximum: float = 30.0, sle
     kwargs = {"sleep": sleep} if sleep is not None else {}
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_retry_after(wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)),
+        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)),
         retry=retry_if_exception_type(RetryableFault),
         reraise=True,
         **kwargs,

@@ -38,6 +38,7 @@ class TeacherServer:
         self.latency = latency
         self.retry_after = retry_after
         self.status_all: int | None = None
+        self.faults = True  # False: ignore the directives (the teacher has healed)
         self.received: Counter[str] = Counter()
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
@@ -107,7 +108,7 @@ class TeacherServer:
         if self.status_all is not None:
             return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
         fault = None
-        m = DIRECTIVE.search(prompt)
+        m = DIRECTIVE.search(prompt) if self.faults else None
         if m:
             kinds = m.group(2).split(",")
             if m.group(1) == "always":

@@ -1,0 +1,5 @@
+"""`python -m synthgen` is the `synthgen` command."""
+
+from .cli import main
+
+main()

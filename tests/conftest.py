@@ -1,0 +1,43 @@
+"""Shared fixtures: a loopback teacher the test controls, and synthgen run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from teacher_server import TeacherServer  # noqa: E402
+
+
+@pytest.fixture
+def teacher():
+    with TeacherServer() as server:
+        yield server
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a synthgen subprocess: no inherited API keys, no colour."""
+    env = {k: v for k, v in os.environ.items() if "API_KEY" not in k}
+    env.update({"NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    env.update(extra)
+    return env
+
+
+def synthgen(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "synthgen", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env or clean_env(), cwd=cwd,
+    )
+
+
+def start_synthgen(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "synthgen", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or clean_env(),
+    )
