@@ -1,0 +1,101 @@
+"""Run synthgen as a user would, through `synthgen.generate()` in this (sub)process, and
+print one JSON line with the summary plus the writer's own counters.
+
+    python bench/sg_run.py --input prompts.jsonl --db store.duckdb \
+        --base-url http://127.0.0.1:PORT/v1 --concurrency 256 [--profile out.txt]
+
+Default settings otherwise (full persistence, flush every 0.1 s, 5 attempts). The only
+instrumentation is a wrapper around `Writer.close` that records `busy_seconds` (time the
+writer thread spent inside its commits) and the number of commits.
+
+    python bench/sg_run.py --writer-only 200000 --db store.duckdb
+
+measures the writer alone: that many answers put as fast as Python can, then close().
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+T_START = time.monotonic()
+# The checkout first: run as `python bench/sg_run.py`, the script's folder would come first
+# and an editable install's finder can then resolve `synthgen` as a bare namespace package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def writer_only(n: int, db: str) -> dict:
+    from synthgen import store
+    from synthgen.client import Answer
+    from synthgen.writer import Writer
+
+    con = store.connect(db)
+    con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'bench')")
+    w = Writer(con.cursor(), 1).start()
+    answers = [Answer(f"answer {i}", "stop", 12, 5, "bench", None, "http://x/v1", {}) for i in range(1000)]
+    ids = [f"{i:032x}" for i in range(n)]
+    t0 = time.perf_counter()
+    for i, rid in enumerate(ids):
+        w.put_answer(rid, 0, answers[i % 1000], 1.0, 1)
+    put = time.perf_counter() - t0
+    w.close()
+    elapsed = time.perf_counter() - t0
+    stored = con.execute("SELECT count(*) FROM responses").fetchone()[0]
+    con.close()
+    return {"answers": n, "stored": stored, "seconds": elapsed, "put_seconds": put,
+            "busy_seconds": w.busy_seconds, "commits": w.commits}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--input")
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--base-url")
+    ap.add_argument("--model", default="bench")
+    ap.add_argument("--concurrency", type=int, default=None)
+    ap.add_argument("--profile", help="write cProfile stats of the whole run here")
+    ap.add_argument("--writer-only", type=int, default=0)
+    args = ap.parse_args()
+    if args.writer_only:
+        print(json.dumps(writer_only(args.writer_only, args.db)))
+        return
+
+    import synthgen
+    from synthgen import writer as writer_mod
+
+    seen: dict = {}
+    close = writer_mod.Writer.close
+
+    def close_and_record(self):
+        try:
+            close(self)
+        finally:
+            seen.update(busy_seconds=self.busy_seconds, commits=self.commits,
+                        committed=self.committed_answers)
+
+    writer_mod.Writer.close = close_and_record
+    opts = {"input": args.input, "db": args.db, "model": args.model, "base_urls": [args.base_url]}
+    if args.concurrency:
+        opts["concurrency"] = args.concurrency
+    t_import = time.monotonic() - T_START
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        s = prof.runcall(synthgen.generate, progress=sys.stderr, **opts)
+        with open(args.profile, "w") as fh:
+            pstats.Stats(prof, stream=fh).sort_stats("tottime").print_stats(30)
+    else:
+        s = synthgen.generate(progress=sys.stderr, **opts)
+    print(json.dumps({"status": s.status, "total": s.total, "already_done": s.already_done,
+                      "answered": s.answered, "failed": s.failed, "pending": s.pending,
+                      "elapsed": s.elapsed, "plan_reused": s.plan_reused,
+                      "import_seconds": t_import, **seen}))
+
+
+if __name__ == "__main__":
+    main()
