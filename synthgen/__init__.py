@@ -5,9 +5,15 @@
                                 model="gpt-4o-mini", base_urls=["https://api.openai.com/v1"])
     con = synthgen.open_store("corpus.duckdb")
     con.sql("SELECT messages, response FROM corpus LIMIT 5").show()
+
+Names are imported on first use (PEP 562), so `synthgen sql` never loads aiohttp or the engine.
 """
 
-from .config import GenerateConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigError,
     InputError,
@@ -16,10 +22,22 @@ from .errors import (
     SynthgenError,
     TeacherError,
 )
-from .export import export
-from .run import RunSummary, generate
-from .status import status
-from .store import open_store
+
+_LAZY = {
+    "GenerateConfig": "synthgen.config",
+    "RunSummary": "synthgen.run",
+    "generate": "synthgen.run",
+    "export": "synthgen.export",
+    "status": "synthgen.status",
+    "open_store": "synthgen.store",
+}
+
+if TYPE_CHECKING:
+    from .config import GenerateConfig
+    from .export import export
+    from .run import RunSummary, generate
+    from .status import status
+    from .store import open_store
 
 __all__ = [
     "ConfigError",
@@ -35,3 +53,12 @@ __all__ = [
     "open_store",
     "status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synthgen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

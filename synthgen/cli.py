@@ -59,6 +59,9 @@ def main() -> None:
     except SynthgenError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+    except OSError as exc:  # a file that cannot be read or written: say which, no traceback
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from .config import GenerateConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .inputs import BadRow, read_rows, to_messages
 from .templates import Template
 
@@ -87,6 +87,8 @@ def fingerprint(cfg: GenerateConfig) -> tuple[str, bool]:
     if cfg.input_sql is not None:
         return "sql:" + hashlib.blake2b(cfg.input_sql.encode(), digest_size=16).hexdigest(), False
     assert cfg.input is not None
+    if not cfg.input.is_file():
+        raise ConfigError(f"input: {cfg.input}: no such file")
     h = hashlib.blake2b(digest_size=16)
     with cfg.input.open("rb") as fh:
         while chunk := fh.read(1 << 20):
