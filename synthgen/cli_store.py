@@ -45,7 +45,8 @@ def sql(db: Path, fmt: str, max_rows: int, query: str) -> None:
         elif fmt == "jsonl":
             while rows := cur.fetchmany(4096):
                 for r in rows:
-                    sys.stdout.write(orjson.dumps(dict(zip(cols, r, strict=True)), default=str).decode() + "\n")
+                    record = dict(zip(cols, r, strict=True))
+                    sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
         else:
             _table(cols, cur.fetchmany(max_rows + 1), max_rows)
     finally:

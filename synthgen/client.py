@@ -106,7 +106,8 @@ class TeacherClient:
         except aiohttp.ClientPayloadError as exc:
             raise InvalidResponse(f"truncated response body ({exc})") from None
         except aiohttp.ClientError as exc:
-            raise ConnectionFault(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ConnectionFault(detail) from None
         except OSError as exc:
             raise ConnectionFault(f"{type(exc).__name__}: {exc}") from None
         if status != 200:

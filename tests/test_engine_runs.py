@@ -180,7 +180,7 @@ def test_ctrl_c_stops_flushes_and_says_how_to_resume(tmp_path):
         while sum(teacher.received.values()) < 200:
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         sent = sum(teacher.received.values())
         assert proc.returncode == 130, err
         assert "Resume with" in err and "Traceback" not in err
