@@ -43,6 +43,8 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "several replicas. Without it the bundled local teacher is started.")
 @click.option("--api-key-env", help="Environment variable holding the API key "
                                     "(default OPENAI_API_KEY). The key is never stored.")
+@click.option("--skip-preflight", is_flag=True, default=None,
+              help="Do not check the endpoints, the key and the model name before sending.")
 @click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
 @click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")

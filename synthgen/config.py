@@ -39,6 +39,7 @@ class GenerateConfig(BaseModel):
     model: str | None = None
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str = "OPENAI_API_KEY"
+    skip_preflight: bool = False
 
     # sampling (these shape request ids)
     n: int = Field(default=1, ge=1, le=1024)

@@ -19,13 +19,15 @@ import duckdb
 import orjson
 from pydantic import ValidationError
 
-from . import store
+from . import adaptive, store
 from .client import TeacherClient
 from .config import GenerateConfig, describe_validation_error
 from .engine import Engine, Stats, raise_if_aborted
 from .errors import ConfigError, InputError
+from .governor import build_governor
 from .limiter import ConcurrencyLimit
 from .plan import make_plan, plan_counts
+from .preflight import check_teachers
 from .progress import report
 from .templates import load_template
 from .writer import Writer
@@ -86,6 +88,9 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
               retry_sleep) -> RunSummary:
     template = load_template(cfg.template, cfg.prompts_dir) if cfg.template else None
     api_key = os.environ.get(cfg.api_key_env) or None
+    if not cfg.skip_preflight:
+        for warning in check_teachers(cfg.base_urls, api_key, cfg.model or ""):
+            print(f"warning: {warning}", file=progress or sys.stderr)
     con = store.connect(cfg.db)
     try:
         run_id = _open_run(con, cfg)
@@ -129,7 +134,7 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
 async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, api_key: str | None,
                  run_id: int, plan_key: str, stats: Stats, progress: TextIO | None,
                  progress_interval: float | None, retry_sleep) -> Engine:
-    concurrency = 16 if cfg.concurrency == "auto" else cfg.concurrency
+    concurrency = adaptive.INITIAL if cfg.concurrency == "auto" else cfg.concurrency
     limit = ConcurrencyLimit(concurrency)
     stats.limit = limit.limit
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
@@ -137,10 +142,15 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, api_key: s
     reporter = asyncio.create_task(report(stats, progress, progress_interval))
     try:
         async with TeacherClient(cfg.base_urls, api_key, cfg.timeout) as client:
+            client.governor = build_governor(cfg, client, limit, stats)
             engine = Engine(con.cursor(), writer, client, limit, model=cfg.model or "",
                             plan_key=plan_key, max_attempts=cfg.max_attempts,
                             retry_failed=cfg.retry_failed, stats=stats, retry_sleep=retry_sleep)
-            await engine.run()
+            try:
+                await engine.run()
+            finally:
+                if client.governor is not None:
+                    await client.governor.aclose()
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from teacher_server import TeacherServer  # noqa: E402
+from teacher_server import TeacherServer
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ def answer(prompt: str, seed: Any = None) -> str:
 
 
 class TeacherServer:
-    def __init__(self, latency: float = 0.0, retry_after: float = 0.05):
+    def __init__(self, latency: float = 0.0, retry_after: float = 0.05, models: tuple[str, ...] = ("m",)):
+        self.models = models
         self.latency = latency
         self.retry_after = retry_after
         self.status_all: int | None = None
@@ -93,7 +94,9 @@ class TeacherServer:
         loop.close()
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "test-teacher", "object": "model"}]})
+        if self.status_all is not None:
+            return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

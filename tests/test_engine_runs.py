@@ -195,33 +195,70 @@ def test_ctrl_c_stops_flushes_and_says_how_to_resume(tmp_path):
         "interrupted", "done"]
 
 
-def test_bad_key_stops_early_and_leaves_everything_pending(teacher, tmp_path):
+@pytest.mark.parametrize("preflight", [True, False], ids=["preflight", "engine"])
+def test_bad_key_stops_early_and_leaves_everything_pending(teacher, tmp_path, preflight):
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(500)])
     teacher.status_all = 401
-    result = gen(teacher, tmp_path / "in.jsonl", tmp_path / "c.duckdb", "--concurrency", "4")
+    extra = () if preflight else ("--skip-preflight",)
+    result = gen(teacher, tmp_path / "in.jsonl", tmp_path / "c.duckdb", "--concurrency", "4", *extra)
     assert result.returncode == 3
     assert "check the API key" in result.stderr and "Traceback" not in result.stderr
     assert sum(teacher.received.values()) < 50, "the run burned through the file"
-    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
-    assert con.execute("SELECT status FROM runs").fetchone()[0] == "aborted"
-    con.close()
+    if not preflight:  # the preflight refuses before a store or a run exists
+        con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+        assert con.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
+        assert con.execute("SELECT status FROM runs").fetchone()[0] == "aborted"
+        con.close()
     teacher.status_all = None
     again = gen(teacher, tmp_path / "in.jsonl", tmp_path / "c.duckdb")
     assert again.returncode == 0 and len(corpus(tmp_path / "c.duckdb")) == 500
 
 
-def test_unreachable_teacher_stops_early(tmp_path):
-    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(200)])
+def test_unreachable_teacher_is_refused_before_sending(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(20)])
     server = TeacherServer().start()
     url = server.base_url
     server.stop()  # nothing listens on that port any more
     result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
-                      "--model", "m", "--base-url", url, "--max-attempts", "2", "--concurrency", "8")
+                      "--model", "m", "--base-url", url)
     assert result.returncode == 3, result.stderr
-    assert "unreachable" in result.stderr and "Traceback" not in result.stderr
-    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    assert "no teacher is reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_teacher_that_dies_mid_run_stops_the_run_early_and_resumable(tmp_path):
+    prompts = make_prompts(3000)
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in prompts])
+    db = tmp_path / "c.duckdb"
+    server = TeacherServer(latency=0.01).start()
+    port = server.port
+    args = ("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
+            "--base-url", server.base_url, "--max-attempts", "2", "--concurrency", "8")
+    proc = start_synthgen(*args)
+    while sum(server.received.values()) < 300:
+        time.sleep(0.01)
+    server.stop()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "unreachable" in err and "Traceback" not in err
+    con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "aborted"
+    con.close()
+    with TeacherServer().start(port=port) as again:
+        result = synthgen(*args)
+        assert result.returncode == 0, result.stderr
+    rows = corpus(db)
+    assert sorted(r[1] for r in rows) == sorted(prompts)
+    assert_each_answer_is_its_own(rows)
+
+
+def test_a_model_the_teacher_does_not_serve_is_refused_before_sending(teacher, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi"}])
+    result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                      "--model", "gpt-typo", "--base-url", teacher.base_url)
+    assert result.returncode == 3
+    assert "does not serve model 'gpt-typo'" in result.stderr and "m" in result.stderr
+    assert sum(teacher.received.values()) == 0
 
 
 def test_api_key_never_reaches_store_exports_or_output(teacher, tmp_path):

@@ -74,7 +74,7 @@ def test_messages_csv_parquet_and_sql_inputs(teacher, tmp_path):
     db = tmp_path / "c.duckdb"
     for args in (("--input", tmp_path / "m.jsonl"), ("--input", tmp_path / "p.csv"),
                  ("--input", tmp_path / "p.parquet"),
-                 ("--input-sql", f"SELECT 'from sql ' || i AS prompt FROM range(3) t(i)")):
+                 ("--input-sql", "SELECT 'from sql ' || i AS prompt FROM range(3) t(i)")):
         result = gen(teacher, db, *args)
         assert result.returncode == 0, result.stderr
     got = stored(db)
