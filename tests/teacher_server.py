@@ -96,7 +96,8 @@ class TeacherServer:
     async def _models(self, request: web.Request) -> web.Response:
         if self.status_all is not None:
             return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+        data = [{"id": m, "object": "model"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -244,7 +244,7 @@ def test_teacher_that_dies_mid_run_stops_the_run_early_and_resumable(tmp_path):
     assert con.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "aborted"
     con.close()
-    with TeacherServer().start(port=port) as again:
+    with TeacherServer().start(port=port):
         result = synthgen(*args)
         assert result.returncode == 0, result.stderr
     rows = corpus(db)
