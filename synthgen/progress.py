@@ -66,7 +66,7 @@ async def _live(stats: Stats, stream: TextIO, interval: float) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 
     progress = Progress(
-        BarColumn(), TextColumn("{task.fields[line]}"),
+        BarColumn(bar_width=16), TextColumn("{task.fields[line]}"),
         console=Console(file=stream), transient=True, auto_refresh=False,
     )
     task = progress.add_task("generate", total=stats.total or 1, line="")
