@@ -117,3 +117,10 @@ def test_a_fully_masked_row_is_refused(tok) -> None:
     masked.turns = []
     with pytest.raises(GuardError, match=r"no trained token.*row 7"):
         check_rows(tok, [good, masked], ["row 1", "row 7"], max_length=512)
+
+
+def test_an_answer_cut_by_max_tokens_does_not_teach_stopping(tok) -> None:
+    r = render(tok, CONV, finished=False)
+    assert trained_text(tok, r) == "Blue is a colour."
+    kept, _ = check_rows(tok, [r], ["row 0"], max_length=512)
+    assert kept == [r]

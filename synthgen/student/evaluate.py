@@ -66,7 +66,7 @@ def metrics(
     nll = 0.0
     tokens = correct = agree = agree_n = used = 0
     for row in rows:
-        r = render(tok, row.conversation())
+        r = render(tok, row.conversation(), row.finished)
         if len(r.input_ids) > max_length:
             r = truncate(r, max_length)
         if r.trained == 0:

@@ -2,7 +2,8 @@
 nothing, never learns to stop, or sees a doubled BOS.
 
     no row fully masked     every conversation has trained (assistant) tokens
-    end of turn trained     each assistant turn ends with a trained stop token
+    end of turn trained     each assistant turn ends with a trained stop token (except
+                            an answer the teacher did not finish: cut by max_tokens)
     exactly one BOS         a BOS token starts the sequence once (when the model uses one)
     length                  rows over --max-length are counted and truncated or dropped
 """
@@ -94,7 +95,9 @@ def check_rows(
             "the chat template does not render the assistant's answer where it can be found"
         )
     for r, lab in zip(rendered, labels, strict=True):
-        for _, end in r.turns:
+        for n, (_, end) in enumerate(r.turns):
+            if not r.finished and n == len(r.turns) - 1:
+                continue  # cut by max_tokens: the teacher did not stop there either
             last = r.labels[end - 1]
             if last not in stops:
                 shown = tokenizer.decode([last]) if last != IGNORE else "nothing"

@@ -33,7 +33,8 @@ class Rendered:
     `turns` are (first, end) token ranges of the trained assistant turns; `length` is
     the token count before any truncation; `offsets` are each token's character span in
     the rendered text and `answer_start` where the last assistant turn's content begins
-    there (both used to line up the teacher's tokens).
+    there (both used to line up the teacher's tokens); `finished` is False for an
+    answer cut by max_tokens, whose end-of-turn is not trained.
     """
 
     input_ids: list[int]
@@ -42,6 +43,7 @@ class Rendered:
     length: int
     offsets: list[tuple[int, int]] = field(default_factory=list)
     answer_start: int = -1
+    finished: bool = True
 
     @property
     def trained(self) -> int:
@@ -66,8 +68,13 @@ def wants_bos(tokenizer: Any) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def render(tokenizer: Any, conversation: list[dict[str, str]]) -> Rendered:
-    """Render and tokenize `conversation`, marking the assistant turns as trained."""
+def render(tokenizer: Any, conversation: list[dict[str, str]], finished: bool = True) -> Rendered:
+    """Render and tokenize `conversation`, marking the assistant turns as trained.
+
+    `finished=False` is for an answer the teacher did not end (cut by max_tokens): its
+    text is trained but not the end-of-turn the template writes after it, so the student
+    is not taught to stop where the teacher was stopped.
+    """
     text = _template(tokenizer, conversation, generation_prompt=False)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(conversation):
@@ -106,7 +113,15 @@ def render(tokenizer: Any, conversation: list[dict[str, str]]) -> Rendered:
     answer_start = -1
     if spans and conversation[-1]["role"] == "assistant":
         answer_start = text.find(conversation[-1]["content"], spans[-1][0])
-    return Rendered(ids, labels, turns, len(ids), offsets, answer_start)
+    if not finished and turns and answer_start >= 0:
+        cut = answer_start + len(conversation[-1]["content"])
+        first, end = turns[-1]
+        for t in range(first, end):
+            if offsets[t][0] >= cut:
+                labels[t] = IGNORE
+        kept = [t for t in range(first, end) if labels[t] != IGNORE]
+        turns[-1:] = [(kept[0], kept[-1] + 1)] if kept else []
+    return Rendered(ids, labels, turns, len(ids), offsets, answer_start, finished)
 
 
 def truncate(rendered: Rendered, max_length: int) -> Rendered:
@@ -119,6 +134,7 @@ def truncate(rendered: Rendered, max_length: int) -> Rendered:
         length=rendered.length,
         offsets=rendered.offsets[:max_length],
         answer_start=rendered.answer_start,
+        finished=rendered.finished,
     )
 
 

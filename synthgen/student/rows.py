@@ -32,6 +32,7 @@ class Row:
     response: str
     logprobs: list[dict[str, Any]] | None = None
     key: str = field(default="")
+    finished: bool = True  # False when the teacher was cut off (finish_reason 'length')
 
     def conversation(self) -> list[dict[str, str]]:
         """The prompt plus the teacher's answer as the final assistant turn."""
@@ -101,6 +102,7 @@ def _parse(index: int, rec: dict[str, Any]) -> Row:
         response=rec["response"],
         logprobs=rec.get("logprobs"),
         key=prompt_key(messages),
+        finished=rec.get("finish_reason") != "length",
     )
 
 

@@ -82,7 +82,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     train_rows, heldout, split = split_rows(rows, cfg.holdout, cfg.seed, cfg.query)
     student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
     prepare_tokenizer(student.tokenizer)
-    rendered = [render(student.tokenizer, r.conversation()) for r in train_rows]
+    rendered = [render(student.tokenizer, r.conversation(), r.finished) for r in train_rows]
     kept, report = check_rows(
         student.tokenizer,
         rendered,
