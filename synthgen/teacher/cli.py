@@ -193,10 +193,10 @@ def build(jobs: int | None, sdist: Path | None, force: bool) -> None:
 
 DEMO_QUERY = """\
 SELECT metadata->>'category' AS category,
-       messages[1].content AS prompt,
+       metadata->>'prompt' AS prompt,
        response,
        completion_tokens AS tokens,
-       len(logprobs) AS logprob_steps
+       len(logprobs[1].top_logprobs) AS top_k
 FROM corpus ORDER BY line LIMIT 5"""
 
 

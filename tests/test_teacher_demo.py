@@ -1,0 +1,42 @@
+"""e2e: `synthgen demo` with the real bundled teacher, logprobs stored and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from synthgen.errors import TeacherError
+from synthgen.teacher.cli import demo
+from synthgen.teacher.local import MODEL_NAME, find_gguf, find_llama_server
+
+
+@pytest.mark.e2e
+def test_demo_answers_seeds_with_top5_logprobs(tmp_path: Path) -> None:
+    try:
+        find_llama_server()
+        find_gguf()
+    except TeacherError as exc:
+        pytest.skip(f"bundled teacher not installed: {exc}")
+    import synthgen
+
+    db = tmp_path / "demo.duckdb"
+    result = CliRunner().invoke(demo, ["--db", str(db), "--limit", "4", "--max-tokens", "24"])
+    assert result.exit_code == 0, result.output
+    assert "4 answered, 0 failed" in result.stderr and "teacher stopped" in result.stderr
+    assert "category" in result.stdout and "top_k" in result.stdout  # the rows shown
+
+    con = synthgen.open_store(db)
+    rows = con.sql(
+        "SELECT model, metadata->>'category', response, completion_tokens, logprobs FROM corpus ORDER BY line"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 4
+    assert {r[0] for r in rows} == {MODEL_NAME}
+    assert len({r[1] for r in rows}) == 4  # seeds are interleaved by category
+    for _model, _cat, response, tokens, logprobs in rows:
+        assert response.strip() and 0 < tokens <= 24
+        assert len(logprobs) == tokens
+        assert all(len(step["top_logprobs"]) == 5 for step in logprobs)
+        assert all(step["logprob"] <= 0 for step in logprobs)
