@@ -138,3 +138,14 @@ def test_missing_extra_is_a_clear_error(monkeypatch) -> None:
     )
     with pytest.raises(SynthgenError, match=r"synthgen\[train\]"):
         deps.require_train_extra()
+
+
+def test_the_cli_module_does_not_import_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys, synthgen.student.cli; "
+        "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
