@@ -8,10 +8,11 @@ is decided by class (retry.py), never by reading messages.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
@@ -24,9 +25,16 @@ from .errors import (
     InvalidResponse,
     RejectedFault,
     StatusFault,
+    TeacherFault,
     TimeoutFault,
 )
+from .ratelimit import server_pause
 
+if TYPE_CHECKING:
+    from .governor import Governor
+
+# A 429 without Retry-After still pauses every request for this long.
+DEFAULT_429_PAUSE = 1.0
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
@@ -65,6 +73,9 @@ class TeacherClient:
             host = parts.netloc.rpartition("@")[2]
             self.urls.append(urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/chat/completions")
         self.outstanding = [0] * len(self.urls)
+        # The server's word on quotas: while monotonic() < pause_until no request is sent.
+        self.pause_until = 0.0
+        self.governor: Governor | None = None  # quotas, adaptive limit, endpoint health
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -88,12 +99,52 @@ class TeacherClient:
     async def complete(self, body: bytes, endpoint: int | None = None) -> Answer:
         """POST one request body; return its Answer or raise the matching TeacherFault."""
         assert self._session is not None, "use `async with TeacherClient(...)`"
+        if self.pause_until:  # a 429 or a spent quota holds every request back
+            await self.sit_out_pause()
+        if self.governor is not None:
+            return await self.governor.send(self, body, endpoint)
         i = self.pick() if endpoint is None else endpoint
         self.outstanding[i] += 1
         try:
-            return await self._post(self.urls[i], body, self.base_urls[i])
+            answer = await self._post(self.urls[i], body, self.base_urls[i])
+        except StatusFault as fault:
+            self.note_fault(fault)
+            raise
         finally:
             self.outstanding[i] -= 1
+        self.heed(answer.headers)
+        return answer
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        return self._session
+
+    def probe_urls(self) -> list[str]:
+        """Each endpoint's `GET .../models`, the cheap question that says it is alive."""
+        return [u.removesuffix("/chat/completions") + "/models" for u in self.urls]
+
+    def pause_for(self, seconds: float) -> None:
+        """Hold every request back for `seconds` (a shared backoff, not one request's)."""
+        until = time.monotonic() + seconds
+        if until > self.pause_until:
+            self.pause_until = until
+
+    async def sit_out_pause(self) -> None:
+        # Sleeps exactly until the pause ends; again only if it was extended meanwhile.
+        while (wait := self.pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        self.pause_until = 0.0
+
+    def note_fault(self, fault: TeacherFault) -> None:
+        """A 429 slows the whole client down: every request waits out its Retry-After."""
+        if fault.status_code == 429:
+            self.pause_for(DEFAULT_429_PAUSE if fault.retry_after is None else fault.retry_after)
+
+    def heed(self, headers: Any) -> None:
+        """Pause everything when the answer's rate-limit headers say a quota is spent."""
+        pause = server_pause(headers)
+        if pause:
+            self.pause_for(pause)
 
     async def _post(self, url: str, body: bytes, base_url: str) -> Answer:
         try:

@@ -1,0 +1,109 @@
+"""`--concurrency auto`: find how many requests the teacher takes in flight, and follow it.
+
+A gradient limit in the manner of Netflix's concurrency-limits. Latency is measured per
+attempt (send to answer). Every window of about one limit's worth of answers:
+
+- `no_load` is the lowest window latency seen (drifting up slowly, so a lasting change of
+  workload is adopted), the latency of a teacher that queues nothing;
+- gradient = clamp(TOLERANCE * no_load / window latency, 0.5, 1): 1 while latency is flat,
+  below 1 once requests queue at the teacher;
+- new limit = limit * gradient + sqrt(limit): grows while latency is flat, settles where
+  the queue the teacher holds is about sqrt(limit), shrinks when latency climbs.
+
+It starts by doubling each window (slow start) until the first sign of queueing, so a
+replica that takes hundreds is found in a few round trips. A 429, 503 or timeout is the
+teacher saying "too much": the limit is cut by BACKOFF at once, at most once per window.
+A window in which the engine could not fill the limit (input ran out, a rate quota binds)
+is not evidence of capacity, so the limit does not grow then.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from .limiter import ConcurrencyLimit
+
+INITIAL = 16
+MINIMUM = 1
+MAXIMUM = 2048
+TOLERANCE = 1.3
+BACKOFF = 0.7
+SMOOTHING = 0.5
+MIN_WINDOW = 10
+NO_LOAD_DRIFT = 0.02
+
+
+class HasLimit(Protocol):
+    limit: int
+
+
+class AdaptiveConcurrency:
+    """Drives `limit.set_limit` (and `stats.limit`, for the progress line) from samples."""
+
+    def __init__(self, limit: ConcurrencyLimit, stats: HasLimit | None = None, *,
+                 initial: int = INITIAL, minimum: int = MINIMUM, maximum: int = MAXIMUM):
+        self.limiter = limit
+        self.stats = stats
+        self.minimum = minimum
+        self.maximum = maximum
+        self.estimate = float(min(max(initial, minimum), maximum))
+        self.no_load: float | None = None
+        self.slow_start = True
+        self.sending = 0  # attempts on the wire now (not waiting in a quota)
+        self._count = 0
+        self._total = 0.0
+        self._busiest = 0
+        self._overloaded = False
+        self._apply()
+
+    @property
+    def limit(self) -> int:
+        return self.limiter.limit
+
+    def record(self, latency: float) -> None:
+        """One answered attempt, `latency` seconds from send to answer."""
+        self._count += 1
+        self._total += latency
+        if self.sending + 1 > self._busiest:
+            self._busiest = self.sending + 1
+        if self._count >= max(MIN_WINDOW, self.limiter.limit):
+            self._update()
+
+    def overload(self) -> None:
+        """The teacher said "too much" (429, 503, a timeout): back off now."""
+        if self._overloaded:  # one cut per window: a burst of 429s is one signal
+            return
+        self._overloaded = True
+        self.slow_start = False
+        self.estimate = max(self.minimum, self.estimate * BACKOFF)
+        self._apply()
+
+    def _update(self) -> None:
+        latency = self._total / self._count
+        busy = self._busiest >= self.estimate / 2
+        self._count, self._total, self._busiest = 0, 0.0, 0
+        if self._overloaded:  # this window's latencies straddle the cut: start afresh
+            self._overloaded = False
+            return
+        if self.no_load is None or latency < self.no_load:
+            self.no_load = latency
+        else:
+            self.no_load += (latency - self.no_load) * NO_LOAD_DRIFT
+        gradient = max(0.5, min(1.0, TOLERANCE * self.no_load / latency))
+        if gradient < 1.0:
+            self.slow_start = False
+        elif not busy:
+            return  # flat latency at low load says nothing about capacity
+        if self.slow_start:
+            target = self.estimate * 2
+        else:
+            target = self.estimate * gradient + math.sqrt(self.estimate)
+            target = self.estimate * (1 - SMOOTHING) + target * SMOOTHING
+        self.estimate = max(self.minimum, min(self.maximum, target))
+        self._apply()
+
+    def _apply(self) -> None:
+        self.limiter.set_limit(round(self.estimate))
+        if self.stats is not None:
+            self.stats.limit = self.limiter.limit

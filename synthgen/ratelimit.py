@@ -1,0 +1,233 @@
+"""Client-side quotas (`--rpm`, `--tpm`) and what the server says about its own.
+
+Both quotas are a `TokenBucket` holding at most one second's worth, so the pace is smooth
+(no minute's worth of burst). Tokens need what aiolimiter's leaky bucket lacks (it was the
+first choice): a request's cost is only *estimated* before it is sent (prompt tokens plus
+the completion budget) and known from its usage after the answer, so the bucket must take
+back a refund or a debt; one request may cost more than a second's worth (aiolimiter
+refuses those); and the bucket must not start full (see `TokenBucket`). Requests per minute
+use the same bucket rather than a second implementation of the same idea.
+
+Server headers (`x-ratelimit-remaining-*`, `x-ratelimit-reset-*`) are read by
+`server_pause`: when the server says a quota is spent, every request waits (see the
+client's shared pause).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+# Without max_tokens the completion's size is unknown until answers come back: start from a
+# cautious guess (a first burst that underestimates would trip a server's quota at once),
+# then follow the mean of the completions seen.
+DEFAULT_COMPLETION_GUESS = 256
+MAX_SERVER_PAUSE = 60.0
+
+
+class TokenBucket:
+    """`rate` units per second; at most `burst` seconds of credit; debt allowed.
+
+    A waiter queue (FIFO) with one timer, set for the moment the bucket holds what the
+    first waiter needs: no polling, and a refund wakes waiters at once. A request larger
+    than the bucket goes when the bucket is full and leaves it in debt.
+
+    The bucket starts with credit for one request only. A bucket that starts full lets a
+    second's worth out at once; over fresh connections that burst reaches the server
+    bunched with the paced requests behind it and trips a quota enforced the same way.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.rate = rate
+        self.capacity = rate * burst
+        self.level: float | None = None  # credit now; negative while in debt
+        self._stamp = 0.0
+        self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _refill(self, now: float) -> float:
+        if self.level is None:
+            self.level = 0.0
+        else:
+            self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self.level
+
+    async def acquire(self, amount: float) -> None:
+        if self.level is None:  # the first request goes at once
+            self._refill(time.monotonic())
+            self.level = -amount
+            return
+        if not self._waiters and self._refill(time.monotonic()) >= min(amount, self.capacity):
+            self.level -= amount
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, fut))
+        if len(self._waiters) == 1:
+            self._wake()
+        await fut
+
+    def adjust(self, amount: float) -> None:
+        """Settle a request's estimate: positive is a debt, negative a refund."""
+        if self.level is not None:
+            self._refill(time.monotonic())
+            self.level -= amount
+            if self._waiters and amount < 0:
+                self._wake()
+
+    def _wake(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters = self._waiters
+        level = self._refill(time.monotonic())
+        while waiters:
+            amount, fut = waiters[0]
+            if fut.done():  # cancelled while waiting
+                waiters.popleft()
+                continue
+            need = min(amount, self.capacity) - level
+            if need > 0:
+                self._timer = asyncio.get_running_loop().call_later(need / self.rate, self._wake)
+                return
+            waiters.popleft()
+            level = self.level = level - amount
+            fut.set_result(None)
+
+
+class Throttle:
+    """The client-side quotas one attempt passes before it is sent.
+
+    `acquire(body)` returns the token estimate reserved (0 without --tpm); `settle` corrects
+    it from the answer's usage once it is known, `refund` gives it back when nothing was used.
+    """
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, *,
+                 model: str | None = None, max_tokens: int | None = None):
+        self.requests = TokenBucket(rpm / 60.0, burst=max(1.0, 60.0 / rpm)) if rpm else None
+        self.tokens = TokenBucket(tpm / 60.0) if tpm else None
+        self.max_tokens = max_tokens
+        self.completion_guess = float(max_tokens or DEFAULT_COMPLETION_GUESS)
+        self._encode: Callable[[str], list[int]] | None = None
+        if self.tokens is not None and model:
+            load_tokenizer_in_background(model, self)
+
+    async def acquire(self, body: bytes) -> float:
+        if self.requests is not None:
+            await self.requests.acquire(1)
+        if self.tokens is None:
+            return 0.0
+        cost = self.prompt_tokens(body) + self.completion_guess
+        await self.tokens.acquire(cost)
+        return cost
+
+    def prompt_tokens(self, body: bytes) -> float:
+        """tiktoken's count of the messages where it knows the model, else bytes / 4."""
+        encode = self._encode
+        if encode is None:
+            return len(body) / 4
+        messages = orjson.loads(body).get("messages") or ()
+        return sum(4 + len(encode(_content_text(m.get("content")))) for m in messages) + 3
+
+    def settle(self, cost: float, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        if self.tokens is None or prompt_tokens is None or completion_tokens is None:
+            return
+        self.tokens.adjust(prompt_tokens + completion_tokens - cost)
+        if self.max_tokens is None:  # follow the completions actually seen
+            self.completion_guess += (completion_tokens - self.completion_guess) * 0.05
+
+    def refund(self, cost: float) -> None:
+        if self.tokens is not None and cost:
+            self.tokens.adjust(-cost)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: count the text ones
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def load_tokenizer_in_background(model: str, throttle: Throttle) -> None:
+    """Give `throttle` tiktoken's encoder for `model` once it has loaded.
+
+    tiktoken downloads its tables on first use with no timeout, so it is loaded on a daemon
+    thread and the bytes/4 estimate serves until (or unless) it is ready. Models tiktoken
+    does not know, or a missing tiktoken, keep the estimate.
+    """
+    try:
+        import tiktoken
+    except ImportError:
+        return
+    try:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        return
+
+    def load() -> None:
+        # Offline, or a broken cache: the bytes/4 estimate stays.
+        with contextlib.suppress(Exception):
+            throttle._encode = tiktoken.get_encoding(name).encode_ordinary
+
+    threading.Thread(target=load, name="synthgen-tiktoken", daemon=True).start()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """`x-ratelimit-reset-*` values: "20ms", "1s", "6m0s", "1h2m3.5s" or bare seconds."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_QUOTAS = tuple(
+    (f"x-ratelimit-remaining-{k}", f"x-ratelimit-reset-{k}", f"x-ratelimit-limit-{k}")
+    for k in ("requests", "tokens"))
+
+
+def server_pause(headers: Any) -> float:
+    """Seconds every request should wait because the server says a quota is spent, else 0.
+
+    With `remaining` at 0 the wait is the time for one unit to come back, assuming the
+    quota refills evenly over its reset time ((limit - remaining) units over `reset`); a
+    server whose window resets all at once answers 429 with Retry-After, which wins then.
+    Called on every answer: a server that sends none of these costs two lookups.
+    """
+    pause = 0.0
+    for remaining_key, reset_key, limit_key in _QUOTAS:
+        remaining = _number(headers.get(remaining_key))
+        if remaining is None or remaining > 0:
+            continue
+        reset = parse_duration(headers.get(reset_key))
+        if reset is None:
+            continue
+        limit = _number(headers.get(limit_key))
+        wait = reset / (limit - remaining) if limit and limit > remaining else reset
+        pause = max(pause, wait)
+    return min(pause, MAX_SERVER_PAUSE)
