@@ -9,6 +9,9 @@
 # answers every bundled seed prompt N times with top-5 logprobs, prints requests/s and
 # completion tokens/s from the store, and always stops the servers (trap on EXIT).
 # Knobs (environment): REPLICAS, N, MAX_TOKENS, CONCURRENCY, MAX_MODEL_LEN, GPU_MEM, DB.
+#
+# Dry run on a CPU machine (checks the script, not vLLM): put a `vllm` on PATH that runs
+# tests/fake_vllm.py (`exec python3 tests/fake_vllm.py "$@"`) and set SYNTHGEN_GPUS=2.
 set -euo pipefail
 
 MODEL=${1:?usage: bench/vllm_gpu.sh MODEL_ID_OR_PATH}
@@ -36,15 +39,13 @@ rm -f "$DB"
 synthgen generate --input data/seeds.jsonl --template demo --db "$DB" --model "$MODEL" \
     "${base_urls[@]}" --concurrency "$CONCURRENCY" --n "$N" --max-tokens "$MAX_TOKENS" \
     --temperature 0.8 --top-p 0.95 --seed 0 --logprobs 5
-t2=$(date +%s.%N)
-
-elapsed=$(python3 -c "print(round($t2 - $t1, 2))")
 startup=$(python3 -c "print(round($t1 - $t0, 2))")
-echo "vLLM startup: ${startup}s for $REPLICAS replica(s); generate: ${elapsed}s"
+echo "vLLM startup: ${startup}s for $REPLICAS replica(s) of $MODEL"
+# Rates over the run's own span (plan + requests), not the CLI's import time.
 synthgen sql --db "$DB" "
-  SELECT count(*) AS answers,
-         sum(completion_tokens) AS completion_tokens,
-         round(count(*) / $elapsed, 2) AS requests_per_s,
-         round(sum(completion_tokens) / $elapsed, 1) AS tokens_per_s,
-         count(DISTINCT endpoint) AS endpoints_used
-  FROM corpus"
+  WITH r AS (SELECT *, epoch(ended_at - started_at) AS s FROM runs ORDER BY run_id DESC LIMIT 1)
+  SELECT answered, failed, completion_tokens, round(s, 2) AS seconds,
+         round(answered / s, 2) AS requests_per_s,
+         round(completion_tokens / s, 1) AS tokens_per_s,
+         (SELECT count(DISTINCT endpoint) FROM corpus) AS endpoints_used
+  FROM r"
