@@ -61,9 +61,7 @@ def worker_pid(log: Path) -> int:
 def test_replicas_get_own_port_gpu_and_log(fake_vllm: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.5")  # port opens late, like real vLLM
     said: list[str] = []
-    with start_teacher(
-        "vllm", model="org/tiny", replicas=2, max_model_len=2048, announce=said.append
-    ) as t:
+    with start_teacher("vllm", model="org/tiny", replicas=2, max_model_len=2048, announce=said.append) as t:
         assert t.model == "org/tiny"
         assert len(t.base_urls) == 2 and len(set(t.base_urls)) == 2
         for url in t.base_urls:
@@ -192,3 +190,15 @@ def test_no_gpu_and_too_few_gpus(fake_vllm: Path, monkeypatch) -> None:
 def test_unknown_flag_is_rejected_like_vllm(fake_vllm: Path) -> None:
     with pytest.raises(TeacherError, match=r"exited with code 2(.|\n)*unrecognized arguments"):
         launch_teacher("vllm", model="m", extra_args=["--no-such-flag"], announce=None)
+
+
+def test_child_killed_by_signal_is_named(fake_vllm: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "30")
+    said: list[str] = []
+
+    def kill_on_start(message: str) -> None:
+        said.append(message)
+        os.kill(int(re.search(r"pid (\d+)", message).group(1)), signal.SIGSEGV)
+
+    with pytest.raises(TeacherError, match="was killed by SIGSEGV before it became healthy"):
+        launch_teacher("vllm", model="m", health_timeout=30, announce=kill_on_start)

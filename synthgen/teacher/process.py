@@ -94,6 +94,14 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def describe_exit(code: int) -> str:
+    """'exited with code 1' or 'was killed by SIGILL' (Popen reports signals as -N)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 def _die_with_parent() -> None:
     """preexec hook: ask Linux to SIGTERM the child when its parent dies."""
     with contextlib.suppress(OSError, AttributeError):
@@ -157,7 +165,7 @@ class ServerProcess:
                 code = self.popen.poll()
                 if code is not None:
                     raise TeacherError(
-                        f"{self.name} exited with code {code} before it became healthy; "
+                        f"{self.name} {describe_exit(code)} before it became healthy; "
                         f"log: {self.log_path}\n{tail(self.log_path)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
