@@ -19,9 +19,20 @@ from .paths import state_dir as default_state_dir
 from .process import DEFAULT_STOP_GRACE_S, stop_process_group
 from .state import ServerRecord, TeacherRecord, forget, load, save
 
+# The demo's seeds and recipe live in the repository (data/, prompts/), next to
+# the package in a checkout or an editable install; from elsewhere, the cwd.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SEEDS = REPO_ROOT / "data" / "seeds.jsonl"
-PROMPTS = REPO_ROOT / "prompts"
+
+
+def bundled(relative: str) -> Path:
+    """A file of the checkout: beside the package, else in the current directory."""
+    for root in (REPO_ROOT, Path.cwd()):
+        if (root / relative).exists():
+            return root / relative
+    raise TeacherError(
+        f"{relative} not found beside the synthgen package or in {Path.cwd()}; run the demo "
+        "from a synthgen checkout (or pass --input)"
+    )
 
 
 def _echo_err(message: str) -> None:
@@ -213,14 +224,15 @@ FROM corpus ORDER BY line LIMIT 5"""
     "--input",
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=SEEDS,
-    show_default=True,
-    help="Seed prompts (JSONL with `prompt`).",
+    default=None,
+    help="Seed prompts (JSONL with `prompt`) [default: the bundled data/seeds.jsonl].",
 )
 @click.option("--logprobs", type=int, default=5, show_default=True, help="Top logprobs stored per token.")
 @click.option("--max-tokens", type=int, default=128, show_default=True)
 @click.option("--threads", type=int, help="CPU threads for the teacher [default: all].")
-def demo(db: Path, limit: int, input_path: Path, logprobs: int, max_tokens: int, threads: int | None) -> None:
+def demo(
+    db: Path, limit: int, input_path: Path | None, logprobs: int, max_tokens: int, threads: int | None
+) -> None:
     """The whole loop on a laptop: bundled teacher -> answers in DuckDB -> SQL.
 
     Starts the bundled SmolLM2 teacher, answers LIMIT bundled seed prompts with
@@ -231,10 +243,10 @@ def demo(db: Path, limit: int, input_path: Path, logprobs: int, max_tokens: int,
 
     with start_teacher("local", threads=threads, announce=_echo_err) as t:
         summary = generate(
-            input=input_path,
+            input=input_path or bundled("data/seeds.jsonl"),
             db=db,
             template="demo",
-            prompts_dir=PROMPTS,
+            prompts_dir=bundled("prompts/demo.jinja").parent,
             limit=limit,
             model=t.model,
             base_urls=t.base_urls,
