@@ -90,6 +90,13 @@ def test_teacher_tokens_line_up_with_the_students_even_without_ids() -> None:
         for alt in entry["top_logprobs"]:
             alt["id"] = None
     assert targets_for(no_ids, rendered, vocab) == with_ids
+    # llama.cpp reports the final end-of-turn with empty text: it targets <|im_end|>.
+    eos = {"token": "", "id": tok.eos_token_id, "logprob": -0.1}
+    ended = copy.deepcopy(row)
+    ended.logprobs.append({**eos, "top_logprobs": [eos]})
+    with_eos = targets_for(ended, rendered, vocab)
+    assert with_eos.positions == [*with_ids.positions, rendered.turns[-1][1] - 1]
+    assert with_eos.ids[-1] == [tok.eos_token_id]
     # A non-canonical split by the teacher ("H" + "oney") loses only those positions.
     split = copy.deepcopy(row)
     h, oney = tok.convert_tokens_to_ids(["H", "oney"])

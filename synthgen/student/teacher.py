@@ -66,19 +66,27 @@ def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None
     """
     if not row.logprobs or not rendered.turns or rendered.answer_start < 0:
         return None
+    # By character span; a special token the server reports with empty text (llama.cpp's
+    # final end-of-turn entry) has an empty span and is matched by id where it starts.
     teacher: dict[tuple[int, int], int] = {}
     at = 0
     for j, entry in enumerate(row.logprobs):
         piece = entry.get("token") or ""
-        teacher[(at, at + len(piece))] = j
+        key = (at, at + len(piece)) if piece else (at, -1)
+        teacher.setdefault(key, j)
         at += len(piece)
     first, end = rendered.turns[-1]
     base = rendered.answer_start
     positions, ids, lps = [], [], []
     for pos in range(first, min(end, len(rendered.offsets))):
         s, e = rendered.offsets[pos]
+        if e <= s:
+            continue
         j = teacher.get((s - base, e - base))
-        if j is None or e <= s:
+        special = teacher.get((s - base, -1))
+        if j is None and special is not None and row.logprobs[special].get("id") is not None:
+            j = special
+        if j is None:
             continue
         entry = row.logprobs[j]
         chosen = vocab.id_of(entry)
@@ -114,8 +122,8 @@ def check_compatible(
     for i in with_lp[:50]:
         for entry in rows[i].logprobs[:64]:
             tid, text = entry.get("id"), entry.get("token")
-            if tid is None or text is None:
-                continue
+            if tid is None or not text:
+                continue  # servers report special tokens (end of turn) with empty text
             total += 1
             if 0 <= tid < vocab.size and vocab.tokenizer.decode([tid]) == text:
                 agree += 1
