@@ -3,8 +3,11 @@
 A gradient limit in the manner of Netflix's concurrency-limits. Latency is measured per
 attempt (send to answer). Every window of about one limit's worth of answers:
 
-- `no_load` is the lowest window latency seen (drifting up slowly, so a lasting change of
-  workload is adopted), the latency of a teacher that queues nothing;
+- `no_load` is the lowest window latency seen, the latency of a teacher that queues
+  nothing. It drifts only with windows that show no queueing (a slow change of workload is
+  adopted, a queue never becomes the norm), and every PROBE_EVERY windows one window runs
+  at half the limit and its fastest answer becomes `no_load` (as Netflix's Gradient probes),
+  so a lasting change in how long answers take cannot pin the limit low;
 - gradient = clamp(TOLERANCE * no_load / window latency, 0.5, 1): 1 while latency is flat,
   below 1 once requests queue at the teacher;
 - new limit = limit * gradient + sqrt(limit): grows while latency is flat, settles where
@@ -31,7 +34,8 @@ TOLERANCE = 1.3
 BACKOFF = 0.7
 SMOOTHING = 0.5
 MIN_WINDOW = 10
-NO_LOAD_DRIFT = 0.02
+NO_LOAD_DRIFT = 0.05
+PROBE_EVERY = 100
 
 
 class HasLimit(Protocol):
@@ -55,6 +59,10 @@ class AdaptiveConcurrency:
         self._total = 0.0
         self._busiest = 0
         self._overloaded = False
+        self._signals = 0
+        self._fastest = float("inf")
+        self._windows = 0
+        self._probing = False
         self._apply()
 
     @property
@@ -65,30 +73,47 @@ class AdaptiveConcurrency:
         """One answered attempt, `latency` seconds from send to answer."""
         self._count += 1
         self._total += latency
+        if latency < self._fastest:
+            self._fastest = latency
         if self.sending + 1 > self._busiest:
             self._busiest = self.sending + 1
         if self._count >= max(MIN_WINDOW, self.limiter.limit):
             self._update()
 
     def overload(self) -> None:
-        """The teacher said "too much" (429, 503, a timeout): back off now."""
-        if self._overloaded:  # one cut per window: a burst of 429s is one signal
+        """The teacher said "too much" (429, 503, a timeout): back off now.
+
+        One cut per window: the burst of 429s that one overshoot brings is one signal;
+        a window's worth of them with no answer in between is another."""
+        self._signals += 1
+        if self._overloaded and self._signals < max(MIN_WINDOW, self.limiter.limit):
             return
+        self._signals = 0
         self._overloaded = True
         self.slow_start = False
         self.estimate = max(self.minimum, self.estimate * BACKOFF)
         self._apply()
 
     def _update(self) -> None:
-        latency = self._total / self._count
+        latency, fastest = self._total / self._count, self._fastest
         busy = self._busiest >= self.estimate / 2
-        self._count, self._total, self._busiest = 0, 0.0, 0
+        self._count, self._total, self._busiest, self._fastest = 0, 0.0, 0, float("inf")
+        self._windows += 1
         if self._overloaded:  # this window's latencies straddle the cut: start afresh
             self._overloaded = False
             return
+        if self._probing:  # a window at half the limit: what does an empty queue take now?
+            self._probing = False
+            self.no_load = fastest
+            self._apply()
+            return
+        if self._windows % PROBE_EVERY == 0 and not self.slow_start:
+            self._probing = True
+            self.limiter.set_limit(round(self.estimate / 2))
+            return
         if self.no_load is None or latency < self.no_load:
             self.no_load = latency
-        else:
+        elif latency <= TOLERANCE * self.no_load:
             self.no_load += (latency - self.no_load) * NO_LOAD_DRIFT
         gradient = max(0.5, min(1.0, TOLERANCE * self.no_load / latency))
         if gradient < 1.0:

@@ -5,7 +5,7 @@
   Retry-After; every answer carries OpenAI-style `x-ratelimit-*` headers.
 - `CapacityTeacher`: `capacity` slots, each request holds one for `latency` seconds, so
   latency grows once more than `capacity` are in flight (a vLLM replica's batch is full);
-  `overload_after=(n, status)` makes it answer `status` once it has answered n.
+  `overload=(n, m, status)`: once it has answered n, the next m attempts get `status`.
 
 Both record what they accepted, so a test measures rates where the server sees them.
 """
@@ -105,13 +105,14 @@ class QuotaTeacher(TeacherServer):
 
 
 class CapacityTeacher(TeacherServer):
-    def __init__(self, capacity: int, latency: float, overload_after: tuple[int, int] | None = None,
-                 **kwargs):
+    def __init__(self, capacity: int, latency: float,
+                 overload: tuple[int, int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.keep_bodies = False
         self.capacity = capacity
         self.service_time = latency
-        self.overload_after = overload_after
+        self.overload = overload
+        self.refused = 0
         self.in_flight = 0
         self.peak = 0
         self.answered_at: list[float] = []
@@ -121,8 +122,10 @@ class CapacityTeacher(TeacherServer):
         body = await request.json()
         prompt = body["messages"][-1]["content"]
         self.received[prompt] += 1
-        if self.overload_after and len(self.answered_at) >= self.overload_after[0]:
-            status = self.overload_after[1]
+        if (self.overload and len(self.answered_at) >= self.overload[0]
+                and self.refused < self.overload[1]):
+            self.refused += 1
+            status = self.overload[2]
             return web.json_response({"error": {"message": "overloaded"}}, status=status,
                                      headers={"Retry-After": f"{self.retry_after}"})
         if self._slots is None:
