@@ -90,6 +90,7 @@ def test_real_local_teacher_answers_with_logprobs_and_n() -> None:
         pytest.skip(f"bundled teacher not installed: {reason}")
     with start_teacher("local", threads=os.cpu_count(), announce=None) as t:
         assert t.model == MODEL_NAME and len(t.base_urls) == 1
+        assert t.concurrency_hint == 8  # 2 x the 4 default slots
         with httpx.Client(base_url=t.base_urls[0], timeout=120, trust_env=False) as client:
             models = client.get("/models").json()
             assert MODEL_NAME in [m["id"] for m in models["data"]]

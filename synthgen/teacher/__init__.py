@@ -57,6 +57,10 @@ class Teacher:
     servers: list[ServerProcess]
     stop_grace: float = DEFAULT_STOP_GRACE_S
     startup_s: float = 0.0
+    # Requests worth keeping in flight: twice the local server's slots keeps every
+    # slot busy without a long queue (a queued request waits on a slow CPU, and a
+    # Ctrl-C waits for all in flight). None: no useful cap (vLLM batches hundreds).
+    concurrency_hint: int | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -134,6 +138,7 @@ def launch_teacher(
         )
         servers = [local_server(local, logs)]
         served = LOCAL_MODEL_NAME
+        hint: int | None = 2 * local.parallel
     elif backend == "vllm":
         if not model:
             raise TeacherError("--backend vllm needs --model (a Hugging Face id or a local path)")
@@ -150,6 +155,7 @@ def launch_teacher(
         )
         servers = vllm_servers(options, logs)
         served = served_model_name or model
+        hint = None
     else:
         raise TeacherError(f"unknown teacher backend {backend!r}; choose one of {BACKENDS}")
 
@@ -161,7 +167,7 @@ def launch_teacher(
         stop_grace=stop_grace,
         announce=announce,
     )
-    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started)
+    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started, hint)
     if announce:
         urls = " ".join(teacher.base_urls)
         announce(f"teacher ready in {teacher.startup_s:.1f}s: model {served} at {urls}")

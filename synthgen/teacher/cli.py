@@ -250,7 +250,7 @@ def demo(
             limit=limit,
             model=t.model,
             base_urls=t.base_urls,
-            concurrency=8,
+            concurrency=t.concurrency_hint or 8,
             temperature=0.7,
             top_p=0.9,
             max_tokens=max_tokens,
