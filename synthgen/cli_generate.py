@@ -114,6 +114,8 @@ def _print_summary(s: RunSummary, verbose: int) -> None:
         f"  tokens: {s.prompt_tokens:,} in, {s.completion_tokens:,} out; "
         f"{s.requests_per_s:,.1f} requests/s",
     ]
+    if s.cost is not None:
+        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given)")
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:

@@ -52,6 +52,7 @@ class RunSummary:
     plan_reused: bool = False
     model: str = ""
     message: str | None = None
+    cost: float | None = None  # estimated, where --price-in/--price-out were given
 
     @property
     def requests_per_s(self) -> float:
@@ -121,6 +122,8 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
             summary.pending = after["pending"]
             summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
             summary.errors = dict(stats.errors)
+            summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
+                                         cfg.price_in, cfg.price_out)
             summary.elapsed = time.monotonic() - started
             if summary.status == "done" and summary.pending and not cfg.retry_failed:
                 summary.status = "incomplete"
@@ -176,6 +179,14 @@ def _close_run(con: duckdb.DuckDBPyConnection, s: RunSummary) -> None:
         [s.status, s.answered, s.failed, s.prompt_tokens, s.completion_tokens,
          s.message, s.run_id],
     )
+
+
+def estimate_cost(prompt_tokens: int, completion_tokens: int, price_in: float | None,
+                  price_out: float | None) -> float | None:
+    """Cost from prices per million tokens; None when no price was given."""
+    if price_in is None and price_out is None:
+        return None
+    return (prompt_tokens * (price_in or 0) + completion_tokens * (price_out or 0)) / 1e6
 
 
 def versions() -> dict[str, str]:

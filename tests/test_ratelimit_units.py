@@ -1,0 +1,116 @@
+"""The pieces of the quota logic as functions: the bucket's pacing and settling, token
+estimates, the server's rate-limit headers, the shared pause and the cost figure."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import duckdb
+from limited_teacher import QuotaTeacher
+from teacher_server import make_prompts, write_jsonl
+
+from synthgen.client import TeacherClient
+from synthgen.errors import StatusFault
+from synthgen.ratelimit import Throttle, TokenBucket, parse_duration, server_pause
+from synthgen.run import estimate_cost, generate
+from synthgen.status import status
+
+
+def test_bucket_paces_evenly_after_the_first_request_and_takes_refunds():
+    async def scenario() -> list[float]:
+        bucket = TokenBucket(rate=100.0)  # 100 units/s, one second's worth of credit at most
+        start = time.monotonic()
+        times = []
+        for _ in range(21):
+            await bucket.acquire(1)
+            times.append(time.monotonic() - start)
+        return times
+
+    times = asyncio.run(scenario())
+    assert times[0] < 0.005  # the first goes at once
+    assert 0.19 <= times[-1] < 0.3  # then 100/s: no burst at the start
+
+    bucket = TokenBucket(rate=10.0)
+    asyncio.run(bucket.acquire(1))  # the first request: the bucket is now empty
+    bucket.adjust(25)  # a debt: the answer cost more than estimated
+    assert -26.1 < bucket.level < -25.9
+    bucket.adjust(-30)
+    assert 3.9 < bucket.level < 4.5  # a refund
+
+
+def test_a_request_larger_than_a_second_is_paced_by_debt_not_refused():
+    async def scenario() -> float:
+        bucket = TokenBucket(rate=1000.0)
+        await bucket.acquire(1500)  # 1.5 s worth: goes, leaves a debt
+        start = time.monotonic()
+        await bucket.acquire(100)  # waits until the debt is paid and 100 are back
+        return time.monotonic() - start
+
+    assert 1.5 <= asyncio.run(scenario()) + 0.01 < 1.8
+
+
+def test_token_estimate_is_prompt_plus_completion_budget_and_settles_from_usage():
+    throttle = Throttle(tpm=60_000, model="not-an-openai-model", max_tokens=100)
+    body = b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 400 + b'"}]}'
+    cost = asyncio.run(throttle.acquire(body))
+    assert cost == len(body) / 4 + 100
+    level = throttle.tokens.level
+    throttle.settle(cost, prompt_tokens=100, completion_tokens=20)
+    assert throttle.tokens.level > level  # refunded what the estimate overshot
+    guessing = Throttle(tpm=60_000)
+    for _ in range(200):
+        guessing.settle(0.0, 10, 40)
+    assert abs(guessing.completion_guess - 40) < 5  # without max_tokens: follows the answers
+
+
+def test_server_headers_pause_only_when_a_quota_is_spent():
+    assert parse_duration("6m0s") == 360
+    assert parse_duration("1h2m3.5s") == 3723.5
+    assert parse_duration("20ms") == 0.02
+    assert parse_duration("1.5") == 1.5
+    assert parse_duration("soon") is None
+    assert server_pause({}) == 0
+    assert server_pause({"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "1s"}) == 0
+    # spent: one request comes back after reset / (limit - remaining)
+    assert server_pause({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s",
+                         "x-ratelimit-limit-requests": "100"}) == 0.02
+    assert server_pause({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1.5s"}) == 1.5
+
+
+def test_a_429_pauses_every_request_for_its_retry_after():
+    async def scenario(teacher: QuotaTeacher) -> tuple[int, float, float]:
+        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+        async with TeacherClient([teacher.base_url], None, 5.0) as client:
+            await client.complete(body)  # spends the one request the quota holds
+            refused = 0
+            try:
+                await client.complete(body)
+            except StatusFault as fault:
+                refused += fault.status_code == 429
+            paused = client.pause_until - time.monotonic()
+            start = time.monotonic()
+            await client.complete(body)  # a different request, yet it waits the pause out
+            return refused, time.monotonic() - start, paused
+
+    with QuotaTeacher(rpm=60) as teacher:  # one per second
+        refused, waited, paused = asyncio.run(scenario(teacher))
+    assert refused == 1 and paused > 0.5
+    assert waited >= paused - 0.05
+
+
+def test_cost_is_in_the_summary_and_in_status(tmp_path):
+    assert estimate_cost(2_000_000, 1_000_000, 0.15, 0.6) == 0.9
+    assert estimate_cost(10, 10, None, None) is None
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(20)])
+    with QuotaTeacher(rpm=100_000) as teacher:
+        summary = generate(input=tmp_path / "in.jsonl", db=tmp_path / "c.duckdb", model="m",
+                           base_urls=[teacher.base_url], price_in=1.0, price_out=2.0,
+                           progress=io.StringIO())
+    expected = (summary.prompt_tokens * 1.0 + summary.completion_tokens * 2.0) / 1e6
+    assert summary.prompt_tokens > 0 and summary.cost == expected
+    assert status(tmp_path / "c.duckdb")[-1]["cost"] == expected
+    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM corpus").fetchone()[0] == 20
+    con.close()
