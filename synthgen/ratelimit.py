@@ -78,8 +78,8 @@ class TokenBucket:
     def adjust(self, amount: float) -> None:
         """Settle a request's estimate: positive is a debt, negative a refund."""
         if self.level is not None:
-            self._refill(time.monotonic())
-            self.level -= amount
+            level = self._refill(time.monotonic())
+            self.level = min(self.capacity, level - amount)  # never more than a second's worth
             if self._waiters and amount < 0:
                 self._wake()
 

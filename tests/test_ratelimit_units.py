@@ -38,6 +38,8 @@ def test_bucket_paces_evenly_after_the_first_request_and_takes_refunds():
     assert -26.1 < bucket.level < -25.9
     bucket.adjust(-30)
     assert 3.9 < bucket.level < 4.5  # a refund
+    bucket.adjust(-100)
+    assert bucket.level == 10  # but never more than a second's worth of credit
 
 
 def test_a_request_larger_than_a_second_is_paced_by_debt_not_refused():
