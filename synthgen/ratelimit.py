@@ -209,6 +209,7 @@ def _number(value: str | None) -> float | None:
 _QUOTAS = tuple(
     (f"x-ratelimit-remaining-{k}", f"x-ratelimit-reset-{k}", f"x-ratelimit-limit-{k}")
     for k in ("requests", "tokens"))
+_REMAINING_REQUESTS, _REMAINING_TOKENS = _QUOTAS[0][0], _QUOTAS[1][0]
 
 
 def server_pause(headers: Any) -> float:
@@ -217,8 +218,9 @@ def server_pause(headers: Any) -> float:
     With `remaining` at 0 the wait is the time for one unit to come back, assuming the
     quota refills evenly over its reset time ((limit - remaining) units over `reset`); a
     server whose window resets all at once answers 429 with Retry-After, which wins then.
-    Called on every answer: a server that sends none of these costs two lookups.
     """
+    if _REMAINING_REQUESTS not in headers and _REMAINING_TOKENS not in headers:
+        return 0.0  # the common case (vLLM, llama.cpp): two lookups per answer
     pause = 0.0
     for remaining_key, reset_key, limit_key in _QUOTAS:
         remaining = _number(headers.get(remaining_key))
