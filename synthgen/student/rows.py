@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import StoreError
+from ..store import connect
 from .deps import StudentError
 
 DEFAULT_QUERY = "SELECT * FROM corpus WHERE finish_reason = 'stop'"
@@ -48,7 +48,7 @@ def prompt_key(messages: list[dict[str, str]]) -> str:
 def load_rows(db: str | Path, query: str | None = None) -> list[Row]:
     """Run `query` (default: corpus rows that finished with `stop`) and parse its rows."""
     query = (query or DEFAULT_QUERY).strip().rstrip(";")
-    con = open_read_only(db)
+    con = connect(db, read_only=True)  # training never takes the store's write lock
     try:
         try:
             rel = con.execute(f"SELECT * FROM ({query}) AS q")
@@ -68,18 +68,6 @@ def load_rows(db: str | Path, query: str | None = None) -> list[Row]:
     if not records:
         raise StudentError(f"the query returned no rows: {query}")
     return [_parse(i, rec) for i, rec in enumerate(records)]
-
-
-def open_read_only(db: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection, so training never takes the store's write lock."""
-    path = Path(db)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such database")
-    try:
-        return duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise StoreError(f"{path}: cannot open database ({first})") from exc
 
 
 def _parse(index: int, rec: dict[str, Any]) -> Row:
