@@ -55,6 +55,7 @@ def test_start_status_stop_detached(env: Path) -> None:
     urls = started.stdout.split()
     assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
     assert "log: " in started.stderr and "--base-url" in started.stderr
+    assert f"synthgen teacher stop --state-dir {env / 'state'}" in started.stderr
     record = json.loads((env / "state" / "default.json").read_text())
     pids = [s["pid"] for s in record["servers"]]
     assert "--dtype half" in Path(record["servers"][0]["log_path"]).read_text()

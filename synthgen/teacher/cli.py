@@ -128,7 +128,10 @@ def start(
     save(states, record)
     flags = " ".join(f"--base-url {url}" for url in t.base_urls)
     _echo_err(f"use it with: synthgen generate {flags} --model {t.model} ...")
-    _echo_err(f"stop it with: synthgen teacher stop{'' if name == 'default' else ' --name ' + name}")
+    where = ("" if name == "default" else f" --name {name}") + (
+        f" --state-dir {state_dir}" if state_dir else ""
+    )
+    _echo_err(f"stop it with: synthgen teacher stop{where}")
     for url in t.base_urls:
         click.echo(url)
 
