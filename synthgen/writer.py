@@ -51,11 +51,12 @@ class Writer:
         self._interval = flush_interval
         self._replace_failures = replace_failures
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="synthgen-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="synthgen-writer", daemon=True)
         self.committed_answers = 0
         self.committed_failures = 0
         self.commits = 0
-        self.busy_seconds = 0.0
+        self.busy_seconds = 0.0  # wall time inside commits (counts GIL and fsync waits too)
+        self.cpu_seconds = 0.0  # CPU time of the writer thread, all of it (set when it ends)
         self.error: BaseException | None = None
 
     def start(self) -> Writer:
@@ -75,6 +76,12 @@ class Writer:
         self._thread.join()
         if self.error is not None:
             raise self.error
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.cpu_seconds = time.thread_time()
 
     def _loop(self) -> None:
         answers: list[tuple] = []
