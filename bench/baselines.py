@@ -17,6 +17,28 @@ import time
 import orjson
 
 
+async def drive(prompts, one, concurrency):
+    """Acquire a slot, then start the request's task: at most `concurrency` tasks exist at
+    once (gathering one coroutine per prompt up front would make 20,000 tasks that all wait
+    on the semaphore, which slows the baseline down and bloats it)."""
+    sem = asyncio.Semaphore(concurrency)
+    tasks = set()
+
+    async def guarded(p):
+        try:
+            await one(p)
+        finally:
+            sem.release()
+
+    for p in prompts:
+        await sem.acquire()
+        t = asyncio.create_task(guarded(p))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
 def load(path: str) -> list[str]:
     with open(path, "rb") as fh:
         return [orjson.loads(line)["prompt"] for line in fh if line.strip()]
@@ -25,50 +47,44 @@ def load(path: str) -> list[str]:
 async def run_aiohttp(prompts, url, model, concurrency):
     import aiohttp
 
-    sem = asyncio.Semaphore(concurrency)
     out = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one(p):
-            async with sem:
-                body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": p}]})
-                async with session.post(url + "/chat/completions", data=body,
-                                        headers={"Content-Type": "application/json"}) as resp:
-                    data = orjson.loads(await resp.read())
-                out.append(data["choices"][0]["message"]["content"])
-        await asyncio.gather(*(one(p) for p in prompts))
+            body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": p}]})
+            async with session.post(url + "/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as resp:
+                data = orjson.loads(await resp.read())
+            out.append(data["choices"][0]["message"]["content"])
+        await drive(prompts, one, concurrency)
     return out
 
 
 async def run_openai(prompts, url, model, concurrency):
     from openai import AsyncOpenAI
 
-    sem = asyncio.Semaphore(concurrency)
     out = []
     client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
     async with client:
         async def one(p):
-            async with sem:
-                r = await client.chat.completions.create(model=model,
-                                                         messages=[{"role": "user", "content": p}])
-                out.append(r.choices[0].message.content)
-        await asyncio.gather(*(one(p) for p in prompts))
+            r = await client.chat.completions.create(model=model,
+                                                     messages=[{"role": "user", "content": p}])
+            out.append(r.choices[0].message.content)
+        await drive(prompts, one, concurrency)
     return out
 
 
 async def run_httpx(prompts, url, model, concurrency):
     import httpx
 
-    sem = asyncio.Semaphore(concurrency)
     out = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=600) as client:
         async def one(p):
-            async with sem:
-                r = await client.post(url + "/chat/completions",
-                                      json={"model": model, "messages": [{"role": "user", "content": p}]})
-                out.append(r.json()["choices"][0]["message"]["content"])
-        await asyncio.gather(*(one(p) for p in prompts))
+            r = await client.post(url + "/chat/completions",
+                                  json={"model": model, "messages": [{"role": "user", "content": p}]})
+            out.append(r.json()["choices"][0]["message"]["content"])
+        await drive(prompts, one, concurrency)
     return out
 
 
