@@ -14,11 +14,11 @@ same run, more than the absolute figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -158,10 +158,8 @@ def run_client(name: str, cmd: list[str], teacher: Teacher | None, timeout: floa
 
 def _pin_client() -> None:
     if hasattr(os, "sched_setaffinity") and NCPU > 1:
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(0, CLIENT_CORES)
-        except OSError:
-            pass
 
 
 def median_of(results: list[Result]) -> Result:
@@ -179,7 +177,7 @@ def prompts_file(n: int) -> Path:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             for i in range(n):
-                fh.write('{"prompt": "prompt %d: what is %d + %d? Answer briefly."}\n' % (i, i, i))
+                fh.write(f'{{"prompt": "prompt {i}: what is {i} + {i}? Answer briefly."}}\n')
         tmp.rename(path)
     return path
 
@@ -255,20 +253,11 @@ def shell(cmd: list[str]) -> str:
 
 def machine() -> list[str]:
     model = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
     mem = 0
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        mem = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("MemTotal")), 0)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0, 0, 0)
     return [f"- nproc {NCPU}, CPU {model}, memory {mem / 2**30:.1f} GiB, "
             f"load average at start {load[0]:.2f}",
@@ -282,10 +271,8 @@ def versions() -> str:
 
     out = []
     for pkg in ("synthgen", "aiohttp", "duckdb", "pyarrow", "orjson", "tenacity", "httpx", "openai"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            pass
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return ", ".join(out) + f"; synthgen commit {git.stdout.strip() or '?'}" + (
         " (+ uncommitted changes)" if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "synthgen"],
@@ -313,7 +300,6 @@ def main() -> None:
     conc = 256
     started = time.time()
     md: list[str] = []
-    notes: list[str] = []
     targets: list[tuple[str, str, str]] = []  # (target, figure, verdict)
 
     # ---- 0 ms teacher: engine overhead (target 1), writer at full speed (target 6b)
@@ -323,7 +309,7 @@ def main() -> None:
     rows0: dict[str, Result] = {}
     bare = []
     sg = []
-    for i in range(reps):  # interleaved, so drift in machine load hits both alike
+    for _i in range(reps):  # interleaved, so drift in machine load hits both alike
         bare.append(run_client("aiohttp", cmd_baseline("aiohttp", inp, t0ms.base_url, conc), t0ms))
         sg.append(run_client("synthgen", cmd_synthgen(inp, fresh_db("sg0"), t0ms.base_url, conc), t0ms))
     rows0["aiohttp"], rows0["synthgen"] = median_of(bare), median_of(sg)
@@ -544,16 +530,20 @@ def main() -> None:
 
     md += ["## Profile of the hot path (synthgen, 0 ms teacher, 256 in flight)", ""]
     if pyspy_top:
-        md += ["py-spy (`py-spy record -r 200 -f raw`, all threads), top functions by own samples "
-               "(self) and by samples with the function on the stack (total):", "", "```", *pyspy_top, "```", ""]
+        md += ["py-spy (`py-spy record -r 200 -f raw -- <the synthgen command>`, all threads): the share of "
+               "samples in each phase of the run, then the event loop's top functions by own samples (self) and "
+               "by samples with the function on the stack (total):", "", "```", *pyspy_top, "```", ""]
     if prof_path.exists():
         text = prof_path.read_text().splitlines()
-        start = next((i for i, l in enumerate(text) if "ncalls" in l), 0)
-        md += ["cProfile of the main thread (event loop; `--profile`), top 25 by own time:", "", "```",
-               *[l.replace(str(ROOT) + "/", "") for l in text[start:start + 26]], "```", ""]
-    md += NOTES_MD
+        start = next((i for i, line in enumerate(text) if "ncalls" in line), 0)
+        md += ["cProfile of the main thread (`bench/sg_run.py --profile`; it slows the loop several times, so "
+               "read it for what is called how often), top 25 by own time:", "", "```",
+               *[line.replace(str(ROOT) + "/", "") for line in text[start:start + 26]], "```", ""]
+    notes = BENCH / "NOTES.md"  # the analysis that goes with the figures (gaps, changes, causes)
+    if notes.exists():
+        md += ["", *notes.read_text().splitlines()]
     head = ["| target | figure | verdict |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in targets], ""]
-    md = md[:2] + [md[2], "", "## Targets", "", *head] + md[3:]
+    md = [*md[:2], md[2], "", "## Targets", "", *head, *md[3:]]
     Path(args.out).write_text("\n".join(md) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
@@ -627,8 +617,6 @@ def _short(frame: str) -> str:
         path = path.split("site-packages/", 1)[1]
     return f"{name} ({path})"
 
-
-NOTES_MD: list[str] = []
 
 if __name__ == "__main__":
     main()
