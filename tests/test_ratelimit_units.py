@@ -8,6 +8,7 @@ import io
 import time
 
 import duckdb
+from conftest import synthgen
 from limited_teacher import QuotaTeacher
 from teacher_server import make_prompts, write_jsonl
 
@@ -116,3 +117,14 @@ def test_cost_is_in_the_summary_and_in_status(tmp_path):
     con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM corpus").fetchone()[0] == 20
     con.close()
+
+
+def test_cli_flags_reach_the_run_and_the_summary_shows_the_cost(teacher, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(30)])
+    result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                      "--model", "m", "--base-url", teacher.base_url, "--base-url", teacher.base_url,
+                      "--concurrency", "auto", "--rpm", "6000", "--tpm", "600000",
+                      "--price-in", "1", "--price-out", "2")
+    assert result.returncode == 0, result.stderr
+    assert "estimated cost: $0.0" in result.stderr
+    assert sum(teacher.received.values()) == 30
