@@ -16,6 +16,7 @@ attempt (send to answer). Every window of about one limit's worth of answers:
 It starts by doubling each window (slow start) until the first sign of queueing, so a
 replica that takes hundreds is found in a few round trips. A 429, 503 or timeout is the
 teacher saying "too much": the limit is cut by BACKOFF at once, at most once per window.
+After the refusals stop it doubles back up to 70% of where it was, then grows as before.
 A window in which the engine could not fill the limit (input ran out, a rate quota binds)
 is not evidence of capacity, so the limit does not grow then.
 """
@@ -54,6 +55,7 @@ class AdaptiveConcurrency:
         self.estimate = float(min(max(initial, minimum), maximum))
         self.no_load: float | None = None
         self.slow_start = True
+        self.recover_to = 0.0  # after an overload: double back up to this while latency is flat
         self.sending = 0  # attempts on the wire now (not waiting in a quota)
         self._count = 0
         self._total = 0.0
@@ -88,6 +90,8 @@ class AdaptiveConcurrency:
         self._signals += 1
         if self._overloaded and self._signals < max(MIN_WINDOW, self.limiter.limit):
             return
+        if not self._overloaded:  # a new episode: come back to 70% of here quickly after
+            self.recover_to = self.estimate * BACKOFF
         self._signals = 0
         self._overloaded = True
         self.slow_start = False
@@ -120,8 +124,8 @@ class AdaptiveConcurrency:
             self.slow_start = False
         elif not busy:
             return  # flat latency at low load says nothing about capacity
-        if self.slow_start:
-            target = self.estimate * 2
+        if self.slow_start or (gradient == 1.0 and self.estimate < self.recover_to):
+            target = self.estimate * 2 if self.slow_start else min(self.estimate * 2, self.recover_to)
         else:
             target = self.estimate * gradient + math.sqrt(self.estimate)
             target = self.estimate * (1 - SMOOTHING) + target * SMOOTHING

@@ -64,3 +64,4 @@ def test_auto_backs_off_when_the_teacher_says_too_much(tmp_path, status):
     print(f"{status}: limit {before} before the refusals, down to {after}; {limits}")
     assert teacher.refused == 300
     assert after <= before / 2
+    assert max(limits[limits.index(after):]) >= before / 4, "never grew back once healed"
