@@ -128,3 +128,12 @@ def test_cli_flags_reach_the_run_and_the_summary_shows_the_cost(teacher, tmp_pat
     assert result.returncode == 0, result.stderr
     assert "estimated cost: $0.0" in result.stderr
     assert sum(teacher.received.values()) == 30
+
+
+def test_a_known_tokenizer_counts_the_message_text_not_the_json():
+    throttle = Throttle(tpm=60_000, max_tokens=10)
+    throttle._encode = str.split  # stands in for tiktoken's encoder (no download in tests)
+    body = b'{"model":"gpt-4o","messages":[{"role":"system","content":"be brief"},' \
+           b'{"role":"user","content":[{"type":"text","text":"one two three"}]}]}'
+    # 4 per message of framing + its words, + 3 to prime the reply (OpenAI's cookbook count)
+    assert throttle.prompt_tokens(body) == (4 + 2) + (4 + 3) + 3
