@@ -29,6 +29,7 @@ from .errors import (
     TimeoutFault,
 )
 from .ratelimit import server_pause
+from .retry import MAX_RETRY_AFTER
 
 if TYPE_CHECKING:
     from .governor import Governor
@@ -137,8 +138,9 @@ class TeacherClient:
 
     def note_fault(self, fault: TeacherFault) -> None:
         """A 429 slows the whole client down: every request waits out its Retry-After."""
-        if fault.status_code == 429:
-            self.pause_for(DEFAULT_429_PAUSE if fault.retry_after is None else fault.retry_after)
+        if fault.status_code == 429:  # capped as the request's own wait is (retry.py)
+            after = DEFAULT_429_PAUSE if fault.retry_after is None else fault.retry_after
+            self.pause_for(min(after, MAX_RETRY_AFTER))
 
     def heed(self, headers: Any) -> None:
         """Pause everything when the answer's rate-limit headers say a quota is spent."""
