@@ -65,6 +65,8 @@ class Governor:
         status = fault.status_code
         if self.throttle is not None and (isinstance(fault, ConnectionFault) or status is not None):
             self.throttle.refund(cost)  # the teacher did no work for it
+            if status == 429 and client.pause_until:  # resume paced, not with a burst
+                self.throttle.hold(client.pause_until - time.monotonic())
         if self.adaptive is not None and (
                 isinstance(fault, TimeoutFault)
                 or (isinstance(fault, StatusFault) and status in OVERLOAD_STATUSES)):

@@ -83,6 +83,13 @@ class TokenBucket:
             if self._waiters and amount < 0:
                 self._wake()
 
+    def hold(self, seconds: float) -> None:
+        """Earn no credit for `seconds` (a shared pause): after it the pace resumes evenly
+        instead of with the second's worth the bucket would have filled up meanwhile."""
+        if self.level is not None:
+            level = self._refill(time.monotonic())
+            self.level = min(level, 0.0) - seconds * self.rate
+
     def _wake(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -143,6 +150,11 @@ class Throttle:
         self.tokens.adjust(prompt_tokens + completion_tokens - cost)
         if self.max_tokens is None:  # follow the completions actually seen
             self.completion_guess += (completion_tokens - self.completion_guess) * 0.05
+
+    def hold(self, seconds: float) -> None:
+        for bucket in (self.requests, self.tokens):
+            if bucket is not None:
+                bucket.hold(seconds)
 
     def refund(self, cost: float) -> None:
         if self.tokens is not None and cost:

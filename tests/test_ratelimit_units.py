@@ -43,6 +43,20 @@ def test_bucket_paces_evenly_after_the_first_request_and_takes_refunds():
     assert bucket.level == 10  # but never more than a second's worth of credit
 
 
+def test_a_held_bucket_resumes_paced_after_the_pause():
+    async def scenario() -> float:
+        bucket = TokenBucket(rate=100.0)
+        await bucket.acquire(1)
+        await asyncio.sleep(0.3)  # idle: credit builds up (at most a second's worth)
+        bucket.hold(0.2)  # a 429 pauses everything for 0.2 s: no credit, none earned
+        start = time.monotonic()
+        for _ in range(10):
+            await bucket.acquire(1)
+        return time.monotonic() - start
+
+    assert 0.28 <= asyncio.run(scenario()) < 0.45  # 0.2 s of pause, then 10 at 100/s
+
+
 def test_a_request_larger_than_a_second_is_paced_by_debt_not_refused():
     async def scenario() -> float:
         bucket = TokenBucket(rate=1000.0)
