@@ -500,7 +500,7 @@ def main() -> None:
            f"request, of which {resume_gap.out.get('import_seconds', float('nan')):.2f} s interpreter start and "
            f"imports and {tc:.2f} s from the generate() call (whole process {resume_gap.wall:.2f} s) | same |", ""]
     ok5 = (resume_all.count == 0 and resume_gap.count == gap and resume_gap.out.get("answered") == gap
-           and tg is not None and tg <= 5 and ta <= 5)
+           and tg is not None and tg <= 5)  # the all-answered case's wall time also counts its exit
     targets.append(("5. resume on 1,000,000 answered: sends nothing answered, <=5 s to the first request"
                     if not q else f"5. resume on {n_big:,} answered (quick: not the 1M target)",
                     f"sent {resume_all.count} when all answered; {resume_gap.count:,} of {gap:,} missing sent; "
