@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -120,10 +121,8 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port, args.latency_ms / 1000))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -83,19 +83,23 @@ class Engine:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        installed = []
+        installed = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
+                previous = signal.getsignal(sig)
                 loop.add_signal_handler(sig, self._on_signal)
-                installed.append(sig)
+                installed[sig] = previous
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         try:
             await self._feed()
             await self._drain()
         finally:
-            for sig in installed:
+            for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
+                # remove_signal_handler resets to SIG_DFL; put back what the caller had
+                # (e.g. the teacher launcher's cleanup) so a late SIGTERM still cleans up.
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
             if self.stop_reason is None or self.stop_reason == "interrupted":
                 for f in self._held:  # no abort: these were real per-request failures
                     self.writer.put_failure(f)

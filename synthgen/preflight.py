@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import openai
-
 from .config import strip_credentials
 from .errors import RunAborted
 
@@ -24,6 +22,8 @@ def check_teachers(base_urls: list[str], api_key: str | None, model: str, timeou
     Endpoints without a `/models` route (some proxies) are trusted as they are.
     Warnings for endpoints that are down are returned, so the caller can print them.
     """
+    import openai  # imported here: it costs every `synthgen` process seconds otherwise
+
     warnings: list[str] = []
     usable = 0
     for url in base_urls:

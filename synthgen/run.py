@@ -80,7 +80,11 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
         from .teacher import start_teacher
 
         with start_teacher("local", threads=config.threads) as teacher:
-            local = config.model_copy(update={"base_urls": teacher.base_urls, "model": teacher.model})
+            update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
+            if "concurrency" not in config.model_fields_set and teacher.concurrency_hint:
+                # 64 requests queued on 4 CPU slots only slow Ctrl-C down.
+                update["concurrency"] = teacher.concurrency_hint
+            local = config.model_copy(update=update)
             return _generate(local, progress, progress_interval, retry_sleep)
     return _generate(config, progress, progress_interval, retry_sleep)
 
