@@ -90,7 +90,7 @@ class Engine:
                 loop.add_signal_handler(sig, self._on_signal)
                 installed[sig] = previous
             except (NotImplementedError, RuntimeError, ValueError):
-                pass
+                pass  # not the main thread (or no signals here): the caller handles Ctrl-C
         try:
             await self._feed()
             await self._drain()
