@@ -23,9 +23,8 @@ import orjson
 from .client import TeacherClient
 from .errors import AuthFault, ConnectionFault, RunAborted, TeacherFault
 from .limiter import ConcurrencyLimit
-from .plan import PENDING_SQL
+from .plan import pending_batches
 from .retry import retrying
-from .store import arrow_batches
 from .writer import Failure, Writer
 
 FETCH_ROWS = 2048
@@ -112,18 +111,13 @@ class Engine:
         self.request_stop("interrupted")
 
     async def _feed(self) -> None:
-        reader = arrow_batches(self.con, PENDING_SQL,
-                               {"key": self.plan_key, "retry_failed": self.retry_failed}, FETCH_ROWS)
+        reader = pending_batches(self.con, self.plan_key, self.retry_failed, FETCH_ROWS)
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             batch = await asyncio.to_thread(_next_batch, reader)
             if batch is None:
                 return
-            ids = batch.column(0).to_pylist()
-            messages = batch.column(1).to_pylist()
-            params = batch.column(2).to_pylist()
-            samples = batch.column(4).to_pylist()
-            for rid, msgs, prm, k in zip(ids, messages, params, samples, strict=True):
+            for rid, msgs, prm, _line, k in batch:
                 await self.limit.acquire()
                 if self._stopping.is_set():
                     self.limit.release()
@@ -241,7 +235,7 @@ class Engine:
 def _next_batch(reader):
     """StopIteration cannot cross a thread future, so the end is signalled with None."""
     try:
-        return reader.read_next_batch()
+        return next(reader)
     except StopIteration:
         return None
 

@@ -4,14 +4,17 @@ A request id is a hash of canonical JSON of (model, sampling parameters, message
 sample index). Running the same command again therefore finds every answered request
 already in `responses`; changing a parameter makes new ids. That is resume and cache.
 
-The whole input is validated and planned in one transaction before the first request is
-sent, so a bad file sends nothing and a crash mid-plan leaves no half plan. A plan whose
+The whole input is validated and planned before the first request is sent, so a bad file
+sends nothing. Planning commits in batches (memory stays flat at millions of lines) and a
+plan counts only once its last transaction writes its `plans` row; whatever a bad input,
+Ctrl-C or crash left half-planned is deleted before the next plan. A plan whose
 input file is unchanged (same content hash) is reused as is, which makes resuming a
 million-prompt run start in well under a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,11 +22,11 @@ from typing import Any
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from .config import GenerateConfig
 from .errors import ConfigError, InputError
 from .inputs import BadRow, read_rows, to_messages
+from .store import retry_out_of_memory
 from .templates import Template
 
 BATCH_ROWS = 20_000
@@ -104,33 +107,59 @@ def make_plan(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
     if row is not None and reusable:
         return Plan(key, row[0], row[1], reused=True)
 
-    con.execute("BEGIN")
+    _forget_unfinished(con, key)
+    model = cfg.model or ""
+    bad = Problems()
+    total = 0
     try:
-        for table in ("plan_requests", "invalid_inputs", "plans"):
-            con.execute(f"DELETE FROM {table} WHERE plan_key = ?", [key])
-        bad = Problems()
+        # One transaction per batch keeps memory flat however long the input is: DuckDB
+        # holds a transaction's rows in memory until it commits. The plan only counts once
+        # its `plans` row exists (written last), so a half-written plan is never used.
         for batch in _batches(cfg, template, bad):
-            _insert_batch(con, key, run_id, cfg.model or "", batch)
-        n_bad = bad.count
-        if n_bad and not cfg.skip_invalid:
-            raise InputError(_problem_message(cfg, bad.shown, n_bad), bad.shown, n_bad)
+            total += retry_out_of_memory(con, lambda b=batch: _insert_batch(con, key, run_id, model, b))
+        if bad.count and not cfg.skip_invalid:
+            raise InputError(_problem_message(cfg, bad.shown, bad.count), bad.shown, bad.count)
+        con.execute("BEGIN")
         if bad.rows:
             con.executemany(
                 "INSERT INTO invalid_inputs VALUES (?, ?, ?, ?)",
                 [(key, line, err, raw) for line, err, raw in bad.rows],
             )
-        total = con.execute(
-            "SELECT count(DISTINCT request_id) FROM plan_requests WHERE plan_key = ?", [key]
-        ).fetchone()[0]
-        con.execute(
-            "INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
-            [key, _source(cfg), fp, total, n_bad],
-        )
+        con.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
+                    [key, _source(cfg), fp, total, bad.count])
+        # In the same transaction: a run with a plan_key finished planning, so its rows
+        # are never mistaken for a crashed plan's leftovers.
+        con.execute("UPDATE runs SET plan_key = ?, planned = ? WHERE run_id = ?", [key, total, run_id])
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        # Bad input, Ctrl-C or a crash mid-plan: take back every row this run added, so a
+        # bad file leaves the store as it was. (Should this fail too, or a kill skip it,
+        # the next plan does it.)
+        with contextlib.suppress(duckdb.Error):
+            _forget_unfinished(con, key)
+        raise
+    return Plan(key, total, bad.count, reused=False)
+
+
+def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    """Delete what plans that never finished left behind, and the old copy of `key`.
+
+    A plan is finished when its `plans` row exists and its run has a plan_key (both are
+    written in the plan's last transaction). Requests are only ever added by the run that
+    first planned them, so a run without a plan_key owns only leftovers.
+    """
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM plans WHERE plan_key = ?", [key])
+        con.execute("DELETE FROM invalid_inputs WHERE plan_key = ?", [key])
+        con.execute("DELETE FROM plan_requests WHERE plan_key NOT IN (SELECT plan_key FROM plans)")
+        con.execute("DELETE FROM requests WHERE run_id IN (SELECT run_id FROM runs WHERE plan_key IS NULL)")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return Plan(key, total, n_bad, reused=False)
 
 
 def _source(cfg: GenerateConfig) -> str:
@@ -196,60 +225,104 @@ def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems) -> I
 
 
 def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: str,
-                  batch: list[tuple]) -> None:
-    ids, lines, samples, messages, params, metadata = zip(*batch, strict=True)
-    table = pa.table({
-        "request_id": pa.array(ids, pa.string()),
-        "line": pa.array(lines, pa.int64()),
-        "sample_index": pa.array(samples, pa.int32()),
-        "messages": pa.array(messages, pa.string()),
-        "params": pa.array(params, pa.string()),
-        "metadata": pa.array(metadata, pa.string()),
-    })
-    con.register("_plan_batch", table)
+                  batch: list[tuple]) -> int:
+    """Commit one batch; return how many requests it added to the plan.
+
+    Dedupe is by anti-join, not by index: a prompt seen earlier in this plan is not added
+    to the plan again (its first line is kept), and a request any plan already stored is
+    not stored again (same id, same content). The batch reaches DuckDB as column lists
+    (converted in C++), staged once in a temporary table for the two inserts.
+    """
+    ids, lines, samples, messages, params, metadata = (list(c) for c in zip(*batch, strict=True))
+    con.execute("BEGIN")
     try:
-        # DISTINCT ON: a prompt repeated within one batch is one request.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _plan_batch AS
+            SELECT unnest($ids) AS request_id, unnest($lines)::BIGINT AS line,
+                   unnest($samples)::INTEGER AS sample_index, unnest($messages) AS messages,
+                   unnest($params) AS params, unnest($metadata)::VARCHAR AS metadata
+            """,
+            {"ids": ids, "lines": lines, "samples": samples, "messages": messages,
+             "params": params, "metadata": metadata},
+        )
+        [(added,)] = con.execute(
+            """
+            INSERT INTO plan_requests
+            SELECT $key, request_id, min(line) FROM _plan_batch b
+            WHERE NOT EXISTS (SELECT 1 FROM plan_requests p
+                              WHERE p.plan_key = $key AND p.request_id = b.request_id)
+            GROUP BY request_id ORDER BY min(line)
+            """,
+            {"key": key},
+        ).fetchall()
         con.execute(
             """
             INSERT INTO requests
-            SELECT DISTINCT ON (request_id) request_id, ?, line, sample_index, ?,
+            SELECT DISTINCT ON (request_id) request_id, $run, line, sample_index, $model,
                    messages::JSON, params::JSON, metadata::JSON, now()
-            FROM _plan_batch ORDER BY request_id, line
-            ON CONFLICT DO NOTHING
+            FROM _plan_batch b
+            WHERE NOT EXISTS (SELECT 1 FROM requests r WHERE r.request_id = b.request_id)
+            ORDER BY request_id, line
             """,
-            [run_id, model],
+            {"run": run_id, "model": model},
         )
-        con.execute(
-            "INSERT INTO plan_requests SELECT ?, request_id, line FROM _plan_batch", [key]
-        )
-    finally:
-        con.unregister("_plan_batch")
+        con.execute("DROP TABLE _plan_batch")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return added
 
 
 PENDING_SQL = """
-WITH ids AS (
-    SELECT request_id, min(line) AS line FROM plan_requests
-    WHERE plan_key = $key GROUP BY request_id
-)
-SELECT ids.request_id, r.messages, r.params, ids.line, r.sample_index
-FROM ids JOIN requests r USING (request_id)
-WHERE NOT EXISTS (SELECT 1 FROM responses s WHERE s.request_id = ids.request_id)
-  AND ($retry_failed OR NOT EXISTS (SELECT 1 FROM failures f WHERE f.request_id = ids.request_id))
-ORDER BY ids.line, r.sample_index
+SELECT p.request_id, r.messages, r.params, p.line, r.sample_index
+FROM plan_requests p JOIN requests r USING (request_id)
+WHERE p.plan_key = $key AND p.line >= $lo AND p.line < $hi
+  AND NOT EXISTS (SELECT 1 FROM responses s WHERE s.request_id = p.request_id)
+  AND ($retry_failed OR NOT EXISTS (SELECT 1 FROM failures f WHERE f.request_id = p.request_id))
+ORDER BY p.line, r.sample_index
 """
+
+
+PENDING_LINES = 25_000
+
+
+def pending_batches(con: duckdb.DuckDBPyConnection, key: str, retry_failed: bool,
+                    rows: int = 4096, lines: int = PENDING_LINES) -> Iterator[list[tuple]]:
+    """Pending requests of a plan in input order, in lists of up to `rows` tuples of
+    (request_id, messages JSON, params JSON, line, sample_index).
+
+    Queried `lines` input lines at a time: one query over the whole plan would join, sort
+    and hold every pending request at once (~140 MB at a million requests, more than the
+    rest of a run). 25,000 lines keep a query's working memory near 15 MB while the
+    per-query cost (a scan of `requests` for the join) stays ~4 s per million requests.
+    """
+    [(lo, last)] = con.execute(
+        "SELECT min(line), max(line) FROM plan_requests WHERE plan_key = ?", [key]
+    ).fetchall()
+    if lo is None:
+        return
+    while lo <= last:
+        params = {"key": key, "retry_failed": retry_failed, "lo": lo, "hi": lo + lines}
+        cur = retry_out_of_memory(con, lambda p=params: con.execute(PENDING_SQL, p))
+        while batch := cur.fetchmany(rows):
+            yield batch
+        lo += lines
 
 
 def plan_counts(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, int]:
     """Answered, failed and pending requests of a plan, counted by the database."""
-    total, answered, failed = con.execute(
+    [(total, answered, failed)] = retry_out_of_memory(con, lambda: con.execute(
         """
-        WITH ids AS (SELECT DISTINCT request_id FROM plan_requests WHERE plan_key = ?)
         SELECT count(*),
                count(*) FILTER (WHERE s.request_id IS NOT NULL),
                count(*) FILTER (WHERE s.request_id IS NULL AND f.request_id IS NOT NULL)
-        FROM ids LEFT JOIN responses s USING (request_id) LEFT JOIN failures f USING (request_id)
+        FROM plan_requests p LEFT JOIN responses s USING (request_id)
+             LEFT JOIN failures f USING (request_id)
+        WHERE p.plan_key = ?
         """,
         [key],
-    ).fetchone()
+    ).fetchall())
     return {"total": total, "answered": answered, "failed": failed,
             "pending": total - answered - failed}

@@ -10,13 +10,13 @@ import orjson
 from . import store
 
 RUNS_SQL = """
-WITH ids AS (SELECT DISTINCT plan_key, request_id FROM plan_requests),
-plan AS (
+WITH plan AS (
     SELECT ids.plan_key,
            count(*) AS total,
            count(s.request_id) AS answered,
            count(*) FILTER (WHERE s.request_id IS NULL AND f.request_id IS NOT NULL) AS failed
-    FROM ids LEFT JOIN responses s USING (request_id) LEFT JOIN failures f USING (request_id)
+    FROM plan_requests ids LEFT JOIN responses s USING (request_id)
+         LEFT JOIN failures f USING (request_id)
     GROUP BY ids.plan_key
 )
 SELECT r.run_id, r.status, r.started_at, r.ended_at, r.model, r.base_urls, r.config,

@@ -4,8 +4,9 @@ Everything synthgen knows lives in one DuckDB file:
 
     runs            one row per `synthgen generate` invocation (config without secrets)
     plans           one row per distinct (input, template, model, sampling) job
-    plan_requests   which requests a plan contains, with their source line
-    requests        one row per request: id, messages, parameters, metadata
+    plan_requests   which requests a plan contains (each once), with its first source line
+    requests        one row per request: id, messages, parameters, metadata (ids unique by
+                    construction: the planner inserts only ids it does not find)
     responses       one row per answered request (PRIMARY KEY: an answer is stored once)
     failures        one row per request that ended without an answer (with its messages)
     invalid_inputs  input lines skipped by --skip-invalid, with the reason
@@ -18,12 +19,16 @@ never "delete your database".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from .errors import StoreError
+
+T = TypeVar("T")
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
 # `id` is the teacher's token id where the server reports it (llama.cpp does), else NULL.
@@ -131,9 +136,51 @@ def _m001_initial(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m002_requests_without_index(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the PRIMARY KEY on `requests` and make `plan_requests` one row per request.
+
+    The key's in-memory index cost ~120 MB at a million requests and its checks made
+    planning slower; the planner already dedupes with an anti-join against the table
+    (one process writes a store at a time: DuckDB locks the file). One row per request
+    in `plan_requests` turns every per-plan count into a plain count(*).
+    DuckDB cannot drop a key in place, so both tables are rebuilt.
+    """
+    con.execute(
+        """
+        DROP VIEW corpus;
+        CREATE TABLE requests_new (
+            request_id VARCHAR,
+            run_id INTEGER,
+            line BIGINT,
+            sample_index INTEGER,
+            model VARCHAR,
+            messages JSON,
+            params JSON,
+            metadata JSON,
+            created_at TIMESTAMPTZ
+        );
+        INSERT INTO requests_new SELECT * FROM requests;
+        DROP TABLE requests;
+        ALTER TABLE requests_new RENAME TO requests;
+        CREATE TABLE plan_requests_new AS
+            SELECT plan_key, request_id, min(line) AS line FROM plan_requests
+            GROUP BY plan_key, request_id ORDER BY plan_key, line;
+        DROP TABLE plan_requests;
+        ALTER TABLE plan_requests_new RENAME TO plan_requests;
+        CREATE VIEW corpus AS
+        SELECT r.request_id, q.run_id, q.line, r.sample_index, q.messages,
+               r.text AS response, r.finish_reason, r.prompt_tokens, r.completion_tokens,
+               r.model, r.logprobs, q.metadata, q.params, r.latency_ms, r.attempts,
+               r.endpoint, r.created_at
+        FROM responses r JOIN requests q USING (request_id);
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_requests_without_index", _m002_requests_without_index),
 ]
 
 
@@ -182,6 +229,52 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     else:
         migrate(con)
     return con
+
+
+# A run's DuckDB working memory to start with. DuckDB treats its limit as a cache size as
+# much as a cap: without one it keeps every block a run touched (a million-prompt run held
+# ~250 MB of cached table blocks and finished query results). Sorts and joins spill to disk
+# beyond it; a batch that truly needs more (long top-20 logprobs) raises it, see below.
+RUN_MEMORY_LIMIT = 128 * 2**20
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, limit: int = RUN_MEMORY_LIMIT) -> None:
+    """Start a run with a small DuckDB memory limit (never above DuckDB's own default)."""
+    if limit < _memory_limit(con):
+        con.execute(f"SET memory_limit = '{limit}B'")
+
+
+def grow_memory(con: duckdb.DuckDBPyConnection, ceiling: int | None = None) -> bool:
+    """Double DuckDB's memory limit after an out-of-memory error; False at the ceiling
+    (80% of the machine's memory, DuckDB's default), where the error should stand."""
+    ceiling = ceiling or int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    current = _memory_limit(con)
+    if current >= ceiling:
+        return False
+    con.execute(f"SET memory_limit = '{min(2 * current, ceiling)}B'")
+    return True
+
+
+def retry_out_of_memory(con: duckdb.DuckDBPyConnection, fn: Callable[[], T]) -> T:
+    """Run `fn` (one transaction or one query); if DuckDB runs out of its limit, grow the
+    limit and run it again. `fn` must roll back what it did before raising."""
+    while True:
+        try:
+            return fn()
+        except duckdb.OutOfMemoryException:
+            if not grow_memory(con):
+                raise
+
+
+def _memory_limit(con: duckdb.DuckDBPyConnection) -> int:
+    [(text,)] = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    number, _, unit = str(text).strip().partition(" ")
+    if not unit:  # e.g. '134217728B'
+        unit = number.lstrip("0123456789.")
+        number = number[: len(number) - len(unit)]
+    return int(float(number) * _UNITS.get(unit.upper() or "B", 1))
 
 
 def open_store(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
