@@ -97,6 +97,7 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
         for warning in check_teachers(cfg.base_urls, api_key, cfg.model or ""):
             print(f"warning: {warning}", file=progress or sys.stderr)
     con = store.connect(cfg.db)
+    store.limit_memory(con)
     try:
         run_id = _open_run(con, cfg)
         summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")

@@ -5,8 +5,12 @@ engine never writes: it hands each outcome to this thread, which commits whateve
 every `flush_interval` seconds (0.1 s by default). A kill therefore loses at most the
 requests in flight plus one interval of answers, which the next run simply sends again.
 
-Answers and failures are inserted through Arrow tables (one C-level copy per batch).
-`responses` and `failures` are keyed by request id, so an answer can never be stored twice.
+Each batch goes in as one INSERT of column lists (`unnest($ids), unnest($texts), ...`):
+DuckDB converts the lists in C++, and no Arrow (with pandas behind it, ~90 MB resident)
+is loaded into a plain run. A batch carrying logprobs goes through an Arrow table instead:
+Arrow turns nested lists into the typed column about twice as fast as DuckDB's JSON cast
+(100 answers of 1,000 tokens with top-20: 1.9 s against 3.7 s). `responses` and
+`failures` are keyed by request id, so an answer can never be stored twice.
 """
 
 from __future__ import annotations
@@ -17,15 +21,9 @@ import time
 from dataclasses import dataclass
 
 import duckdb
-import pyarrow as pa
 
 from .client import Answer
-
-_TOP = pa.struct([("token", pa.string()), ("id", pa.int32()), ("logprob", pa.float64())])
-LOGPROBS_ARROW = pa.list_(pa.struct([
-    ("token", pa.string()), ("id", pa.int32()), ("logprob", pa.float64()),
-    ("top_logprobs", pa.list_(_TOP)),
-]))
+from .store import retry_out_of_memory
 
 MAX_BATCH = 20_000
 _STOP = object()
@@ -105,7 +103,7 @@ class Writer:
             if (answers or failures) and (stopping or time.monotonic() >= next_flush
                                           or len(answers) + len(failures) >= MAX_BATCH):
                 try:
-                    self._flush(answers, failures)
+                    retry_out_of_memory(self._con, lambda a=answers, f=failures: self._flush(a, f))
                 except BaseException as exc:  # reported by close(); the engine stops on it
                     self.error = exc
                     return
@@ -116,46 +114,73 @@ class Writer:
     def _flush(self, answers: list[tuple], failures: list[Failure]) -> None:
         t0 = time.perf_counter()
         con = self._con
+        arrow = bool(answers) and any(a[2].logprobs for a in answers)
+        if arrow:
+            con.register("_answers", _answers_arrow(answers))
         con.execute("BEGIN")
         try:
-            if answers:
-                con.register("_answers", _answers_table(answers))
-                con.execute(
-                    """
-                    INSERT INTO responses
-                    SELECT request_id, $run, sample_index, text, finish_reason, prompt_tokens,
-                           completion_tokens, latency_ms, attempts, model, endpoint, now(), logprobs
-                    FROM _answers ON CONFLICT DO NOTHING
-                    """,
-                    {"run": self._run_id},
-                )
-                if self._replace_failures:
-                    con.execute("DELETE FROM failures WHERE request_id IN "
-                                "(SELECT request_id FROM _answers)")
-                con.unregister("_answers")
+            if arrow:
+                con.execute(INSERT_ANSWERS_ARROW, {"run": self._run_id})
+            elif answers:
+                con.execute(INSERT_ANSWERS, _answer_columns(answers, self._run_id))
+            if answers and self._replace_failures:
+                con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
+                            [[a[0] for a in answers]])
             if failures:
-                con.register("_failures", _failures_table(failures))
-                con.execute(
-                    """
-                    INSERT OR REPLACE INTO failures
-                    SELECT request_id, $run, messages::JSON, error_type, status_code, message,
-                           attempts, now()
-                    FROM _failures
-                    """,
-                    {"run": self._run_id},
-                )
-                con.unregister("_failures")
+                con.execute(INSERT_FAILURES, _failure_columns(failures, self._run_id))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        finally:
+            if arrow:
+                con.unregister("_answers")
         self.committed_answers += len(answers)
         self.committed_failures += len(failures)
         self.commits += 1
         self.busy_seconds += time.perf_counter() - t0
 
 
-def _answers_table(rows: list[tuple]) -> pa.Table:
+INSERT_ANSWERS = """
+INSERT INTO responses
+SELECT unnest($ids), $run, unnest($samples), unnest($texts), unnest($finish), unnest($pt),
+       unnest($ct), unnest($latency), unnest($attempts), unnest($models), unnest($endpoints),
+       now(), NULL
+ON CONFLICT DO NOTHING
+"""
+
+INSERT_ANSWERS_ARROW = """
+INSERT INTO responses
+SELECT request_id, $run, sample_index, text, finish_reason, prompt_tokens, completion_tokens,
+       latency_ms, attempts, model, endpoint, now(), logprobs
+FROM _answers ON CONFLICT DO NOTHING
+"""
+
+INSERT_FAILURES = """
+INSERT OR REPLACE INTO failures
+SELECT unnest($ids), $run, unnest($messages)::JSON, unnest($types), unnest($codes),
+       unnest($messages_), unnest($attempts), now()
+"""
+
+
+def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
+    ids, samples, answers, latencies, attempts = zip(*rows, strict=True)
+    a: tuple[Answer, ...] = answers
+    return {
+        "ids": list(ids), "run": run_id, "samples": list(samples),
+        "texts": [x.text for x in a], "finish": [x.finish_reason for x in a],
+        "pt": [x.prompt_tokens for x in a], "ct": [x.completion_tokens for x in a],
+        "latency": [float(x) for x in latencies], "attempts": list(attempts),
+        "models": [x.model for x in a], "endpoints": [x.endpoint for x in a],
+    }
+
+
+def _answers_arrow(rows: list[tuple]):
+    import pyarrow as pa  # only runs that ask for logprobs pay for Arrow
+
+    top = pa.struct([("token", pa.string()), ("id", pa.int32()), ("logprob", pa.float64())])
+    logprobs_type = pa.list_(pa.struct([("token", pa.string()), ("id", pa.int32()),
+                                        ("logprob", pa.float64()), ("top_logprobs", pa.list_(top))]))
     ids, samples, answers, latencies, attempts = zip(*rows, strict=True)
     a: tuple[Answer, ...] = answers
     return pa.table({
@@ -169,16 +194,14 @@ def _answers_table(rows: list[tuple]) -> pa.Table:
         "attempts": pa.array(attempts, pa.int32()),
         "model": pa.array([x.model for x in a], pa.string()),
         "endpoint": pa.array([x.endpoint for x in a], pa.string()),
-        "logprobs": pa.array([x.logprobs for x in a], LOGPROBS_ARROW),
+        "logprobs": pa.array([x.logprobs for x in a], logprobs_type),
     })
 
 
-def _failures_table(rows: list[Failure]) -> pa.Table:
-    return pa.table({
-        "request_id": pa.array([f.request_id for f in rows], pa.string()),
-        "messages": pa.array([f.messages for f in rows], pa.string()),
-        "error_type": pa.array([f.error_type for f in rows], pa.string()),
-        "status_code": pa.array([f.status_code for f in rows], pa.int32()),
-        "message": pa.array([f.message for f in rows], pa.string()),
-        "attempts": pa.array([f.attempts for f in rows], pa.int32()),
-    })
+def _failure_columns(rows: list[Failure], run_id: int) -> dict[str, object]:
+    return {
+        "ids": [f.request_id for f in rows], "run": run_id,
+        "messages": [f.messages for f in rows], "types": [f.error_type for f in rows],
+        "codes": [f.status_code for f in rows], "messages_": [f.message for f in rows],
+        "attempts": [f.attempts for f in rows],
+    }
