@@ -483,6 +483,11 @@ def main() -> None:
     for r, n in ((small, n_small), (big, n_big)):
         md.append(f"| {n:,} | {mb(r.peak_rss)} | {r.peak_rss / small.peak_rss:.2f} | {r.out.get('answered', '?'):,} | "
                   f"{r.wall:.0f} s | {r.rate:,.0f} | `{shell(r.cmd)}` |")
+    md += ["", "DuckDB's own memory when each run's writer closed (`duckdb_memory()`, MB, by kind; "
+           "the profile behind this target):", ""]
+    for r, n in ((small, n_small), (big, n_big)):
+        kinds = ", ".join(f"{k} {v:g}" for k, v in r.out.get("duckdb_memory_mb", {}).items())
+        md.append(f"- {n:,} prompts: {kinds or '?'} (memory_limit {r.out.get('duckdb_memory_limit', '?')})")
     md.append("")
     ok4 = big.peak_rss <= 300 * 2**20 and ratio4 <= 1.3 and big.out.get("answered") == n_big
     targets.append((f"4. {n_big:,} prompts: peak RSS <=300 MB and <=1.3x the {n_small:,} run",

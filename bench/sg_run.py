@@ -73,6 +73,13 @@ def main() -> None:
         try:
             close(self)
         finally:
+            # Where DuckDB's memory is at the end of the run, by kind: the profile that
+            # explains the memory target's figures.
+            seen["duckdb_memory_mb"] = dict(self._con.execute(
+                "SELECT tag, round(memory_usage_bytes / 2**20, 1) FROM duckdb_memory() "
+                "WHERE memory_usage_bytes > 0 ORDER BY memory_usage_bytes DESC").fetchall())
+            seen["duckdb_memory_limit"] = self._con.execute(
+                "SELECT current_setting('memory_limit')").fetchone()[0]
             seen.update(busy_seconds=self.busy_seconds, cpu_seconds=self.cpu_seconds, commits=self.commits,
                         committed=self.committed_answers)
 

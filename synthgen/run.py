@@ -122,7 +122,7 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
                 "aborted" if engine.stop_reason else "done")
             summary.message = engine.stop_reason if summary.status == "aborted" else None
         finally:
-            after = plan_counts(con, plan.key)
+            after = plan_counts(con, plan.key, counts["total"])
             summary.answered, summary.failed = stats.answered, stats.failed
             summary.pending = after["pending"]
             summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens

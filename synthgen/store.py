@@ -235,7 +235,9 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
 # much as a cap: without one it keeps every block a run touched (a million-prompt run held
 # ~250 MB of cached table blocks and finished query results). Sorts and joins spill to disk
 # beyond it; a batch that truly needs more (long top-20 logprobs) raises it, see below.
-RUN_MEMORY_LIMIT = 128 * 2**20
+# The responses key's index counts against the limit and cannot be evicted (~67 MB at a
+# million answers), so a large store's writer raises it once or twice on its own.
+RUN_MEMORY_LIMIT = 64 * 2**20
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 

@@ -139,3 +139,17 @@ def test_a_store_from_before_the_index_change_migrates_with_its_data(tmp_path):
     keys = con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'requests' "
                        "AND constraint_type = 'PRIMARY KEY'").fetchall()[0][0]
     assert keys == 0
+
+
+def test_counts_split_into_hash_partitions_add_up_to_one_count(tmp_path, monkeypatch):
+    db = tmp_path / "s.duckdb"
+    con = store.connect(db)
+    path = _write(tmp_path / "in.jsonl", [f"p{i}" for i in range(40)])
+    p = plan.make_plan(con, _cfg(path, db), _new_run(con), None)
+    ids = [r[0] for r in con.execute("SELECT request_id FROM plan_requests ORDER BY line").fetchall()]
+    con.executemany("INSERT INTO responses (request_id, text) VALUES (?, 'a')", [[i] for i in ids[:17]])
+    con.executemany("INSERT INTO failures (request_id, message) VALUES (?, 'x')", [[i] for i in ids[15:25]])
+    whole = plan.plan_counts(con, p.key)
+    assert whole == {"total": 40, "answered": 17, "failed": 8, "pending": 15}
+    monkeypatch.setattr(plan, "COUNT_PARTITION", 3)  # 14 partitions of about 3 requests
+    assert plan.plan_counts(con, p.key, total=40) == whole
