@@ -115,14 +115,20 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
                       already_done=counts["answered"] + (0 if cfg.retry_failed else counts["failed"]))
         summary.total, summary.already_done = counts["total"], stats.already_done
         summary.invalid, summary.plan_reused = plan.invalid, plan.reused
+        engine: Engine | None = None
+        to_send = stats.total > stats.already_done
         try:
-            engine = asyncio.run(_drive(con, cfg, api_key, run_id, plan.key, stats, progress,
-                                        progress_interval, retry_sleep))
-            summary.status = "interrupted" if engine.stop_reason == "interrupted" else (
-                "aborted" if engine.stop_reason else "done")
-            summary.message = engine.stop_reason if summary.status == "aborted" else None
+            if to_send:
+                engine = asyncio.run(_drive(con, cfg, api_key, run_id, plan.key, stats, progress,
+                                            progress_interval, retry_sleep))
+            # else nothing to send: a finished million-prompt job answers at once instead of
+            # reading its whole plan back to find no pending row.
+            reason = engine.stop_reason if engine is not None else None
+            summary.status = "done" if reason is None else (
+                "interrupted" if reason == "interrupted" else "aborted")
+            summary.message = reason if summary.status == "aborted" else None
         finally:
-            after = plan_counts(con, plan.key, counts["total"])
+            after = plan_counts(con, plan.key, counts["total"]) if to_send else counts
             summary.answered, summary.failed = stats.answered, stats.failed
             summary.pending = after["pending"]
             summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
@@ -133,7 +139,8 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
             if summary.status == "done" and summary.pending and not cfg.retry_failed:
                 summary.status = "incomplete"
             _close_run(con, summary)
-        raise_if_aborted(engine)
+        if engine is not None:
+            raise_if_aborted(engine)
         return summary
     finally:
         con.close()
