@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import duckdb
 
 from .client import Answer
-from .store import retry_out_of_memory
+from .store import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
 _STOP = object()
@@ -103,6 +103,9 @@ class Writer:
             if (answers or failures) and (stopping or time.monotonic() >= next_flush
                                           or len(answers) + len(failures) >= MAX_BATCH):
                 try:
+                    # Room for this batch above what DuckDB cannot evict: running out
+                    # inside COMMIT invalidates the database instead of raising.
+                    keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * _batch_bytes(answers, failures))
                     retry_out_of_memory(self._con, lambda a=answers, f=failures: self._flush(a, f))
                 except BaseException as exc:  # reported by close(); the engine stops on it
                     self.error = exc
@@ -161,6 +164,15 @@ INSERT OR REPLACE INTO failures
 SELECT unnest($ids), $run, unnest($messages)::JSON, unnest($types), unnest($codes),
        unnest($messages_), unnest($attempts), now()
 """
+
+
+def _batch_bytes(answers: list[tuple], failures: list[Failure]) -> int:
+    """A rough size of a batch in DuckDB: its text, plus ~100 bytes of other columns a row,
+    plus ~40 bytes a logprob entry."""
+    size = sum(len(a[2].text or "") + 100 for a in answers)
+    size += sum(40 * sum(1 + len(t.get("top_logprobs") or ()) for t in a[2].logprobs)
+                for a in answers if a[2].logprobs)
+    return size + sum(len(f.messages) + len(f.message) + 100 for f in failures)
 
 
 def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
