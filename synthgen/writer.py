@@ -26,6 +26,7 @@ from .client import Answer
 from .store import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
+BIG_BATCH_BYTES = 4 * 2**20
 _STOP = object()
 
 
@@ -104,8 +105,13 @@ class Writer:
                                           or len(answers) + len(failures) >= MAX_BATCH):
                 try:
                     # Room for this batch above what DuckDB cannot evict: running out
-                    # inside COMMIT invalidates the database instead of raising.
-                    keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * _batch_bytes(answers, failures))
+                    # inside COMMIT invalidates the database instead of raising. Checked
+                    # on every large batch, else every tenth: the two queries on each of
+                    # ten commits a second took ~3% of a core, and the index grows by
+                    # well under 1 MB between checks.
+                    size = _batch_bytes(answers, failures)
+                    if size > BIG_BATCH_BYTES or self.commits % 10 == 0:
+                        keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * size)
                     retry_out_of_memory(self._con, lambda a=answers, f=failures: self._flush(a, f))
                 except BaseException as exc:  # reported by close(); the engine stops on it
                     self.error = exc
