@@ -57,7 +57,6 @@ class Engine:
                  limit: ConcurrencyLimit, *, model: str, plan_key: str, max_attempts: int,
                  retry_failed: bool, stats: Stats, grace: float = GRACE_SECONDS,
                  retry_sleep=None):
-        self.con = con
         self.writer = writer
         self.client = client
         self.limit = limit
@@ -78,7 +77,7 @@ class Engine:
         self._rows: deque[tuple] = deque()  # pending rows read ahead, in input order
         self._exhausted = False
         self._fetch: asyncio.Task | None = None
-        self._fetch_error: BaseException | None = None
+        self._fetch_error: Exception | None = None
 
     def request_stop(self, reason: str = "interrupted") -> None:
         if self.stop_reason is None:
@@ -171,7 +170,7 @@ class Engine:
                 self._exhausted = True
             else:
                 self._rows.extend(batch)
-        except BaseException as exc:  # raised by the feeder, which owns the run's errors
+        except Exception as exc:  # raised by the feeder, which owns the run's errors
             self._fetch_error = exc
         finally:
             self._fetch = None
