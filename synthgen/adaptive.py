@@ -14,7 +14,10 @@ attempt (send to answer). Every window of about one limit's worth of answers:
   the queue the teacher holds is about sqrt(limit), shrinks when latency climbs.
 
 It starts by doubling each window (slow start) until the first sign of queueing, so a
-replica that takes hundreds is found in a few round trips. A 429, 503 or timeout is the
+replica that takes hundreds is found in a few round trips. The answers to attempts already
+on the wire when the limit doubles were sent at the old limit; they are left out of the
+next window, which would otherwise be half made of them and look flat when the new limit
+already queues. A 429, 503 or timeout is the
 teacher saying "too much": the limit is cut by BACKOFF at once, at most once per window.
 After the refusals stop it doubles back up to 70% of where it was, then grows as before.
 A window in which the engine could not fill the limit (input ran out, a rate quota binds)
@@ -57,6 +60,7 @@ class AdaptiveConcurrency:
         self.slow_start = True
         self.recover_to = 0.0  # after an overload: double back up to this while latency is flat
         self.sending = 0  # attempts on the wire now (not waiting in a quota)
+        self._stale = 0  # answers still due from before the last doubling: not evidence of it
         self._count = 0
         self._total = 0.0
         self._busiest = 0
@@ -73,6 +77,9 @@ class AdaptiveConcurrency:
 
     def record(self, latency: float) -> None:
         """One answered attempt, `latency` seconds from send to answer."""
+        if self._stale:
+            self._stale -= 1
+            return
         self._count += 1
         self._total += latency
         if latency < self._fastest:
@@ -126,6 +133,7 @@ class AdaptiveConcurrency:
             return  # flat latency at low load says nothing about capacity
         if self.slow_start or (gradient == 1.0 and self.estimate < self.recover_to):
             target = self.estimate * 2 if self.slow_start else min(self.estimate * 2, self.recover_to)
+            self._stale = self.sending
         else:
             target = self.estimate * gradient + math.sqrt(self.estimate)
             target = self.estimate * (1 - SMOOTHING) + target * SMOOTHING

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+
+import pytest
+
 from synthgen.adaptive import AdaptiveConcurrency
 from synthgen.engine import Stats
 from synthgen.limiter import ConcurrencyLimit
@@ -17,6 +21,41 @@ def feed(ctl: AdaptiveConcurrency, windows: int, latency_at, busy: bool = True) 
 
 def queue(capacity: int, service: float = 0.1):
     return lambda in_flight: service * max(1.0, in_flight / capacity)
+
+
+def closed_loop(capacity: int, service: float, overhead: float, answers: int) -> list[int]:
+    """The limit after each of `answers` answers, keeping `limit` attempts in flight against a
+    FIFO teacher with `capacity` slots of `service` seconds (simulated time). `overhead` is
+    latency outside the teacher's queue (network, client), as a real engine sees it. Unlike
+    `feed`, answers sent at an old limit arrive after the limit changed."""
+    ctl = AdaptiveConcurrency(ConcurrencyLimit(1), initial=16)
+    slots = [0.0] * capacity  # when each slot is next free
+    due: list[tuple[float, float]] = []  # (answered at, sent at)
+    now, limits = 0.0, []
+
+    def send() -> None:
+        start = max(now, heapq.heappop(slots))
+        heapq.heappush(slots, start + service)
+        heapq.heappush(due, (start + service + overhead, now))
+
+    while len(due) < ctl.limit:
+        send()
+    for _ in range(answers):
+        now, sent = heapq.heappop(due)
+        ctl.sending = len(due)
+        ctl.record(now - sent)
+        limits.append(ctl.limit)
+        while len(due) < ctl.limit:
+            send()
+    return limits
+
+
+@pytest.mark.parametrize("capacity", [48, 100, 200])
+def test_slow_start_stops_within_a_doubling_of_the_capacity(capacity):
+    # Right after a doubling half the answers were sent at the old limit and look flat;
+    # counted, they hid the queue and slow start doubled once more (4x the capacity).
+    limits = closed_loop(capacity, service=0.05, overhead=0.02, answers=30 * capacity)
+    assert capacity <= max(limits) < 3 * capacity
 
 
 def test_grows_while_latency_is_flat_and_settles_near_capacity():
