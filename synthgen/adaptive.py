@@ -17,8 +17,8 @@ It starts by doubling each window (slow start) until the first sign of queueing,
 replica that takes hundreds is found in a few round trips. The answers to attempts already
 on the wire when the limit doubles were sent at the old limit; they are left out of the
 next window, which would otherwise be half made of them and look flat when the new limit
-already queues. A 429, 503 or timeout is the
-teacher saying "too much": the limit is cut by BACKOFF at once, at most once per window.
+already queues. A 429, 503 or timeout is the teacher saying "too much": the limit is cut
+by BACKOFF at once, at most once per window.
 After the refusals stop it doubles back up to 70% of where it was, then grows as before.
 A window in which the engine could not fill the limit (input ran out, a rate quota binds)
 is not evidence of capacity, so the limit does not grow then.
