@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def writer_only(n: int, db: str) -> dict:
     from synthgen import store
-    from synthgen.client import Answer
-    from synthgen.writer import Writer
+    from synthgen.store.writer import Writer
+    from synthgen.types import Answer
 
     con = store.connect(db)
     con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'bench')")
@@ -64,7 +64,7 @@ def main() -> None:
         return
 
     import synthgen
-    from synthgen import writer as writer_mod
+    from synthgen.store import writer as writer_mod
 
     seen: dict = {}
     close = writer_mod.Writer.close

@@ -12,6 +12,7 @@ Names are imported on first use (PEP 562), so `synthgen sql` never loads aiohttp
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -23,31 +24,51 @@ from .errors import (
     TeacherError,
 )
 
+# The library never prints: what it logs goes nowhere unless the application (the CLI,
+# or yours) adds a handler; without this, Python would print warnings to stderr.
+logging.getLogger("synthgen").addHandler(logging.NullHandler())
+
 _LAZY = {
+    "Answer": "synthgen.types",
+    "Engine": "synthgen.engine.core",
     "GenerateConfig": "synthgen.config",
+    "MockTransport": "synthgen.backends.mock",
+    "Request": "synthgen.types",
     "RunSummary": "synthgen.run",
+    "Stats": "synthgen.types",
+    "Transport": "synthgen.backends.base",
     "generate": "synthgen.run",
-    "export": "synthgen.export",
-    "status": "synthgen.status",
+    "export": "synthgen.store.export",
+    "status": "synthgen.store.status",
     "open_store": "synthgen.store",
 }
 
 if TYPE_CHECKING:
+    from .backends.base import Transport
+    from .backends.mock import MockTransport
     from .config import GenerateConfig
-    from .export import export
+    from .engine.core import Engine
     from .run import RunSummary, generate
-    from .status import status
     from .store import open_store
+    from .store.export import export
+    from .store.status import status
+    from .types import Answer, Request, Stats
 
 __all__ = [
+    "Answer",
     "ConfigError",
+    "Engine",
     "GenerateConfig",
     "InputError",
+    "MockTransport",
+    "Request",
     "RunAborted",
     "RunSummary",
+    "Stats",
     "StoreError",
     "SynthgenError",
     "TeacherError",
+    "Transport",
     "export",
     "generate",
     "open_store",

@@ -7,12 +7,12 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .urls import normalize_base_url, strip_credentials
 
 # Fields that shape the request itself: a change to any of them makes new request ids.
 REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body")
@@ -121,26 +121,6 @@ class GenerateConfig(BaseModel):
         data = self.model_dump(mode="json")
         data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
         return data
-
-
-def normalize_base_url(url: str) -> str:
-    """Accept `http://host:port` as well as `http://host:port/v1` (the OpenAI convention)."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an http(s) URL")
-    if parts.path in ("", "/"):
-        url = urlunsplit(parts._replace(path="/v1"))
-    return url
-
-
-def strip_credentials(url: str) -> str:
-    """`https://user:key@host/v1?api_key=x` -> `https://host/v1`: keys never reach the store."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -11,12 +11,18 @@
     ├── RetryableFault            worth another attempt
     │   ├── ConnectionFault       refused, reset, dropped mid-body
     │   ├── TimeoutFault          no complete answer within --timeout
-    │   ├── StatusFault           408/409/429/5xx (carries Retry-After)
-    │   └── InvalidResponse       200 with a truncated or malformed body
+    │   ├── InvalidResponse       200 with a truncated or malformed body
+    │   └── StatusFault           an HTTP status that means "not now" (408, 409, odd 1xx/3xx)
+    │       ├── RateLimited       429: a quota is spent (carries Retry-After)
+    │       └── ServerFault       5xx: the server failed this attempt
+    │           └── Overloaded    502/503/504: the server (or its gateway) has too much
     └── RejectedFault             any other 4xx: the request itself is wrong
-        └── AuthFault             401/403: the endpoint refuses us, not the prompt
+        ├── AuthFault             401/403: the endpoint refuses us, not the prompt
+        └── Redirected            3xx: the endpoint sends us elsewhere (never followed)
 
-What is retried is decided by class (see `retry.py`), never by reading a message.
+Only `backends/http.py` looks at status codes: it turns every response into the most
+specific class above. Every reaction (retry, the shared pause, endpoint health, the
+adaptive limit, stopping early) is decided by class, never by a status code or a message.
 """
 
 from __future__ import annotations
@@ -83,18 +89,34 @@ class TimeoutFault(RetryableFault):
     kind = "timeout"
 
 
+class InvalidResponse(RetryableFault):
+    kind = "invalid_response"
+
+
 class StatusFault(RetryableFault):
-    """An HTTP status the server means as "not now": 408, 409, 429, 5xx."""
+    """An HTTP status the server means as "not now"; `kind` is `http_<status>`."""
 
     kind = "http"
 
     def __init__(self, message: str, status_code: int, retry_after: float | None = None):
         super().__init__(message, status_code, retry_after)
-        self.kind = "rate_limit" if status_code == 429 else f"http_{status_code}"
+        self.kind = f"http_{status_code}"
 
 
-class InvalidResponse(RetryableFault):
-    kind = "invalid_response"
+class RateLimited(StatusFault):
+    """A quota is spent (429): every request should wait, not only this one."""
+
+    def __init__(self, message: str, status_code: int = 429, retry_after: float | None = None):
+        super().__init__(message, status_code, retry_after)
+        self.kind = "rate_limit"
+
+
+class ServerFault(StatusFault):
+    """The server failed this attempt (5xx); several in a row say the endpoint is sick."""
+
+
+class Overloaded(ServerFault):
+    """The server or its gateway has more than it can take (502, 503, 504)."""
 
 
 class RejectedFault(TeacherFault):
@@ -113,3 +135,12 @@ class AuthFault(RejectedFault):
     def __init__(self, message: str, status_code: int):
         super().__init__(message, status_code)
         self.kind = "auth"
+
+
+class Redirected(RejectedFault):
+    """A 3xx: the answer would come from another URL, which is not the teacher we were
+    given; every request would meet the same redirect, so the run stops early."""
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message, status_code)
+        self.kind = "redirect"

@@ -1,14 +1,21 @@
-"""Planning: turn the input into request rows with content-derived ids, before any request.
+"""Planning: turn the input into request rows with content-derived ids, and say what is
+pending.
 
 A request id is a hash of canonical JSON of (model, sampling parameters, messages,
 sample index). Running the same command again therefore finds every answered request
 already in `responses`; changing a parameter makes new ids. That is resume and cache.
 
-The whole input is validated and planned before the first request is sent, so a bad file
-sends nothing. Planning commits in batches (memory stays flat at millions of lines) and a
-plan counts only once its last transaction writes its `plans` row; whatever a bad input,
-Ctrl-C or crash left half-planned is deleted before the next plan. A plan whose
-input file is unchanged (same content hash) is reused as is, which makes resuming a
+    validate()   one pass over the whole input with the same rules as planning: a bad
+                 line anywhere stops the run here, before anything is sent
+    start()      plans on its own thread in committed batches (memory stays flat at
+                 millions of lines) while `pending()` hands the engine each batch's
+                 pending requests as soon as it is committed: the first request goes out
+                 after one batch, not after the whole file
+
+A plan counts only once its last transaction writes its `plans` row; a plan that a
+Ctrl-C or a crash cut short is planned again by the next run (its committed rows are
+kept where answers refer to them, the rest is deleted and re-added). A plan whose input
+file is unchanged (same content hash) is reused as is, which makes resuming a
 million-prompt run start in well under a second.
 """
 
@@ -16,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import orjson
@@ -26,8 +34,11 @@ import orjson
 from .config import GenerateConfig
 from .errors import ConfigError, InputError
 from .inputs import BadRow, read_rows, to_messages
-from .store import retry_out_of_memory
-from .templates import Template
+from .store.memory import retry_out_of_memory
+from .types import Request, Stats
+
+if TYPE_CHECKING:
+    from .inputs.templates import Template
 
 BATCH_ROWS = 20_000
 SHOWN_PROBLEMS = 20
@@ -99,63 +110,201 @@ def fingerprint(cfg: GenerateConfig) -> tuple[str, bool]:
     return "file:" + h.hexdigest(), True
 
 
+class Planner:
+    """One plan of one run: `validate()`, then `start()` and read `pending()`; `join()`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
+                 template: Template | None):
+        self.con = con
+        self.cfg = cfg
+        self.run_id = run_id
+        self.template = template
+        self.fingerprint, reusable = fingerprint(cfg)
+        self.key = plan_key(cfg, self.fingerprint, template)
+        row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [self.key]).fetchone()
+        self.reused = row is not None and reusable
+        self.total, self.invalid = (row[0], row[1]) if self.reused else (0, 0)
+        self.expected = self.total  # requests the validated input makes (before dedupe)
+        self._bad = Problems()
+        self._cond = threading.Condition()
+        self._through = 0  # every line below this is planned and committed
+        self._finished = self.reused
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._stats: Stats | None = None
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.key, self.total, self.invalid, self.reused)
+
+    def validate(self) -> None:
+        """Read the whole input once with the planner's own rules; raise InputError naming
+        the bad lines (unless --skip-invalid). Nothing is written."""
+        if self.reused:
+            return
+        bad = Problems()
+        valid = 0
+        for line, fields in read_rows(self.cfg.input, self.cfg.input_sql):
+            try:
+                if isinstance(fields, BadRow):
+                    raise fields
+                to_messages(fields, self.template)
+            except BadRow as exc:
+                raw = "" if isinstance(fields, BadRow) else canonical(fields).decode()[:2000]
+                bad.add(line, str(exc), raw)
+                continue
+            valid += 1
+            if self.cfg.limit is not None and valid >= self.cfg.limit:
+                break
+        if bad.count and not self.cfg.skip_invalid:
+            raise InputError(_problem_message(self.cfg, bad.shown, bad.count), bad.shown, bad.count)
+        self.expected = valid * self.cfg.n
+
+    def plan_all(self) -> Plan:
+        """Plan on this thread, to the end (what `make_plan` and a reused plan need)."""
+        if not self.reused:
+            self._plan(self.con)
+        return self.plan
+
+    def start(self, stats: Stats | None = None) -> Planner:
+        """Plan on a thread of its own; `pending()` follows it batch by batch. `stats`
+        (the run's live counters) learns how many planned requests were already done."""
+        self._stats = stats
+        if not self.reused:
+            self._thread = threading.Thread(target=self._run, name="synthgen-plan", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after the batch being planned (Ctrl-C, an abort): the next run finishes it."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def join(self) -> Plan:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.plan
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _run(self) -> None:
+        cur = self.con.cursor()
+        try:
+            self._plan(cur)
+        except BaseException as exc:  # raised to the reader of pending() and by join()
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+        finally:
+            cur.close()
+
+    def _plan(self, con: duckdb.DuckDBPyConnection) -> None:
+        cfg, key = self.cfg, self.key
+        con.execute("UPDATE runs SET plan_key = ? WHERE run_id = ?", [key, self.run_id])
+        _forget_unfinished(con, key, self.run_id, replan=self.fingerprint.startswith("sql:"))
+        model = cfg.model or ""
+        for batch in _batches(cfg, self.template, self._bad):
+            if self._stop:
+                return
+            retry_out_of_memory(con, lambda b=batch: _insert_batch(con, key, self.run_id, model, b))
+            lo, hi = batch[0][1], batch[-1][1] + 1
+            if self._stats is not None:
+                [(done,)] = con.execute(DONE_IN_LINES_SQL, {"key": key, "lo": lo, "hi": hi,
+                                                            "retry_failed": cfg.retry_failed}).fetchall()
+                self._stats.already_done += done
+            with self._cond:
+                self._through = hi
+                self._cond.notify_all()
+        [(total,)] = con.execute("SELECT count(*) FROM plan_requests WHERE plan_key = ?", [key]).fetchall()
+        bad = self._bad
+        con.execute("BEGIN")
+        try:
+            if bad.rows:
+                con.executemany("INSERT INTO invalid_inputs VALUES (?, ?, ?, ?)",
+                                [(key, line, err, raw) for line, err, raw in bad.rows])
+            con.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
+                        [key, _source(cfg), self.fingerprint, total, bad.count])
+            con.execute("UPDATE runs SET planned = ? WHERE run_id = ?", [total, self.run_id])
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        self.total, self.invalid = total, bad.count
+        with self._cond:
+            self._through = 1 << 62
+            self._finished = True
+            self._cond.notify_all()
+
+    def pending(self, retry_failed: bool, rows: int = 4096) -> Iterator[list[Request]]:
+        """Pending requests in input order, each batch as soon as the planner committed it.
+
+        Blocks while the planner is behind (call it off the event loop)."""
+        cur = self.con.cursor()
+        try:
+            if self.reused:
+                yield from pending_batches(cur, self.key, retry_failed, rows)
+                return
+            lo = 0
+            while True:
+                with self._cond:
+                    while self._through <= lo and not self._finished and self._error is None \
+                            and not self._stop:
+                        self._cond.wait()
+                    if self._error is not None:
+                        raise self._error
+                    through, finished = self._through, self._finished
+                if through <= lo:
+                    return  # stopped, or finished with nothing left
+                hi = through if not finished else None
+                yield from pending_batches(cur, self.key, retry_failed, rows, lo=lo, hi=hi)
+                if finished:
+                    return
+                lo = through
+        finally:
+            cur.close()
+
+
 def make_plan(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
               template: Template | None) -> Plan:
-    fp, reusable = fingerprint(cfg)
-    key = plan_key(cfg, fp, template)
-    row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [key]).fetchone()
-    if row is not None and reusable:
-        return Plan(key, row[0], row[1], reused=True)
-
-    _forget_unfinished(con, key)
-    model = cfg.model or ""
-    bad = Problems()
-    total = 0
-    try:
-        # One transaction per batch keeps memory flat however long the input is: DuckDB
-        # holds a transaction's rows in memory until it commits. The plan only counts once
-        # its `plans` row exists (written last), so a half-written plan is never used.
-        for batch in _batches(cfg, template, bad):
-            total += retry_out_of_memory(con, lambda b=batch: _insert_batch(con, key, run_id, model, b))
-        if bad.count and not cfg.skip_invalid:
-            raise InputError(_problem_message(cfg, bad.shown, bad.count), bad.shown, bad.count)
-        con.execute("BEGIN")
-        if bad.rows:
-            con.executemany(
-                "INSERT INTO invalid_inputs VALUES (?, ?, ?, ?)",
-                [(key, line, err, raw) for line, err, raw in bad.rows],
-            )
-        con.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
-                    [key, _source(cfg), fp, total, bad.count])
-        # In the same transaction: a run with a plan_key finished planning, so its rows
-        # are never mistaken for a crashed plan's leftovers.
-        con.execute("UPDATE runs SET plan_key = ?, planned = ? WHERE run_id = ?", [key, total, run_id])
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        # Bad input, Ctrl-C or a crash mid-plan: take back every row this run added, so a
-        # bad file leaves the store as it was. (Should this fail too, or a kill skip it,
-        # the next plan does it.)
-        with contextlib.suppress(duckdb.Error):
-            _forget_unfinished(con, key)
-        raise
-    return Plan(key, total, bad.count, reused=False)
+    """Validate and plan the whole input on this thread (no request is sent)."""
+    planner = Planner(con, cfg, run_id, template)
+    planner.validate()
+    return planner.plan_all()
 
 
-def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str) -> None:
-    """Delete what plans that never finished left behind, and the old copy of `key`.
+def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, replan: bool) -> None:
+    """Delete what plans that never finished left behind (and, to plan a query again, the
+    old copy of `key`).
 
-    A plan is finished when its `plans` row exists and its run has a plan_key (both are
-    written in the plan's last transaction). Requests are only ever added by the run that
-    first planned them, so a run without a plan_key owns only leftovers.
+    A plan is finished once its `plans` row exists (written in its last transaction).
+    Requests are only ever added by the run that first planned them, so the requests of a
+    run whose plan never finished are leftovers, unless an answer, a failure or a finished
+    plan refers to them (a plan is sent while it is planned): those stay, and the next
+    plan of the same input finds them.
     """
     con.execute("BEGIN")
     try:
-        con.execute("DELETE FROM plans WHERE plan_key = ?", [key])
+        if replan:
+            con.execute("DELETE FROM plans WHERE plan_key = ?", [key])
         con.execute("DELETE FROM invalid_inputs WHERE plan_key = ?", [key])
         con.execute("DELETE FROM plan_requests WHERE plan_key NOT IN (SELECT plan_key FROM plans)")
-        con.execute("DELETE FROM requests WHERE run_id IN (SELECT run_id FROM runs WHERE plan_key IS NULL)")
+        con.execute(
+            """
+            DELETE FROM requests q
+            WHERE run_id IN (SELECT run_id FROM runs
+                             WHERE run_id != $run
+                               AND (plan_key IS NULL OR plan_key NOT IN (SELECT plan_key FROM plans)))
+              AND NOT EXISTS (SELECT 1 FROM responses s WHERE s.request_id = q.request_id)
+              AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.request_id = q.request_id)
+              AND NOT EXISTS (SELECT 1 FROM plan_requests p WHERE p.request_id = q.request_id)
+            """, {"run": run_id})
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -287,28 +436,41 @@ ORDER BY p.line, r.sample_index
 
 PENDING_LINES = 25_000
 
+# How many of a plan's requests in a range of lines need no sending (what progress counts
+# as already done).
+DONE_IN_LINES_SQL = """
+SELECT count(*) FROM plan_requests p
+WHERE p.plan_key = $key AND p.line >= $lo AND p.line < $hi
+  AND (EXISTS (SELECT 1 FROM responses s WHERE s.request_id = p.request_id)
+       OR (NOT $retry_failed AND EXISTS (SELECT 1 FROM failures f WHERE f.request_id = p.request_id)))
+"""
+
 
 def pending_batches(con: duckdb.DuckDBPyConnection, key: str, retry_failed: bool,
-                    rows: int = 4096, lines: int = PENDING_LINES) -> Iterator[list[tuple]]:
-    """Pending requests of a plan in input order, in lists of up to `rows` tuples of
-    (request_id, messages JSON, params JSON, line, sample_index).
+                    rows: int = 4096, lines: int = PENDING_LINES, lo: int | None = None,
+                    hi: int | None = None) -> Iterator[list[Request]]:
+    """Pending requests of a plan in input order (lines lo <= line < hi, default all), in
+    lists of up to `rows` Requests.
 
     Queried `lines` input lines at a time: one query over the whole plan would join, sort
     and hold every pending request at once (~140 MB at a million requests, more than the
     rest of a run). 25,000 lines keep a query's working memory near 15 MB while the
     per-query cost (a scan of `requests` for the join) stays ~4 s per million requests.
     """
-    [(lo, last)] = con.execute(
-        "SELECT min(line), max(line) FROM plan_requests WHERE plan_key = ?", [key]
-    ).fetchall()
-    if lo is None:
+    [(first, last)] = con.execute(
+        "SELECT min(line), max(line) FROM plan_requests WHERE plan_key = $key "
+        "AND line >= coalesce($lo, 0) AND ($hi IS NULL OR line < $hi)",
+        {"key": key, "lo": lo, "hi": hi}).fetchall()
+    if first is None:
         return
-    while lo <= last:
-        params = {"key": key, "retry_failed": retry_failed, "lo": lo, "hi": lo + lines}
+    start = first
+    while start <= last:
+        end = start + lines if hi is None else min(start + lines, hi)
+        params = {"key": key, "retry_failed": retry_failed, "lo": start, "hi": end}
         cur = retry_out_of_memory(con, lambda p=params: con.execute(PENDING_SQL, p))
         while batch := cur.fetchmany(rows):
-            yield batch
-        lo += lines
+            yield [Request(*r) for r in batch]
+        start += lines
 
 
 # Requests counted per hash-partition query in `plan_counts`. One query over a million

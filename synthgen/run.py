@@ -1,16 +1,25 @@
-"""`generate()`: the Python API behind `synthgen generate`.
+"""`generate()`: the Python API behind `synthgen generate`, and the one place that wires
+the pipeline together:
 
-Records a run, plans the input, drives the engine, and closes the run row with its
-counts, whatever way the run ends (done, interrupted, aborted, crashed).
+    preflight ──> store + run record ──> Planner.validate (the whole input, nothing sent)
+        ──> Planner.start (plans in a thread) ──> Engine(pending, Governor(transports), Writer)
+        ──> LiveServer (others read the store meanwhile) ──> run record closed with its counts
+
+Whatever way the run ends (done, interrupted, aborted, crashed), the run row gets its
+counts. Silent unless asked: `progress=stream` gets plain progress lines, `on_progress`
+gets the live `Stats`, and warnings go to the "synthgen" logger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
@@ -19,18 +28,23 @@ import duckdb
 import orjson
 from pydantic import ValidationError
 
-from . import adaptive, store
-from .client import TeacherClient
+from . import store
+from .backends.http import HttpTransport
 from .config import GenerateConfig, describe_validation_error
-from .engine import Engine, Stats, raise_if_aborted
+from .engine import adaptive
+from .engine.core import FETCH_ROWS, Engine, raise_if_aborted
+from .engine.governor import build_governor
+from .engine.limiter import ConcurrencyLimit
+from .engine.preflight import check_teachers
+from .engine.progress import report
 from .errors import ConfigError, InputError
-from .governor import build_governor
-from .limiter import ConcurrencyLimit
-from .plan import make_plan, plan_counts
-from .preflight import check_teachers
-from .progress import report
-from .templates import load_template
-from .writer import Writer
+from .plan import Planner, plan_counts
+from .store.live import LiveServer
+from .store.memory import limit_memory
+from .store.writer import Writer
+from .types import Stats
+
+log = logging.getLogger("synthgen")
 
 
 @dataclass
@@ -38,7 +52,7 @@ class RunSummary:
     """What a run did. `pending` > 0 means running the same command again resumes."""
 
     run_id: int
-    status: str  # done | interrupted | aborted | failed | invalid_input
+    status: str  # done | interrupted | aborted | failed | invalid_input | incomplete
     total: int = 0
     already_done: int = 0
     answered: int = 0
@@ -59,8 +73,24 @@ class RunSummary:
         return (self.answered + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
 
 
+@dataclass
+class _Reporting:
+    """Who asked to hear about the run, and how often."""
+
+    stream: TextIO | None = None
+    interval: float | None = None
+    callback: Callable[[Stats], None] | None = None
+    retry_sleep: Any = None
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        if self.stream is not None:
+            self.stream.write(f"warning: {message}\n")
+
+
 def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None = None,
-             progress_interval: float | None = None, retry_sleep=None,
+             progress_interval: float | None = None,
+             on_progress: Callable[[Stats], None] | None = None, retry_sleep=None,
              **options: Any) -> RunSummary:
     """Send every pending request of the input to the teacher and store the answers.
 
@@ -68,6 +98,10 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     ``generate(input="prompts.jsonl", db="corpus.duckdb", model="gpt-4o-mini",
     base_urls=["https://api.openai.com/v1"])``. Without `base_urls`, the bundled local
     teacher is started for the run and stopped after it.
+
+    Nothing is written to stdout or stderr: pass `progress` (a text stream: a plain line
+    every `progress_interval` seconds, default 10) or `on_progress` (called with the live
+    `Stats` every `progress_interval`, default 0.25 s) to follow the run.
     """
     if config is None:
         try:
@@ -76,61 +110,92 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
             raise ConfigError(describe_validation_error(exc, "generate()")) from None
     elif options:
         config = config.model_copy(update=options)
+    reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep)
     if not config.base_urls:
         from .teacher import start_teacher
 
-        with start_teacher("local", threads=config.threads) as teacher:
+        with start_teacher("local", threads=config.threads, announce=log.info) as teacher:
             update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
             if "concurrency" not in config.model_fields_set and teacher.concurrency_hint:
                 # 64 requests queued on 4 CPU slots only slow Ctrl-C down.
                 update["concurrency"] = teacher.concurrency_hint
             local = config.model_copy(update=update)
-            return _generate(local, progress, progress_interval, retry_sleep)
-    return _generate(config, progress, progress_interval, retry_sleep)
+            return _generate(local, reporting)
+    return _generate(config, reporting)
 
 
-def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: float | None,
-              retry_sleep) -> RunSummary:
-    template = load_template(cfg.template, cfg.prompts_dir) if cfg.template else None
+def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
+    template = None
+    if cfg.template:
+        from .inputs.templates import load_template
+
+        template = load_template(cfg.template, cfg.prompts_dir)
     api_key = os.environ.get(cfg.api_key_env) or None
-    if not cfg.skip_preflight:
-        for warning in check_teachers(cfg.base_urls, api_key, cfg.model or ""):
-            print(f"warning: {warning}", file=progress or sys.stderr)
-    con = store.connect(cfg.db)
-    store.limit_memory(con)
-    try:
-        run_id = _open_run(con, cfg)
-        summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
-        started = time.monotonic()
+    return asyncio.run(_with_teachers(cfg, template, api_key, reporting))
+
+
+async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
+                         reporting: _Reporting) -> RunSummary:
+    async with contextlib.AsyncExitStack() as stack:
+        transports = [await stack.enter_async_context(
+            HttpTransport(url, cfg.model or "", api_key, cfg.timeout)) for url in cfg.base_urls]
+        if not cfg.skip_preflight:
+            for warning in await check_teachers(transports, cfg.model or ""):
+                reporting.warn(warning)
+        con = store.connect(cfg.db)
+        limit_memory(con)
         try:
-            plan = make_plan(con, cfg, run_id, template)
-        except InputError as exc:
-            summary.status, summary.message = "invalid_input", str(exc)
-            _close_run(con, summary)
-            raise
-        counts = plan_counts(con, plan.key)
-        con.execute("UPDATE runs SET plan_key = ?, planned = ? WHERE run_id = ?",
-                    [plan.key, plan.total, run_id])
-        stats = Stats(total=counts["total"],
-                      already_done=counts["answered"] + (0 if cfg.retry_failed else counts["failed"]))
-        summary.total, summary.already_done = counts["total"], stats.already_done
-        summary.invalid, summary.plan_reused = plan.invalid, plan.reused
-        engine: Engine | None = None
-        to_send = stats.total > stats.already_done
-        try:
-            if to_send:
-                engine = asyncio.run(_drive(con, cfg, api_key, run_id, plan.key, stats, progress,
-                                            progress_interval, retry_sleep))
-            # else nothing to send: a finished million-prompt job answers at once instead of
-            # reading its whole plan back to find no pending row.
-            reason = engine.stop_reason if engine is not None else None
-            summary.status = "done" if reason is None else (
-                "interrupted" if reason == "interrupted" else "aborted")
-            summary.message = reason if summary.status == "aborted" else None
+            return await _with_store(con, cfg, template, transports, reporting)
         finally:
-            after = plan_counts(con, plan.key, counts["total"]) if to_send else counts
+            con.close()
+
+
+async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, template,
+                      transports: list[HttpTransport], reporting: _Reporting) -> RunSummary:
+    run_id = _open_run(con, cfg)
+    summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
+    started = time.monotonic()
+    planner = Planner(con, cfg, run_id, template)
+    try:
+        planner.validate()
+    except InputError as exc:
+        summary.status, summary.message = "invalid_input", str(exc)
+        _close_run(con, summary)
+        raise
+    stats = Stats(started=started)
+    if planner.reused:
+        counts = plan_counts(con, planner.key, planner.total)
+        stats.total = counts["total"]
+        stats.already_done = counts["answered"] + (0 if cfg.retry_failed else counts["failed"])
+        # Nothing to send: a finished million-prompt job answers at once instead of
+        # reading its whole plan back to find no pending row.
+        to_send = stats.total > stats.already_done
+    else:
+        stats.total, stats.planning, to_send = planner.expected, True, True
+    # From here the store is read by others through this process, and reads nothing else.
+    live = LiveServer(con, cfg.db, {"run_id": run_id}).start()
+    con.execute("SET enable_external_access = false")
+    engine: Engine | None = None
+    try:
+        if to_send:
+            engine = await _drive(con, cfg, run_id, planner, stats, transports, reporting)
+        reason = engine.stop_reason if engine is not None else None
+        summary.status = "done" if reason is None else (
+            "interrupted" if reason == "interrupted" else "aborted")
+        summary.message = reason if summary.status == "aborted" else None
+    finally:
+        planner.stop()
+        try:
+            planner.join()
+        finally:
+            live.close()
+            plan = planner.plan
+            after = plan_counts(con, plan.key, max(plan.total, stats.total))
+            summary.total, summary.invalid, summary.plan_reused = after["total"], plan.invalid, plan.reused
+            summary.already_done = stats.already_done
             summary.answered, summary.failed = stats.answered, stats.failed
-            summary.pending = after["pending"]
+            summary.pending = after["pending"] if planner.finished else max(
+                after["pending"], planner.expected - after["answered"] - after["failed"])
             summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
             summary.errors = dict(stats.errors)
             summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
@@ -139,34 +204,29 @@ def _generate(cfg: GenerateConfig, progress: TextIO | None, progress_interval: f
             if summary.status == "done" and summary.pending and not cfg.retry_failed:
                 summary.status = "incomplete"
             _close_run(con, summary)
-        if engine is not None:
-            raise_if_aborted(engine)
-        return summary
-    finally:
-        con.close()
+    if engine is not None:
+        raise_if_aborted(engine)
+    return summary
 
 
-async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, api_key: str | None,
-                 run_id: int, plan_key: str, stats: Stats, progress: TextIO | None,
-                 progress_interval: float | None, retry_sleep) -> Engine:
+async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int, planner: Planner,
+                 stats: Stats, transports: list[HttpTransport], reporting: _Reporting) -> Engine:
     concurrency = adaptive.INITIAL if cfg.concurrency == "auto" else cfg.concurrency
     limit = ConcurrencyLimit(concurrency)
     stats.limit = limit.limit
+    governor = build_governor(cfg, transports, limit, stats)
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
                     replace_failures=cfg.retry_failed).start()
-    reporter = asyncio.create_task(report(stats, progress, progress_interval))
+    planner.start(stats)
+    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
+    engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
+                    stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,
+                    on_stop=planner.stop)
     try:
-        async with TeacherClient(cfg.base_urls, api_key, cfg.timeout) as client:
-            client.governor = build_governor(cfg, client, limit, stats)
-            engine = Engine(con.cursor(), writer, client, limit, model=cfg.model or "",
-                            plan_key=plan_key, max_attempts=cfg.max_attempts,
-                            retry_failed=cfg.retry_failed, stats=stats, retry_sleep=retry_sleep)
-            try:
-                await engine.run()
-            finally:
-                if client.governor is not None:
-                    await client.governor.aclose()
+        await engine.run()
     finally:
+        planner.stop()
+        await governor.aclose()
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
         writer.close()  # commits whatever is queued, even on Ctrl-C or a crash

@@ -16,7 +16,7 @@ import pytest
 from limited_teacher import CapacityTeacher
 from teacher_server import answer, make_prompts, write_jsonl
 
-from synthgen import adaptive
+from synthgen.engine import adaptive
 from synthgen.run import generate
 
 LIMIT = re.compile(r"in flight \d+/(\d+)")

@@ -6,9 +6,9 @@ import heapq
 
 import pytest
 
-from synthgen.adaptive import AdaptiveConcurrency
-from synthgen.engine import Stats
-from synthgen.limiter import ConcurrencyLimit
+from synthgen.engine.adaptive import AdaptiveConcurrency
+from synthgen.engine.limiter import ConcurrencyLimit
+from synthgen.types import Stats
 
 
 def feed(ctl: AdaptiveConcurrency, windows: int, latency_at, busy: bool = True) -> None:

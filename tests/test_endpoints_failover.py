@@ -12,11 +12,11 @@ import time
 import duckdb
 from teacher_server import TeacherServer, answer, make_prompts, write_jsonl
 
-from synthgen.client import TeacherClient
-from synthgen.endpoints import EndpointHealth
+from synthgen.backends.http import HttpTransport
+from synthgen.engine.governor import Governor
 from synthgen.errors import ConnectionFault
-from synthgen.governor import Governor
 from synthgen.run import generate
+from synthgen.types import Request
 
 
 def kill_after(server: TeacherServer, requests: int) -> threading.Thread:
@@ -56,22 +56,22 @@ def test_one_of_two_endpoints_killed_mid_run_loses_no_prompt(tmp_path):
 
 
 def test_a_dead_endpoint_is_taken_out_probed_and_put_back():
-    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    body = Request("r1", '[{"role":"user","content":"hi"}]', "{}", 1, 0)
 
     async def scenario(a: TeacherServer, b: TeacherServer) -> None:
-        async with TeacherClient([a.base_url, b.base_url], None, 5.0) as client:
-            health = EndpointHealth(client.probe_urls(), client.outstanding)
-            health.bind(client.session)
-            client.governor = Governor(health=health)
+        async with HttpTransport(a.base_url, "m", None, 5.0) as ta, \
+                HttpTransport(b.base_url, "m", None, 5.0) as tb:
+            client = Governor.with_health([ta, tb])
+            health = client.health
             port = a.port
             await asyncio.to_thread(a.stop)
             for _ in range(3):  # the first may fail on the dead one; the rest go elsewhere
                 with contextlib.suppress(ConnectionFault):
-                    await client.complete(body)
+                    await client.send(body)
             assert health.up == [1]
             served = sum(b.received.values())
             for _ in range(5):
-                await client.complete(body)
+                await client.send(body)
             assert sum(b.received.values()) == served + 5
             await asyncio.to_thread(a.start, port)
             for _ in range(200):  # the probe's first try comes after PROBE_FIRST seconds
@@ -79,10 +79,10 @@ def test_a_dead_endpoint_is_taken_out_probed_and_put_back():
                     break
                 await asyncio.sleep(0.05)
             assert health.up == [0, 1]
-            await client.complete(body)
-            await client.complete(body)
+            await client.send(body)
+            await client.send(body)
             assert a.received["hi"] >= 1
-            await client.governor.aclose()
+            await client.aclose()
 
     with TeacherServer() as a, TeacherServer() as b:
         asyncio.run(scenario(a, b))

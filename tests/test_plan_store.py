@@ -13,6 +13,7 @@ import pytest
 from synthgen import plan, store
 from synthgen.config import GenerateConfig
 from synthgen.errors import InputError
+from synthgen.store import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +84,7 @@ CRASH = """
 import os, sys
 from pathlib import Path
 from synthgen import plan, store
+from synthgen.store import schema
 from synthgen.config import GenerateConfig
 plan.BATCH_ROWS = 2
 done = 0
@@ -123,7 +125,7 @@ def test_a_store_from_before_the_index_change_migrates_with_its_data(tmp_path):
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, "
                 "applied_at TIMESTAMPTZ DEFAULT now())")
-    store._m001_initial(con)
+    schema._m001_initial(con)
     con.execute("INSERT INTO schema_migrations (name) VALUES ('001_initial')")
     con.execute("INSERT INTO requests (request_id, line, messages) VALUES ('r1', 1, '[]'), ('r2', 2, '[]')")
     # the old planner kept one row per input line, repeats included

@@ -12,11 +12,13 @@ from conftest import synthgen
 from limited_teacher import QuotaTeacher
 from teacher_server import make_prompts, write_jsonl
 
-from synthgen.client import TeacherClient
+from synthgen.backends.http import HttpTransport, parse_duration, server_pause
+from synthgen.engine.governor import Governor
+from synthgen.engine.quota import Throttle, TokenBucket
 from synthgen.errors import StatusFault
-from synthgen.ratelimit import Throttle, TokenBucket, parse_duration, server_pause
 from synthgen.run import estimate_cost, generate
-from synthgen.status import status
+from synthgen.store.status import status
+from synthgen.types import Request
 
 
 def test_bucket_paces_evenly_after_the_first_request_and_takes_refunds():
@@ -70,9 +72,9 @@ def test_a_request_larger_than_a_second_is_paced_by_debt_not_refused():
 
 def test_token_estimate_is_prompt_plus_completion_budget_and_settles_from_usage():
     throttle = Throttle(tpm=60_000, model="not-an-openai-model", max_tokens=100)
-    body = b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 400 + b'"}]}'
-    cost = asyncio.run(throttle.acquire(body))
-    assert cost == len(body) / 4 + 100
+    request = Request("r", '[{"role":"user","content":"' + "x" * 400 + '"}]', '{"max_tokens":100}', 1, 0)
+    cost = asyncio.run(throttle.acquire(request))
+    assert cost == (len(request.messages) + len(request.params)) / 4 + 100
     level = throttle.tokens.level
     throttle.settle(cost, prompt_tokens=100, completion_tokens=20)
     assert throttle.tokens.level > level  # refunded what the estimate overshot
@@ -98,17 +100,18 @@ def test_server_headers_pause_only_when_a_quota_is_spent():
 
 def test_a_429_pauses_every_request_for_its_retry_after():
     async def scenario(teacher: QuotaTeacher) -> tuple[int, float, float]:
-        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-        async with TeacherClient([teacher.base_url], None, 5.0) as client:
-            await client.complete(body)  # spends the one request the quota holds
+        request = Request("r1", '[{"role":"user","content":"hi"}]', "{}", 1, 0)
+        async with HttpTransport(teacher.base_url, "m", None, 5.0) as transport:
+            client = Governor([transport])
+            await client.send(request)  # spends the one request the quota holds
             refused = 0
             try:
-                await client.complete(body)
+                await client.send(request)
             except StatusFault as fault:
                 refused += fault.status_code == 429
             paused = client.pause_until - time.monotonic()
             start = time.monotonic()
-            await client.complete(body)  # a different request, yet it waits the pause out
+            await client.send(request)  # a different request, yet it waits the pause out
             return refused, time.monotonic() - start, paused
 
     with QuotaTeacher(rpm=60) as teacher:  # one per second
@@ -147,7 +150,7 @@ def test_cli_flags_reach_the_run_and_the_summary_shows_the_cost(teacher, tmp_pat
 def test_a_known_tokenizer_counts_the_message_text_not_the_json():
     throttle = Throttle(tpm=60_000, max_tokens=10)
     throttle._encode = str.split  # stands in for tiktoken's encoder (no download in tests)
-    body = b'{"model":"gpt-4o","messages":[{"role":"system","content":"be brief"},' \
-           b'{"role":"user","content":[{"type":"text","text":"one two three"}]}]}'
+    messages = '[{"role":"system","content":"be brief"},' \
+               '{"role":"user","content":[{"type":"text","text":"one two three"}]}]'
     # 4 per message of framing + its words, + 3 to prime the reply (OpenAI's cookbook count)
-    assert throttle.prompt_tokens(body) == (4 + 2) + (4 + 3) + 3
+    assert throttle.prompt_tokens(Request("r", messages, "{}", 1, 0)) == (4 + 2) + (4 + 3) + 3

@@ -7,37 +7,38 @@ import duckdb
 import pytest
 
 from synthgen import store
-from synthgen.client import Answer
-from synthgen.writer import Writer
+from synthgen.store import memory
+from synthgen.store.writer import Writer
+from synthgen.types import Answer
 
 MB = 2**20
 
 
 def _limit(con: duckdb.DuckDBPyConnection) -> int:
-    return store._memory_limit(con)
+    return memory._memory_limit(con)
 
 
 def test_a_run_starts_small_and_keeps_headroom_above_the_key_index(tmp_path):
     con = store.connect(tmp_path / "s.duckdb")
     con.execute("SET checkpoint_threshold = '1GB'")  # keep the new index in memory
-    store.limit_memory(con, 32 * MB)
+    memory.limit_memory(con, 32 * MB)
     assert _limit(con) == 32 * MB
-    store.keep_headroom(con, 32 * MB)
+    memory.keep_headroom(con, 32 * MB)
     assert _limit(con) < 40 * MB, "an empty store pins (almost) nothing: the limit stays"
 
     con.execute("SET memory_limit = '1GB'")
     con.execute("INSERT INTO responses (request_id, text) "
                 "SELECT md5(i::VARCHAR), 'a' FROM range(300000) t(i)")
-    [(pinned,)] = con.execute(store._PINNED_SQL).fetchall()
+    [(pinned,)] = con.execute(memory._PINNED_SQL).fetchall()
     assert pinned > 10 * MB, "the primary key's index is held in memory"
-    store.limit_memory(con, 32 * MB)
-    store.keep_headroom(con, 32 * MB)
+    memory.limit_memory(con, 32 * MB)
+    memory.keep_headroom(con, 32 * MB)
     assert _limit(con) >= pinned + 31 * MB
 
 
 def test_the_writer_makes_room_for_a_batch_larger_than_the_limit(tmp_path):
     con = store.connect(tmp_path / "s.duckdb")
-    store.limit_memory(con, 32 * MB)
+    memory.limit_memory(con, 32 * MB)
     con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'running')")
     w = Writer(con.cursor(), 1, flush_interval=60)  # one batch: everything, at close
     text = "x" * 20_000
@@ -51,7 +52,7 @@ def test_the_writer_makes_room_for_a_batch_larger_than_the_limit(tmp_path):
 
 def test_out_of_memory_raises_the_limit_and_runs_the_work_again(tmp_path):
     con = store.connect(tmp_path / "s.duckdb")
-    store.limit_memory(con, 32 * MB)
+    memory.limit_memory(con, 32 * MB)
     calls = []
 
     def work():
@@ -60,13 +61,13 @@ def test_out_of_memory_raises_the_limit_and_runs_the_work_again(tmp_path):
             raise duckdb.OutOfMemoryException("simulated")
         return "done"
 
-    assert store.retry_out_of_memory(con, work) == "done"
+    assert memory.retry_out_of_memory(con, work) == "done"
     assert calls == [32 * MB, 64 * MB, 128 * MB]
 
 
 def test_at_the_ceiling_the_error_stands(tmp_path):
     con = store.connect(tmp_path / "s.duckdb")
-    store.limit_memory(con, 32 * MB)
-    assert store.grow_memory(con, ceiling=32 * MB) is False
+    memory.limit_memory(con, 32 * MB)
+    assert memory.grow_memory(con, ceiling=32 * MB) is False
     with pytest.raises(duckdb.OutOfMemoryException):
-        store.retry_out_of_memory(con, lambda: (_ for _ in ()).throw(duckdb.OutOfMemoryException("x")))
+        memory.retry_out_of_memory(con, lambda: (_ for _ in ()).throw(duckdb.OutOfMemoryException("x")))

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from synthgen.cli.teacher import teacher
 from synthgen.errors import TeacherError
-from synthgen.teacher.cli import teacher
 from synthgen.teacher.local import LLAMA_CPP_PYTHON_VERSION, build_llama_server
 
 pytestmark = pytest.mark.skipif(

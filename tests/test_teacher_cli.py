@@ -12,7 +12,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from synthgen.teacher.cli import teacher
+from synthgen.cli.teacher import teacher
 from synthgen.teacher.process import pid_alive
 
 FAKE = Path(__file__).with_name("fake_vllm.py")

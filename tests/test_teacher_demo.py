@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from synthgen.cli.teacher import demo
 from synthgen.errors import TeacherError
-from synthgen.teacher.cli import demo
 from synthgen.teacher.local import MODEL_NAME, find_gguf, find_llama_server
 
 

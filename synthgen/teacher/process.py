@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -48,9 +49,10 @@ LOG_TAIL_LINES = 20
 Announce = Callable[[str], None]
 
 
-def announce_stderr(message: str) -> None:
-    """Default sink for the few lines a user must see (log path, base URL)."""
-    print(message, file=sys.stderr, flush=True)
+def announce_log(message: str) -> None:
+    """Default sink for the few lines a user must see (log path, base URL): the "synthgen"
+    logger, which prints nothing unless the caller (the CLI) shows it."""
+    logging.getLogger("synthgen.teacher").info(message)
 
 
 def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
@@ -271,7 +273,7 @@ def launch_all(
     health_timeout: float,
     detached: bool = False,
     stop_grace: float = DEFAULT_STOP_GRACE_S,
-    announce: Announce | None = announce_stderr,
+    announce: Announce | None = announce_log,
 ) -> None:
     """Start every server, then wait for all to be healthy; on any failure stop them all."""
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import store
+from . import connect
 
 RUNS_SQL = """
 WITH plan AS (
@@ -35,7 +35,7 @@ GROUP BY 1 ORDER BY 2 DESC
 
 def status(db: str | Path) -> list[dict[str, Any]]:
     """One dict per run: the run's own counts and its plan's done/pending/failed."""
-    con = store.connect(db, read_only=True)
+    con = connect(db, read_only=True)
     try:
         cur = con.execute(RUNS_SQL)
         cols = [d[0] for d in cur.description]

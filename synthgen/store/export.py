@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from . import store
-from .errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError
+from . import arrow_batches, connect
 
 EXPORT_SQL = """
 SELECT request_id, sample_index, messages, response, finish_reason, model, metadata
@@ -29,10 +29,10 @@ def export(db: str | Path, out: str | Path, where: str | None = None) -> int:
     out = Path(out)
     if out.suffix not in (".jsonl", ".parquet"):
         raise ConfigError(f"export: {out}: the file must end in .jsonl or .parquet")
-    con = store.connect(db, read_only=True)
+    con = connect(db, read_only=True)
     try:
         try:
-            reader = store.arrow_batches(con, EXPORT_SQL.format(where=where or "TRUE"))
+            reader = arrow_batches(con, EXPORT_SQL.format(where=where or "TRUE"))
         except Exception as exc:
             raise StoreError(f"export: the query failed: {str(exc).splitlines()[0]}") from None
         out.parent.mkdir(parents=True, exist_ok=True)

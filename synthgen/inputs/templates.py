@@ -17,14 +17,10 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .messages import ROLES, RenderError
 
 TEXT_SUFFIXES = (".jinja", ".j2", ".txt")
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-
-
-class RenderError(Exception):
-    """A row could not be rendered; the message names the missing variable."""
 
 
 class Template:

@@ -1,8 +1,12 @@
-"""The engine: pending requests -> limiter -> teacher client (with retries) -> writer.
+"""The engine: `Engine(pending, sender, sink)` sends every pending request once.
 
-    plan (validated input, ids) ──> pending rows (streamed from DuckDB)
-        ──> ConcurrencyLimit ──> TeacherClient.complete() inside tenacity
-        ──> Writer thread (batched commits)
+    pending (batches of Request, read in a thread) ──> ConcurrencyLimit
+        ──> Attempts (retry.py) ──> sender.send (a transport, or the governor around them)
+        ──> sink.put_answer / put_failure (the store's writer thread)
+
+It knows no DuckDB and no body format: `pending` is any iterator of request lists (it may
+block: it is read off the event loop), `sender` anything with `send(request) -> Answer`,
+`sink` anything with `put_answer`, `put_failure` and an `error` attribute.
 
 One worker task per slot in flight, each taking the next pending row itself. Stopping is
 cooperative: Ctrl-C (or SIGTERM) stops feeding, gives requests in flight a grace period,
@@ -14,67 +18,60 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
-import duckdb
-import orjson
-
-from .client import TeacherClient
-from .errors import AuthFault, ConnectionFault, RunAborted, TeacherFault
+from ..errors import AuthFault, ConnectionFault, Redirected, RunAborted, TeacherFault
+from ..types import Answer, Failure, Request, Stats
 from .limiter import ConcurrencyLimit
-from .plan import pending_batches
-from .retry import retrying
-from .writer import Failure, Writer
+from .retry import Attempts, GaveUp
 
-FETCH_ROWS = 2048
+if TYPE_CHECKING:
+    from ..backends.base import Transport
+
 # Endpoint faults (bad key, teacher gone) say nothing about the prompt: after this many in a
 # row with no answer in between the run stops instead of burning through the file.
 ENDPOINT_FAULT_LIMIT = 10
 GRACE_SECONDS = 10.0
+# Read the next batch of pending requests once fewer than this many are left in hand.
+FETCH_ROWS = 2048
+# Faults that say something about the endpoint, not the prompt: held back, not filed as
+# failures, until an answer shows the endpoint works.
+ENDPOINT_FAULTS = (AuthFault, ConnectionFault, Redirected)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-@dataclass
-class Stats:
-    """Live counters, read by the progress display and the final summary."""
+class Sink(Protocol):
+    """Where outcomes go (the store's writer); `error` set means: stop sending."""
 
-    total: int = 0
-    already_done: int = 0
-    sent: int = 0
-    answered: int = 0
-    failed: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
-    started: float = field(default_factory=time.monotonic)
-    limit: int = 0
-    in_flight: int = 0
+    error: BaseException | None
+
+    def put_answer(self, request_id: str, sample_index: int, answer: Answer, latency_ms: float,
+                   attempts: int) -> None: ...
+
+    def put_failure(self, failure: Failure) -> None: ...
 
 
 class Engine:
-    def __init__(self, con: duckdb.DuckDBPyConnection, writer: Writer, client: TeacherClient,
-                 limit: ConcurrencyLimit, *, model: str, plan_key: str, max_attempts: int,
-                 retry_failed: bool, stats: Stats, grace: float = GRACE_SECONDS,
-                 retry_sleep=None):
-        self.writer = writer
-        self.client = client
-        self.limit = limit
-        self.model = model
-        self.plan_key = plan_key
-        self.max_attempts = max_attempts
-        self.retry_failed = retry_failed
-        self.stats = stats
+    def __init__(self, pending: Iterator[list[Request]], sender: Transport, sink: Sink, *,
+                 limit: ConcurrencyLimit | None = None, stats: Stats | None = None,
+                 max_attempts: int = 5, grace: float = GRACE_SECONDS, retry_sleep=None,
+                 on_stop: Callable[[], None] | None = None):
+        self.sink = sink
+        self._on_stop = on_stop  # tell whoever feeds `pending` to stop too
+        self.limit = limit or ConcurrencyLimit(64)
+        self.stats = stats or Stats()
+        self.stats.limit = self.limit.limit
         self.grace = grace
-        self.retry_sleep = retry_sleep
+        self.attempts = Attempts(sender.send, max_attempts, self.stats.errors, sleep=retry_sleep)
         self.stop_reason: str | None = None  # "interrupted" or an abort message
         self.crash: BaseException | None = None
         self._stopping = asyncio.Event()
         self._held: list[Failure] = []  # endpoint faults not yet known to be the prompt's fault
         self._tasks: set[asyncio.Task] = set()
-        self._model_json = orjson.dumps(model)
-        self._reader = pending_batches(con, plan_key, retry_failed, FETCH_ROWS)
-        self._rows: deque[tuple] = deque()  # pending rows read ahead, in input order
+        self._reader = pending
+        self._rows: deque[Request] = deque()  # pending requests read ahead, in input order
         self._exhausted = False
         self._fetch: asyncio.Task | None = None
         self._fetch_error: Exception | None = None
@@ -83,11 +80,13 @@ class Engine:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping.set()
+        if self._on_stop is not None:
+            self._on_stop()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         installed = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 previous = signal.getsignal(sig)
                 loop.add_signal_handler(sig, self._on_signal)
@@ -107,7 +106,8 @@ class Engine:
                 signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
             if self.stop_reason is None or self.stop_reason == "interrupted":
                 for f in self._held:  # no abort: these were real per-request failures
-                    self.writer.put_failure(f)
+                    self.sink.put_failure(f)
+                    self.stats.failed += 1
             self._held.clear()
 
     def _on_signal(self) -> None:
@@ -132,9 +132,9 @@ class Engine:
             if self._stopping.is_set():
                 self.limit.release()
                 return
-            if self.writer.error is not None:
+            if self.sink.error is not None:
                 self.limit.release()
-                raise self.writer.error
+                raise self.sink.error
             if not self._rows:
                 self.limit.release()
                 continue
@@ -142,17 +142,16 @@ class Engine:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _worker(self, row: tuple) -> None:
-        """Send `row`, then the next pending rows, for as long as this slot is still
-        wanted: not stopping, rows at hand, and the limit not lowered meanwhile."""
+    async def _worker(self, request: Request) -> None:
+        """Send `request`, then the next pending ones, for as long as this slot is still
+        wanted: not stopping, requests at hand, and the limit not lowered meanwhile."""
         try:
             while True:
-                rid, msgs, prm, _line, k = row
-                await self._one(rid, k, msgs, prm)
-                if (self._stopping.is_set() or not self._rows or self.writer.error is not None
+                await self._one(request)
+                if (self._stopping.is_set() or not self._rows or self.sink.error is not None
                         or self.limit.in_flight > self.limit.limit):
                     return
-                row = self._rows.popleft()
+                request = self._rows.popleft()
                 self._prefetch()
         finally:
             self.limit.release()
@@ -212,47 +211,18 @@ class Engine:
         if self._tasks:
             await asyncio.wait(set(self._tasks))
 
-    def _body(self, messages: str, params: str) -> bytes:
-        # The stored JSON is spliced in as is: no parse and re-dump per request.
-        inner = params[1:-1]
-        sep = b"," if inner else b""
-        return b'{"model":%s,"messages":%s%s%s}' % (
-            self._model_json, messages.encode(), sep, inner.encode())
-
-    async def _one(self, rid: str, sample_index: int, messages: str, params: str) -> None:
+    async def _one(self, request: Request) -> None:
         stats = self.stats
         stats.sent += 1
         stats.in_flight += 1
-        body = self._body(messages, params)
-        attempts = 1
-        first: TeacherFault | None = None
         t0 = time.perf_counter()
         try:
-            # The first attempt goes straight to the client: building tenacity's retrying
-            # state and iterating it cost ~15% of the event loop at full speed. Only a
-            # request that failed enters the policy, which replays that failure as its
-            # attempt 1, so waits, stops and re-raising are tenacity's, exactly as before.
-            try:
-                answer = await self.client.complete(body)
-            except TeacherFault as fault:
-                stats.errors[fault.kind] += 1
-                first = fault
-            if first is not None:
-                async for attempt in retrying(self.max_attempts, sleep=self.retry_sleep):
-                    with attempt:
-                        if first is not None:
-                            replay, first = first, None
-                            raise replay
-                        attempts += 1
-                        try:
-                            answer = await self.client.complete(body)
-                        except TeacherFault as fault:
-                            stats.errors[fault.kind] += 1
-                            raise
-        except TeacherFault as fault:
-            stats.attempts += attempts
-            self._failed(Failure(rid, messages, fault.kind, fault.status_code, fault.message,
-                                 attempts), fault)
+            answer, attempts = await self.attempts.run(request)
+        except GaveUp as gave_up:
+            stats.attempts += gave_up.attempts
+            fault = gave_up.fault
+            self._failed(Failure(request.request_id, request.messages, fault.kind, fault.status_code,
+                                 fault.message, gave_up.attempts), fault)
             return
         except Exception as exc:  # a bug, not a teacher fault: stop, keep the store consistent
             self.crash = exc
@@ -262,25 +232,25 @@ class Engine:
             stats.in_flight -= 1
         stats.attempts += attempts
         latency_ms = (time.perf_counter() - t0) * 1000
-        self.writer.put_answer(rid, sample_index, answer, latency_ms, attempts)
+        self.sink.put_answer(request.request_id, request.sample_index, answer, latency_ms, attempts)
         stats.answered += 1
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
         if self._held:
             for f in self._held:  # the endpoint works: those were the prompts' own failures
-                self.writer.put_failure(f)
+                self.sink.put_failure(f)
                 stats.failed += 1
             self._held.clear()
 
     def _failed(self, failure: Failure, fault: TeacherFault) -> None:
-        if isinstance(fault, AuthFault | ConnectionFault):
+        if isinstance(fault, ENDPOINT_FAULTS):
             if self.stop_reason not in (None, "interrupted"):
                 return  # aborting because of the endpoint: the request stays pending
             self._held.append(failure)
             if len(self._held) >= ENDPOINT_FAULT_LIMIT:
                 self.request_stop(_abort_message(fault, len(self._held)))
             return
-        self.writer.put_failure(failure)
+        self.sink.put_failure(failure)
         self.stats.failed += 1
 
 
@@ -293,6 +263,8 @@ def _next_batch(reader):
 
 
 def _abort_message(fault: TeacherFault, count: int) -> str:
+    if isinstance(fault, Redirected):
+        return f"{fault.message} ({count} requests in a row; nothing was recorded as failed)"
     if isinstance(fault, AuthFault):
         return (f"the teacher refused {count} requests in a row with HTTP {fault.status_code} "
                 f"({fault.message}); check the API key (nothing was recorded as failed)")

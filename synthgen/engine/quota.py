@@ -1,4 +1,4 @@
-"""Client-side quotas (`--rpm`, `--tpm`) and what the server says about its own.
+"""Client-side quotas (`--rpm`, `--tpm`): token buckets that pace every attempt.
 
 Both quotas are a `TokenBucket` holding at most one second's worth, so the pace is smooth
 (no minute's worth of burst). Tokens need what aiolimiter's leaky bucket lacks (it was the
@@ -8,16 +8,14 @@ back a refund or a debt; one request may cost more than a second's worth (aiolim
 refuses those); and the bucket must not start full (see `TokenBucket`). Requests per minute
 use the same bucket rather than a second implementation of the same idea.
 
-Server headers (`x-ratelimit-remaining-*`, `x-ratelimit-reset-*`) are read by
-`server_pause`: when the server says a quota is spent, every request waits (see the
-client's shared pause).
+What the server says of its own quotas (429s, `x-ratelimit-*` headers) is read by the
+backend and acted on by the governor's shared pause; this module is the client's side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 import time
 from collections import deque
@@ -26,11 +24,12 @@ from typing import Any
 
 import orjson
 
+from ..types import Request
+
 # Without max_tokens the completion's size is unknown until answers come back: start from a
 # cautious guess (a first burst that underestimates would trip a server's quota at once),
 # then follow the mean of the completions seen.
 DEFAULT_COMPLETION_GUESS = 256
-MAX_SERVER_PAUSE = 60.0
 
 
 class TokenBucket:
@@ -113,8 +112,9 @@ class TokenBucket:
 class Throttle:
     """The client-side quotas one attempt passes before it is sent.
 
-    `acquire(body)` returns the token estimate reserved (0 without --tpm); `settle` corrects
-    it from the answer's usage once it is known, `refund` gives it back when nothing was used.
+    `acquire(request)` returns the token estimate reserved (0 without --tpm); `settle`
+    corrects it from the answer's usage once it is known, `refund` gives it back when
+    nothing was used.
     """
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *,
@@ -127,22 +127,23 @@ class Throttle:
         if self.tokens is not None and model:
             load_tokenizer_in_background(model, self)
 
-    async def acquire(self, body: bytes) -> float:
+    async def acquire(self, request: Request) -> float:
         if self.requests is not None:
             await self.requests.acquire(1)
         if self.tokens is None:
             return 0.0
-        cost = self.prompt_tokens(body) + self.completion_guess
+        cost = self.prompt_tokens(request) + self.completion_guess
         await self.tokens.acquire(cost)
         return cost
 
-    def prompt_tokens(self, body: bytes) -> float:
-        """tiktoken's count of the messages where it knows the model, else bytes / 4."""
+    def prompt_tokens(self, request: Request) -> float:
+        """tiktoken's count of the messages where it knows the model, else bytes / 4 of
+        what the request carries (messages and sampling parameters)."""
         encode = self._encode
         if encode is None:
-            return len(body) / 4
-        messages = orjson.loads(body).get("messages") or ()
-        return sum(4 + len(encode(_content_text(m.get("content")))) for m in messages) + 3
+            return (len(request.messages) + len(request.params)) / 4
+        parsed = orjson.loads(request.messages) or ()
+        return sum(4 + len(encode(_content_text(m.get("content")))) for m in parsed) + 3
 
     def settle(self, cost: float, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         if self.tokens is None or prompt_tokens is None or completion_tokens is None:
@@ -191,57 +192,3 @@ def load_tokenizer_in_background(model: str, throttle: Throttle) -> None:
             throttle._encode = tiktoken.get_encoding(name).encode_ordinary
 
     threading.Thread(target=load, name="synthgen-tiktoken", daemon=True).start()
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: str | None) -> float | None:
-    """`x-ratelimit-reset-*` values: "20ms", "1s", "6m0s", "1h2m3.5s" or bare seconds."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    parts = _DURATION.findall(value)
-    if not parts:
-        return None
-    return sum(float(n) * _UNIT[u] for n, u in parts)
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-_QUOTAS = tuple(
-    (f"x-ratelimit-remaining-{k}", f"x-ratelimit-reset-{k}", f"x-ratelimit-limit-{k}")
-    for k in ("requests", "tokens"))
-_REMAINING_REQUESTS, _REMAINING_TOKENS = _QUOTAS[0][0], _QUOTAS[1][0]
-
-
-def server_pause(headers: Any) -> float:
-    """Seconds every request should wait because the server says a quota is spent, else 0.
-
-    With `remaining` at 0 the wait is the time for one unit to come back, assuming the
-    quota refills evenly over its reset time ((limit - remaining) units over `reset`); a
-    server whose window resets all at once answers 429 with Retry-After, which wins then.
-    """
-    if _REMAINING_REQUESTS not in headers and _REMAINING_TOKENS not in headers:
-        return 0.0  # the common case (vLLM, llama.cpp): two lookups per answer
-    pause = 0.0
-    for remaining_key, reset_key, limit_key in _QUOTAS:
-        remaining = _number(headers.get(remaining_key))
-        if remaining is None or remaining > 0:
-            continue
-        reset = parse_duration(headers.get(reset_key))
-        if reset is None:
-            continue
-        limit = _number(headers.get(limit_key))
-        wait = reset / (limit - remaining) if limit and limit > remaining else reset
-        pause = max(pause, wait)
-    return min(pause, MAX_SERVER_PAUSE)

@@ -18,26 +18,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 import duckdb
 
-from .client import Answer
-from .store import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
+from ..types import Answer, Failure
+from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
 BIG_BATCH_BYTES = 4 * 2**20
 _STOP = object()
-
-
-@dataclass(slots=True)
-class Failure:
-    request_id: str
-    messages: str
-    error_type: str
-    status_code: int | None
-    message: str
-    attempts: int
 
 
 class Writer:

@@ -10,10 +10,10 @@ import click
 import duckdb
 import orjson
 
-from . import store
-from .errors import StoreError
-from .export import export as export_corpus
-from .status import status as store_status
+from .. import store
+from ..errors import StoreError
+from ..store.export import export as export_corpus
+from ..store.status import status as store_status
 
 DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="The DuckDB store.")

@@ -13,11 +13,11 @@ from pathlib import Path
 import click
 
 from ..errors import TeacherError
-from . import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
-from .local import build_llama_server
-from .paths import state_dir as default_state_dir
-from .process import DEFAULT_STOP_GRACE_S, stop_process_group
-from .state import ServerRecord, TeacherRecord, forget, load, save
+from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
+from ..teacher.local import build_llama_server
+from ..teacher.paths import state_dir as default_state_dir
+from ..teacher.process import DEFAULT_STOP_GRACE_S, stop_process_group
+from ..teacher.state import ServerRecord, TeacherRecord, forget, load, save
 
 # The demo's seeds and recipe live in the repository (data/, prompts/), next to
 # the package in a checkout or an editable install; from elsewhere, the cwd.
@@ -242,10 +242,13 @@ def demo(
     top-LOGPROBS logprobs into DB, stops the teacher and shows a few rows.
     """
     from .. import generate
-    from ..cli_store import sql
+    from .progress import progress_options, show_library_messages
+    from .store import sql
 
-    with start_teacher("local", threads=threads, announce=_echo_err) as t:
+    with start_teacher("local", threads=threads, announce=_echo_err) as t, \
+            show_library_messages(), progress_options() as shown:
         summary = generate(
+            **shown,
             input=input_path or bundled("data/seeds.jsonl"),
             db=db,
             template="demo",

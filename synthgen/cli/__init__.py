@@ -11,16 +11,16 @@ import sys
 
 import click
 
-from .errors import SynthgenError
+from ..errors import SynthgenError
 
 # name -> "module:attribute"; each module owns its own click command.
 COMMANDS = {
-    "generate": "synthgen.cli_generate:generate",
-    "status": "synthgen.cli_store:status",
-    "sql": "synthgen.cli_store:sql",
-    "export": "synthgen.cli_store:export",
-    "teacher": "synthgen.teacher.cli:teacher",
-    "demo": "synthgen.teacher.cli:demo",
+    "generate": "synthgen.cli.generate:generate",
+    "status": "synthgen.cli.store:status",
+    "sql": "synthgen.cli.store:sql",
+    "export": "synthgen.cli.store:export",
+    "teacher": "synthgen.cli.teacher:teacher",
+    "demo": "synthgen.cli.teacher:demo",
     "train": "synthgen.student.cli:train",
     "eval": "synthgen.student.cli:eval_command",
 }

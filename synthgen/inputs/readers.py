@@ -2,8 +2,8 @@
 
 Every reader yields `(line, fields)` pairs (`line` is 1-based: the file line for JSONL
 and CSV, the row number for Parquet and SQL) or `(line, BadRow)` when a row cannot even
-be decoded. `to_messages` then turns fields into OpenAI messages plus metadata, so all
-formats share one set of rules and one set of error messages.
+be decoded. `messages.to_messages` then turns fields into OpenAI messages plus metadata,
+so all formats share one set of rules and one set of error messages.
 """
 
 from __future__ import annotations
@@ -12,19 +12,11 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from .errors import ConfigError
-from .templates import ROLES, RenderError, Template
-
-
-class BadRow(Exception):
-    """One input row is unusable; the message says why (the caller adds the line)."""
-
-
-Fields = dict[str, Any]
+from ..errors import ConfigError
+from .messages import BadRow, Fields
 
 
 def read_rows(path: Path | None, sql: str | None) -> Iterator[tuple[int, Fields | BadRow]]:
@@ -106,7 +98,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
 def _read_sql(sql: str) -> Iterator[tuple[int, Fields | BadRow]]:
     import duckdb
 
-    from .store import arrow_batches
+    from ..store import arrow_batches
 
     con = duckdb.connect()
     try:
@@ -119,60 +111,3 @@ def _read_sql(sql: str) -> Iterator[tuple[int, Fields | BadRow]]:
             row_no += 1
             yield row_no, fields
     con.close()
-
-
-def to_messages(fields: Fields, template: Template | None) -> tuple[list[dict[str, Any]], Fields]:
-    """Return (messages, metadata) for one row, or raise BadRow saying what is wrong."""
-    if template is not None:
-        try:
-            messages = template.render(fields)
-        except RenderError as exc:
-            raise BadRow(str(exc)) from None
-        metadata = {k: _jsonable(v) for k, v in fields.items()}
-        return messages, metadata
-    prompt = fields.get("prompt")
-    messages = fields.get("messages")
-    if prompt is not None and messages is not None:
-        raise BadRow("has both 'prompt' and 'messages'; give one")
-    if prompt is not None:
-        if not isinstance(prompt, str):
-            raise BadRow(f"'prompt' must be a string, got {_type(prompt)}")
-        if not prompt.strip():
-            raise BadRow("'prompt' is empty")
-        out = [{"role": "user", "content": prompt}]
-    elif messages is not None:
-        out = _check_messages(messages)
-    else:
-        raise BadRow("needs a 'prompt' string or a 'messages' list")
-    metadata = {k: _jsonable(v) for k, v in fields.items() if k not in ("prompt", "messages")}
-    return out, metadata
-
-
-def _check_messages(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise BadRow(f"'messages' must be a non-empty list, got {_type(messages)}")
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise BadRow(f"messages[{i}] must be an object, got {_type(msg)}")
-        role = msg.get("role")
-        if role not in ROLES:
-            raise BadRow(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}")
-        content = msg.get("content")
-        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
-            raise BadRow(f"messages[{i}].content must be a string or a list of parts, got {_type(content)}")
-    return messages
-
-
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _jsonable(value: Any) -> Any:
-    """Metadata from Parquet/SQL may hold dates or decimals; keep them as text."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)

@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 import orjson
 
-from .config import build_config, load_config_file
-from .errors import ConfigError, InputError, RunAborted
-from .run import RunSummary
-from .run import generate as run_generate
+from ..config import build_config, load_config_file
+from ..errors import ConfigError, InputError, RunAborted
+from ..run import RunSummary
+from ..run import generate as run_generate
+from .progress import progress_options, show_library_messages
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
@@ -89,7 +90,8 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
     resume = "synthgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same command"
     try:
-        summary = run_generate(cfg, progress_interval=progress_interval)
+        with show_library_messages(), progress_options(progress_interval) as shown:
+            summary = run_generate(cfg, **shown)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:

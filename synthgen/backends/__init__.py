@@ -1,0 +1,6 @@
+"""Backends: how one request reaches a teacher and comes back as an `Answer`.
+
+A backend is anything with `async send(request) -> Answer` that raises a `TeacherFault`
+(see `base.Transport`). `http` is the OpenAI-compatible chat endpoint over aiohttp;
+`mock` answers in-process from a function, for fast engine tests.
+"""

@@ -1,0 +1,111 @@
+"""The attempt loop of one request, and its retry policy built from tenacity's parts.
+
+Retry by class: every `RetryableFault` (connection errors, timeouts, 408/409/429/5xx,
+truncated or invalid bodies) gets another attempt after exponential backoff with
+jitter, or after exactly what the server asked for in Retry-After. A `RejectedFault`
+(any other 4xx) never does. This is the whole loop: the engine calls `Attempts.run` and
+gets an answer or `GaveUp`; what each fault does to the rest of the client (the shared
+pause, endpoint health, the adaptive limit) is the governor's, also by class.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from ..errors import RetryableFault, TeacherFault
+from ..types import Answer, Request
+
+MAX_RETRY_AFTER = 120.0
+
+Send = Callable[[Request], Awaitable[Answer]]
+
+
+class wait_retry_after(wait_base):
+    """Wait what the server's Retry-After said, else fall back to `fallback`."""
+
+    def __init__(self, fallback: wait_base, cap: float = MAX_RETRY_AFTER):
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            return min(float(after), self.cap)
+        return self.fallback(retry_state)
+
+
+def retrying(max_attempts: int, initial: float = 0.5, maximum: float = 30.0, sleep=None) -> AsyncRetrying:
+    """The policy for one request; `sleep` is injectable so tests need not wait."""
+    kwargs = {"sleep": sleep} if sleep is not None else {}
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)),
+        retry=retry_if_exception_type(RetryableFault),
+        reraise=True,
+        **kwargs,
+    )
+
+
+class GaveUp(Exception):
+    """A request ended without an answer: its last fault and how many attempts it took."""
+
+    def __init__(self, fault: TeacherFault, attempts: int):
+        super().__init__(fault.message)
+        self.fault = fault
+        self.attempts = attempts
+
+
+class Attempts:
+    """Every attempt at one request, through `send` (a transport or the governor).
+
+    `errors` counts each failed attempt by its fault's kind (the progress line shows it).
+    """
+
+    def __init__(self, send: Send, max_attempts: int, errors: Counter, sleep=None):
+        self.send = send
+        self.max_attempts = max_attempts
+        self.errors = errors
+        self.sleep = sleep
+
+    async def run(self, request: Request) -> tuple[Answer, int]:
+        """(answer, attempts), or raise GaveUp. Anything that is not a TeacherFault is a
+        bug, not a teacher's fault: it propagates at once and is never retried."""
+        # The first attempt goes straight to `send`: building tenacity's retrying state and
+        # iterating it cost ~15% of the event loop at full speed. Only a request that failed
+        # enters the policy, which replays that failure as its attempt 1, so waits, stops and
+        # re-raising are tenacity's, exactly as if it had run the first attempt too.
+        try:
+            return await self.send(request), 1
+        except TeacherFault as fault:
+            self.errors[fault.kind] += 1
+            first: TeacherFault | None = fault
+        attempts = 1
+        answer: Answer | None = None
+        try:
+            async for attempt in retrying(self.max_attempts, sleep=self.sleep):
+                with attempt:
+                    if first is not None:
+                        replay, first = first, None
+                        raise replay
+                    attempts += 1
+                    try:
+                        answer = await self.send(request)
+                    except TeacherFault as fault:
+                        self.errors[fault.kind] += 1
+                        raise
+        except TeacherFault as fault:
+            raise GaveUp(fault, attempts) from None
+        assert answer is not None
+        return answer, attempts

@@ -1,0 +1,82 @@
+"""One input row -> OpenAI chat messages plus metadata, or `BadRow` saying what is wrong.
+
+Every reader shares these rules and messages, so a bad row reads the same whatever the
+format it came in.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # templates load jinja2: only runs that use --template pay for it
+    from .templates import Template
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+class BadRow(Exception):
+    """One input row is unusable; the message says why (the caller adds the line)."""
+
+
+class RenderError(Exception):
+    """A row could not be rendered by its template; the message names the missing variable."""
+
+
+Fields = dict[str, Any]
+
+
+def to_messages(fields: Fields, template: Template | None) -> tuple[list[dict[str, Any]], Fields]:
+    """Return (messages, metadata) for one row, or raise BadRow saying what is wrong."""
+    if template is not None:
+        try:
+            messages = template.render(fields)
+        except RenderError as exc:
+            raise BadRow(str(exc)) from None
+        metadata = {k: _jsonable(v) for k, v in fields.items()}
+        return messages, metadata
+    prompt = fields.get("prompt")
+    messages = fields.get("messages")
+    if prompt is not None and messages is not None:
+        raise BadRow("has both 'prompt' and 'messages'; give one")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise BadRow(f"'prompt' must be a string, got {_type(prompt)}")
+        if not prompt.strip():
+            raise BadRow("'prompt' is empty")
+        out = [{"role": "user", "content": prompt}]
+    elif messages is not None:
+        out = _check_messages(messages)
+    else:
+        raise BadRow("needs a 'prompt' string or a 'messages' list")
+    metadata = {k: _jsonable(v) for k, v in fields.items() if k not in ("prompt", "messages")}
+    return out, metadata
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRow(f"'messages' must be a non-empty list, got {_type(messages)}")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise BadRow(f"messages[{i}] must be an object, got {_type(msg)}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise BadRow(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}")
+        content = msg.get("content")
+        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
+            raise BadRow(f"messages[{i}].content must be a string or a list of parts, got {_type(content)}")
+    return messages
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata from Parquet/SQL may hold dates or decimals; keep them as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,92 @@
+"""The store: one DuckDB file holding every request, answer, failure and run.
+
+    schema      the tables and their ordered migrations
+    memory      a run's DuckDB memory limit
+    writer      the single writer thread of a run (batched commits)
+    status      per run: done, pending, failed, cost
+    export      chat-format JSONL / Parquet for TRL and HF datasets
+    live        read while a run writes (the run serves queries over a local socket)
+
+Nothing here speaks HTTP; planning (what is pending) lives in `synthgen.plan`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..errors import StoreError
+from .live import LiveConnection, ping
+from .schema import LOGPROBS_TYPE, migrate
+
+__all__ = ["LOGPROBS_TYPE", "LiveConnection", "arrow_batches", "connect", "open_store"]
+
+Connection = duckdb.DuckDBPyConnection | LiveConnection
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def connect(path: str | Path, read_only: bool = False) -> Any:
+    """Open (and, unless read-only, create and migrate) a synthgen store.
+
+    Read-only, while a synthgen run holds the file, this returns a `LiveConnection` that
+    asks the run itself (DuckDB lets no other process open a file being written).
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreError(f"{path}: no such database")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise StoreError(f"{path}: cannot open database ({_first_line(exc)})") from exc
+        info = ping(path)
+        if info is not None and read_only:
+            return LiveConnection(path, info)
+        raise StoreError(_locked_message(path, exc, info)) from None
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: not a DuckDB database ({_first_line(exc)})") from exc
+    if read_only:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_migrations" not in tables:
+            con.close()
+            raise StoreError(f"{path}: not a synthgen store (no schema_migrations table)")
+    else:
+        migrate(con)
+    return con
+
+
+def _locked_message(path: Path, exc: BaseException, info: dict[str, Any] | None) -> str:
+    if info is not None:
+        run = f"run {info['run_id']} " if info.get("run_id") else ""
+        return (f"{path}: a synthgen {run}(pid {info.get('pid')}) is writing this store; "
+                "one process writes a store at a time: wait for it to end, or use another --db")
+    match = _LOCK_PID.search(str(exc))
+    who = f"process {match.group(1)}" if match else "another process"
+    return (f"{path}: the file is locked by {who}, which is not a synthgen run (a run would "
+            "answer reads while it writes); close the program that holds it, then try again")
+
+
+def open_store(path: str | Path, read_only: bool = True) -> Any:
+    """Public entry point: a DuckDB connection to a store, read-only unless asked.
+
+    Query it with SQL, e.g. ``open_store("corpus.duckdb").sql("FROM corpus LIMIT 5")``.
+    During a run it still works (see `LiveConnection`).
+    """
+    return connect(path, read_only=read_only)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def arrow_batches(con: Any, query: str, params: object = None, batch_size: int = 4096):
+    """A streaming Arrow RecordBatchReader over a query (DuckDB 1.x and 2.x spell it apart)."""
+    if isinstance(con, LiveConnection):
+        return con.arrow_reader(query, params)
+    rel = con.sql(query, params=params)
+    if hasattr(rel, "to_arrow_reader"):
+        return rel.to_arrow_reader(batch_size)
+    return rel.fetch_arrow_reader(batch_size)
