@@ -35,7 +35,7 @@ def writer_only(n: int, db: str) -> dict:
     con = store.connect(db)
     con.execute("INSERT INTO runs (run_id, status) VALUES (1, 'bench')")
     w = Writer(con.cursor(), 1).start()
-    answers = [Answer(f"answer {i}", "stop", 12, 5, "bench", None, "http://x/v1", {}) for i in range(1000)]
+    answers = [Answer(f"answer {i}", "stop", 12, 5, "bench", None, "http://x/v1") for i in range(1000)]
     ids = [f"{i:032x}" for i in range(n)]
     t0 = time.perf_counter()
     for i, rid in enumerate(ids):

@@ -4,11 +4,9 @@ Python API all fill, so a bad value gets the same message naming the field every
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
@@ -129,6 +127,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    import tomllib  # only runs with --config pay for the parsers
+
+    import yaml
+
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

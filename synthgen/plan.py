@@ -33,7 +33,7 @@ import orjson
 
 from .config import GenerateConfig
 from .errors import ConfigError, InputError
-from .inputs import BadRow, read_rows, to_messages
+from .inputs import BadRow, messages_of, read_rows, to_messages
 from .store.memory import retry_out_of_memory
 from .types import Request, Stats
 
@@ -149,7 +149,7 @@ class Planner:
             try:
                 if isinstance(fields, BadRow):
                     raise fields
-                to_messages(fields, self.template)
+                messages_of(fields, self.template)
             except BadRow as exc:
                 raw = "" if isinstance(fields, BadRow) else canonical(fields).decode()[:2000]
                 bad.add(line, str(exc), raw)
@@ -163,14 +163,17 @@ class Planner:
 
     def plan_all(self) -> Plan:
         """Plan on this thread, to the end (what `make_plan` and a reused plan need)."""
+        self.claim()
         if not self.reused:
             self._plan(self.con)
+        self.con.execute("UPDATE runs SET planned = ? WHERE run_id = ?", [self.total, self.run_id])
         return self.plan
 
     def start(self, stats: Stats | None = None) -> Planner:
         """Plan on a thread of its own; `pending()` follows it batch by batch. `stats`
         (the run's live counters) learns how many planned requests were already done."""
         self._stats = stats
+        self.claim()
         if not self.reused:
             self._thread = threading.Thread(target=self._run, name="synthgen-plan", daemon=True)
             self._thread.start()
@@ -204,9 +207,13 @@ class Planner:
         finally:
             cur.close()
 
+    def claim(self) -> None:
+        """Record the plan on the run's row (here, on the caller's thread: the run row is
+        the caller's to update while the plan is written)."""
+        self.con.execute("UPDATE runs SET plan_key = ? WHERE run_id = ?", [self.key, self.run_id])
+
     def _plan(self, con: duckdb.DuckDBPyConnection) -> None:
         cfg, key = self.cfg, self.key
-        con.execute("UPDATE runs SET plan_key = ? WHERE run_id = ?", [key, self.run_id])
         _forget_unfinished(con, key, self.run_id, replan=self.fingerprint.startswith("sql:"))
         model = cfg.model or ""
         for batch in _batches(cfg, self.template, self._bad):
@@ -230,7 +237,6 @@ class Planner:
                                 [(key, line, err, raw) for line, err, raw in bad.rows])
             con.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
                         [key, _source(cfg), self.fingerprint, total, bad.count])
-            con.execute("UPDATE runs SET planned = ? WHERE run_id = ?", [total, self.run_id])
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -342,12 +348,19 @@ class Problems:
             self.rows.append((line, reason, raw))
 
 
+FIRST_BATCH_ROWS = 256
+
+
 def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems) -> Iterator[list[tuple]]:
-    """Yield lists of (request_id, line, sample_index, messages_json, params_json, metadata_json)."""
+    """Yield lists of (request_id, line, sample_index, messages_json, params_json, metadata_json).
+
+    The first batch is small and each next one twice as large up to BATCH_ROWS: the engine
+    starts sending once the first batch is committed, so it should not wait for 20,000."""
     params = sample_params(cfg)
     model = cfg.model or ""
     batch: list[tuple] = []
     valid = 0
+    size = min(FIRST_BATCH_ROWS, BATCH_ROWS)
     for line, fields in read_rows(cfg.input, cfg.input_sql):
         try:
             if isinstance(fields, BadRow):
@@ -366,9 +379,10 @@ def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems) -> I
         for k, p in enumerate(params):
             rid = request_id(model, p, messages_json, k)
             batch.append((rid, line, k, m, p.decode(), metadata_json))
-        if len(batch) >= BATCH_ROWS:
+        if len(batch) >= size:
             yield batch
             batch = []
+            size = min(2 * size, BATCH_ROWS)
     if batch:
         yield batch
 

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
 
 import duckdb
@@ -162,6 +161,7 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
         summary.status, summary.message = "invalid_input", str(exc)
         _close_run(con, summary)
         raise
+    planner.claim()
     stats = Stats(started=started)
     if planner.reused:
         counts = plan_counts(con, planner.key, planner.total)
@@ -219,6 +219,7 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
                     replace_failures=cfg.retry_failed).start()
     planner.start(stats)
     reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
+    recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,
                     on_stop=planner.stop)
@@ -227,10 +228,27 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     finally:
         planner.stop()
         await governor.aclose()
-        reporter.cancel()
-        await asyncio.gather(reporter, return_exceptions=True)
+        for task in (reporter, recorder):
+            task.cancel()
+        await asyncio.gather(reporter, recorder, return_exceptions=True)
         writer.close()  # commits whatever is queued, even on Ctrl-C or a crash
     return engine
+
+
+RECORD_EVERY = 1.0
+
+
+async def _record_progress(con: duckdb.DuckDBPyConnection, run_id: int, writer: Writer,
+                           stats: Stats) -> None:
+    """Keep the run's row at what is committed, so `status` during the run (and after a
+    kill) shows this run's counts instead of zeros."""
+    while True:
+        await asyncio.sleep(RECORD_EVERY)
+        con.execute(
+            "UPDATE runs SET answered = ?, failed = ?, prompt_tokens = ?, completion_tokens = ? "
+            "WHERE run_id = ?",
+            [writer.committed_answers, writer.committed_failures, stats.prompt_tokens,
+             stats.completion_tokens, run_id])
 
 
 def _open_run(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig) -> int:
@@ -247,9 +265,10 @@ def _open_run(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig) -> int:
 def _close_run(con: duckdb.DuckDBPyConnection, s: RunSummary) -> None:
     con.execute(
         "UPDATE runs SET status = ?, ended_at = now(), answered = ?, failed = ?, "
-        "prompt_tokens = ?, completion_tokens = ?, message = ? WHERE run_id = ?",
+        "prompt_tokens = ?, completion_tokens = ?, message = ?, "
+        "planned = coalesce(planned, ?) WHERE run_id = ?",
         [s.status, s.answered, s.failed, s.prompt_tokens, s.completion_tokens,
-         s.message, s.run_id],
+         s.message, s.total, s.run_id],
     )
 
 
@@ -262,6 +281,8 @@ def estimate_cost(prompt_tokens: int, completion_tokens: int, price_in: float | 
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # ~30 ms of import: only here
+
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for pkg in ("synthgen", "duckdb", "aiohttp", "tenacity", "pydantic", "pyarrow"):
         try:

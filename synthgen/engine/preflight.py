@@ -35,10 +35,8 @@ async def check_teachers(transports: Sequence[ListsModels], model: str) -> list[
     for transport, result in zip(transports, results, strict=True):
         shown = transport.endpoint
         if isinstance(result, AuthFault):
-            if result.status_code == 401:
-                raise RunAborted(f"{shown} refused the API key (HTTP 401); check the API key "
-                                 "or --api-key-env")
-            raise RunAborted(f"{shown} denied access (HTTP {result.status_code}); check the API key")
+            raise RunAborted(f"{shown} refused the request ({result.message}); check the API key "
+                             "or --api-key-env")
         if isinstance(result, Redirected):
             raise RunAborted(f"{shown}: {result.message}")
         if isinstance(result, ConnectionFault | TimeoutFault):

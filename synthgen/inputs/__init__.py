@@ -6,7 +6,7 @@
                 (imported only when a run uses one: it loads jinja2)
 """
 
-from .messages import BadRow, Fields, to_messages
+from .messages import BadRow, Fields, messages_of, to_messages
 from .readers import read_rows
 
-__all__ = ["BadRow", "Fields", "read_rows", "to_messages"]
+__all__ = ["BadRow", "Fields", "messages_of", "read_rows", "to_messages"]

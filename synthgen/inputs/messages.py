@@ -6,10 +6,15 @@ format it came in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # templates load jinja2: only runs that use --template pay for it
-    from .templates import Template
+
+class Renders(Protocol):
+    """A template (templates.Template; that module loads jinja2, so it is only imported by
+    runs that use --template)."""
+
+    def render(self, row: dict[str, Any]) -> list[dict[str, str]]: ...
+
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -25,15 +30,22 @@ class RenderError(Exception):
 Fields = dict[str, Any]
 
 
-def to_messages(fields: Fields, template: Template | None) -> tuple[list[dict[str, Any]], Fields]:
+def to_messages(fields: Fields, template: Renders | None) -> tuple[list[dict[str, Any]], Fields]:
     """Return (messages, metadata) for one row, or raise BadRow saying what is wrong."""
+    messages = messages_of(fields, template)
+    if template is not None:
+        return messages, {k: _jsonable(v) for k, v in fields.items()}
+    return messages, {k: _jsonable(v) for k, v in fields.items() if k not in ("prompt", "messages")}
+
+
+def messages_of(fields: Fields, template: Renders | None) -> list[dict[str, Any]]:
+    """The row's messages, or BadRow: every rule a row must pass (validating the whole input
+    before anything is sent runs this alone, without building the metadata)."""
     if template is not None:
         try:
-            messages = template.render(fields)
+            return template.render(fields)
         except RenderError as exc:
             raise BadRow(str(exc)) from None
-        metadata = {k: _jsonable(v) for k, v in fields.items()}
-        return messages, metadata
     prompt = fields.get("prompt")
     messages = fields.get("messages")
     if prompt is not None and messages is not None:
@@ -43,13 +55,10 @@ def to_messages(fields: Fields, template: Template | None) -> tuple[list[dict[st
             raise BadRow(f"'prompt' must be a string, got {_type(prompt)}")
         if not prompt.strip():
             raise BadRow("'prompt' is empty")
-        out = [{"role": "user", "content": prompt}]
-    elif messages is not None:
-        out = _check_messages(messages)
-    else:
-        raise BadRow("needs a 'prompt' string or a 'messages' list")
-    metadata = {k: _jsonable(v) for k, v in fields.items() if k not in ("prompt", "messages")}
-    return out, metadata
+        return [{"role": "user", "content": prompt}]
+    if messages is not None:
+        return _check_messages(messages)
+    raise BadRow("needs a 'prompt' string or a 'messages' list")
 
 
 def _check_messages(messages: Any) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import socket
 import socketserver
@@ -34,6 +35,8 @@ import duckdb
 
 from ..errors import StoreError
 from .memory import grow_memory
+
+log = logging.getLogger("synthgen.live")
 
 BATCH_ROWS = 2048
 MAX_REQUEST = 1 << 20
@@ -79,7 +82,8 @@ class LiveServer:
             self.path.unlink()  # a run that was killed left it; we hold the store's lock now
         server = _Server(str(self.path), _Handler)
         os.chmod(self.path, 0o600)
-        server.con, server.info = self._con, self._info
+        server.con, server.info = self._con.cursor(), self._info
+        server.lock = threading.Lock()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="synthgen-live", daemon=True)
@@ -91,6 +95,7 @@ class LiveServer:
             return
         self._server.shutdown()
         self._server.server_close()
+        self._server.con.close()
         self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -98,8 +103,19 @@ class LiveServer:
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
-    con: duckdb.DuckDBPyConnection
+    con: duckdb.DuckDBPyConnection  # this server's own cursor; each query gets one of its own
     info: dict[str, Any]
+    lock: threading.Lock  # a connection is not thread-safe: one cursor made at a time
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A reader's broken query must not print into the run's terminal: log it."""
+        log.debug("live store: a read failed", exc_info=True)
+
+
+def _arrow_reader(rel: duckdb.DuckDBPyRelation):
+    """A relation's result as a RecordBatchReader (DuckDB 1.x and 2.x spell it apart)."""
+    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+    return to_reader(BATCH_ROWS)
 
 
 ALLOWED = frozenset({"SELECT", "EXPLAIN"})
@@ -114,7 +130,9 @@ class _Handler(socketserver.StreamRequestHandler):
         if request.get("ping"):
             self._header({"ok": True, **self.server.info})  # type: ignore[attr-defined]
             return
-        cur = self.server.con.cursor()  # type: ignore[attr-defined]
+        server: _Server = self.server  # type: ignore[assignment]
+        with server.lock:
+            cur = server.con.cursor()
         try:
             self._query(cur, str(request.get("query", "")), request.get("params"))
         except duckdb.Error as exc:
@@ -136,8 +154,7 @@ class _Handler(socketserver.StreamRequestHandler):
         cur.execute("BEGIN TRANSACTION READ ONLY")
         while True:
             try:
-                cur.execute(query, params)
-                reader = cur.fetch_record_batch(BATCH_ROWS)
+                reader = _arrow_reader(cur.sql(query, params=params))
                 break
             except duckdb.OutOfMemoryException:
                 cur.execute("ROLLBACK")

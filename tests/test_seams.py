@@ -1,0 +1,182 @@
+"""The seams hold: what each room may import, a silent library, a tested public API.
+
+The architecture's "lines that must never exist" are checked here from the source itself
+(an import graph built with `ast`), so a shortcut across rooms fails the suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import clean_env
+from teacher_server import make_prompts, write_jsonl
+
+import synthgen
+
+PACKAGE = Path(synthgen.__file__).parent
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, at any depth of the file (lazy imports count too)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+GRAPH = {name: imports_of(name, path) for name, path in modules().items()}
+
+
+def imported_by(room: str) -> dict[str, set[str]]:
+    return {n: deps for n, deps in GRAPH.items() if n == room or n.startswith(room + ".")}
+
+
+def reaches(deps: set[str], forbidden: str) -> set[str]:
+    return {d for d in deps if d == forbidden or d.startswith(forbidden + ".")}
+
+
+@pytest.mark.parametrize(("room", "forbidden"), [
+    ("synthgen.engine", "duckdb"),
+    ("synthgen.engine", "aiohttp"),
+    ("synthgen.engine", "synthgen.store"),
+    ("synthgen.engine", "synthgen.plan"),
+    ("synthgen.engine", "synthgen.student"),
+    ("synthgen.engine", "torch"),
+    ("synthgen.engine", "openai"),
+    ("synthgen.store", "aiohttp"),
+    ("synthgen.store", "httpx"),
+    ("synthgen.store", "synthgen.backends"),
+    ("synthgen.store", "synthgen.engine"),
+    ("synthgen.backends", "duckdb"),
+    ("synthgen.backends", "synthgen.store"),
+    ("synthgen.backends", "synthgen.engine"),
+    ("synthgen.types", "aiohttp"),
+    ("synthgen.types", "duckdb"),
+    ("synthgen.run", "synthgen.student"),
+    ("synthgen.run", "torch"),
+])
+def test_a_room_never_imports_what_it_must_not(room, forbidden):
+    offenders = {n: reaches(deps, forbidden) for n, deps in imported_by(room).items()}
+    assert not {n: d for n, d in offenders.items() if d}, f"{room} must not import {forbidden}"
+
+
+def test_no_two_modules_import_each_other():
+    names = set(GRAPH)
+    pairs = set()
+    for a, deps in GRAPH.items():
+        for b in deps & names:
+            if b != a and a in GRAPH[b] and not (b.startswith(a + ".") or a.startswith(b + ".")):
+                pairs.add(tuple(sorted((a, b))))
+    assert not pairs
+
+
+def test_library_code_never_prints():
+    printing = []
+    for name, path in modules().items():
+        if name.startswith(("synthgen.cli", "synthgen.student")):
+            # the CLI is where output belongs; the student's own silence lands with issue 15's
+            # branch (its CLI moves under cli/ then)
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                printing.append(f"{name}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr") \
+                    and getattr(node.value, "id", None) == "sys":
+                printing.append(f"{name}:{node.lineno} sys.{node.attr}")
+    assert not printing
+
+
+def test_only_the_http_backend_reads_status_codes():
+    """A reaction decided by status code anywhere else is a second, diverging policy."""
+    def numeric(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, int)
+        if isinstance(node, ast.Tuple | ast.Set | ast.List):
+            return any(numeric(e) for e in node.elts)
+        return isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("range", "frozenset")
+
+    suspects = []
+    for name, path in modules().items():
+        if name in ("synthgen.backends.http", "synthgen.errors"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            parts = (node.left, *node.comparators)
+            if any(isinstance(p, ast.Attribute) and p.attr in ("status_code", "status") for p in parts) \
+                    and any(numeric(p) for p in parts):
+                suspects.append(f"{name}:{node.lineno}")
+    # the teacher launcher's health checks of its own servers are not teacher faults
+    assert all(s.startswith(("synthgen.teacher", "synthgen.cli.teacher")) for s in suspects), suspects
+
+
+def test_the_public_api_is_what_all_says():
+    for name in synthgen.__all__:
+        assert getattr(synthgen, name) is not None, name
+    with pytest.raises(AttributeError):
+        synthgen.no_such_name  # noqa: B018
+
+
+def test_generate_from_python_writes_nothing_to_stdout_or_stderr(teacher, tmp_path, capfd):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(40)] +
+                [{"prompt": "x #always=400"}])
+    summary = synthgen.generate(input=tmp_path / "in.jsonl", db=tmp_path / "c.duckdb", model="m",
+                                base_urls=[teacher.base_url, "http://127.0.0.1:9/v1"])
+    assert (summary.answered, summary.failed) == (40, 1)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    # ... unless asked: a stream gets the warning (the dead endpoint) and progress lines
+    stream = io.StringIO()
+    synthgen.generate(input=tmp_path / "in.jsonl", db=tmp_path / "d.duckdb", model="m",
+                      base_urls=[teacher.base_url, "http://127.0.0.1:9/v1"], progress=stream,
+                      progress_interval=0.01)
+    assert "warning: http://127.0.0.1:9/v1 is unreachable" in stream.getvalue()
+    assert capfd.readouterr() == ("", "")
+
+
+IMPORTS = """
+import sys
+from pathlib import Path
+import synthgen
+summary = synthgen.generate(input=Path(sys.argv[1]), db=Path(sys.argv[2]), model="m",
+                            base_urls=[sys.argv[3]])
+assert summary.answered == 5, summary
+heavy = sorted(m for m in ("torch", "openai", "transformers", "rich", "pyarrow", "pandas", "jinja2")
+               if m in sys.modules)
+print(",".join(heavy))
+"""
+
+
+def test_the_generate_path_imports_neither_torch_nor_the_openai_sdk(teacher, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(5)])
+    result = subprocess.run([sys.executable, "-c", IMPORTS, str(tmp_path / "in.jsonl"),
+                             str(tmp_path / "c.duckdb"), teacher.base_url],
+                            capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"the generate path imported: {result.stdout}"
