@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .urls import normalize_base_url, strip_credentials
+from .urls import looks_secret, normalize_base_url, strip_credentials
 
 # Fields that shape the request itself: a change to any of them makes new request ids.
 REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body")
@@ -53,6 +53,7 @@ class GenerateConfig(BaseModel):
     concurrency: int | Literal["auto"] = 64
     timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=100)
+    rate_limit_wait: float = Field(default=1800.0, gt=0)  # seconds one request waits out 429s
     retry_failed: bool = False
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
@@ -87,6 +88,16 @@ class GenerateConfig(BaseModel):
     def _clean_urls(cls, urls: list[str]) -> list[str]:
         return [normalize_base_url(u) for u in urls]
 
+    @field_validator("extra_body")
+    @classmethod
+    def _no_secrets_in_the_body(cls, body: dict[str, Any]) -> dict[str, Any]:
+        found = sorted(path for path, name, v in _walk(body) if looks_secret(name, v))
+        if found:
+            raise ValueError(
+                f"{', '.join(found)} looks like a credential; extra-body is sent and stored with "
+                "every request: pass the key through --api-key-env (it is never stored)")
+        return body
+
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
@@ -119,6 +130,18 @@ class GenerateConfig(BaseModel):
         data = self.model_dump(mode="json")
         data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
         return data
+
+
+def _walk(value: Any, path: str = "", top: bool = True) -> list[tuple[str, str, Any]]:
+    """(path, name, value) of every leaf: a credential can hide at any depth of a JSON body;
+    a key's name only counts at the top level (a JSON schema may well have an `api_key`
+    property), so deeper leaves have no name."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items()
+                for leaf in _walk(v, f"{path}.{k}" if path else str(k), False)]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _walk(v, f"{path}[{i}]", False)]
+    return [(path, path if "." not in path and "[" not in path else "", value)]
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

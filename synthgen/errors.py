@@ -4,6 +4,7 @@
     ├── ConfigError               a bad flag or config-file field (names the field)
     ├── InputError                bad input rows (names each line and why)
     ├── StoreError                the DuckDB file cannot be opened or is not a synthgen store
+    │   └── StoreWriteError       a commit failed mid-run (full disk): what was kept, where
     ├── TeacherError              a local or vLLM teacher could not be started
     └── RunAborted                the run stopped early on purpose (bad key, teacher gone)
 
@@ -18,6 +19,7 @@
     │           └── Overloaded    502/503/504: the server (or its gateway) has too much
     └── RejectedFault             any other 4xx: the request itself is wrong
         ├── AuthFault             401/403: the endpoint refuses us, not the prompt
+        ├── EndpointRefused       the endpoint says it cannot serve at all (no database...)
         └── Redirected            3xx: the endpoint sends us elsewhere (never followed)
 
 Only `backends/http.py` looks at status codes: it turns every response into the most
@@ -47,6 +49,26 @@ class InputError(SynthgenError):
 
 class StoreError(SynthgenError):
     """The store cannot be used (locked, not a synthgen database, newer schema)."""
+
+
+class StoreWriteError(StoreError):
+    """A commit failed during a run (a full disk, say). Sending stopped; `committed` answers
+    are stored, `unsaved` outcomes were received but not stored and sit in `saved_to` (a
+    recovery file the next run stores first), or nowhere if that could not be written."""
+
+    def __init__(self, cause: str, committed: int = 0, unsaved: int = 0,
+                 saved_to: object = None, why: str = ""):
+        kept = (f"{unsaved:,} received but not stored are saved in {saved_to} and are stored "
+                "first by the next run" if saved_to else
+                f"{unsaved:,} received were not stored{why}" if unsaved else
+                "nothing received was left unstored")
+        super().__init__(
+            f"the store could not be written ({cause}); sending stopped. {committed:,} answers of "
+            f"this run are stored; {kept}. Free space (or fix the cause), then run the same "
+            "command again: only what is missing is sent.")
+        self.committed = committed
+        self.unsaved = unsaved
+        self.saved_to = saved_to
 
 
 class TeacherError(SynthgenError):
@@ -144,3 +166,12 @@ class Redirected(RejectedFault):
     def __init__(self, message: str, status_code: int):
         super().__init__(message, status_code)
         self.kind = "redirect"
+
+
+class EndpointRefused(RejectedFault):
+    """The endpoint says, in words, that it cannot serve anyone (a gateway whose database is
+    missing, an unconfigured proxy): nothing the prompts can change."""
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message, status_code)
+        self.kind = "endpoint"

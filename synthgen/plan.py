@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ class Plan:
     total: int      # distinct requests in the plan
     invalid: int    # input rows skipped with --skip-invalid
     reused: bool    # True when an unchanged input's plan was found in the store
+    duplicates: int = 0  # input lines that repeat an earlier line's request (see duplicate_inputs)
 
 
 def canonical(value: Any) -> bytes:
@@ -124,6 +125,7 @@ class Planner:
         row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [self.key]).fetchone()
         self.reused = row is not None and reusable
         self.total, self.invalid = (row[0], row[1]) if self.reused else (0, 0)
+        self.duplicates = 0
         self.expected = self.total  # requests the validated input makes (before dedupe)
         self._bad = Problems()
         self._cond = threading.Condition()
@@ -136,16 +138,19 @@ class Planner:
 
     @property
     def plan(self) -> Plan:
-        return Plan(self.key, self.total, self.invalid, self.reused)
+        return Plan(self.key, self.total, self.invalid, self.reused, self.duplicates)
 
-    def validate(self) -> None:
+    def validate(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Read the whole input once with the planner's own rules; raise InputError naming
-        the bad lines (unless --skip-invalid). Nothing is written."""
+        the bad lines (unless --skip-invalid). Nothing is written. False when `should_stop`
+        said so (a signal) before the end."""
         if self.reused:
-            return
+            return True
         bad = Problems()
         valid = 0
         for line, fields in read_rows(self.cfg.input, self.cfg.input_sql):
+            if line % 4096 == 0 and should_stop():
+                return False
             try:
                 if isinstance(fields, BadRow):
                     raise fields
@@ -160,6 +165,7 @@ class Planner:
         if bad.count and not self.cfg.skip_invalid:
             raise InputError(_problem_message(self.cfg, bad.shown, bad.count), bad.shown, bad.count)
         self.expected = valid * self.cfg.n
+        return True
 
     def plan_all(self) -> Plan:
         """Plan on this thread, to the end (what `make_plan` and a reused plan need)."""
@@ -185,10 +191,10 @@ class Planner:
             self._stop = True
             self._cond.notify_all()
 
-    def join(self) -> Plan:
+    def join(self, raise_error: bool = True) -> Plan:
         if self._thread is not None:
             self._thread.join()
-        if self._error is not None:
+        if self._error is not None and raise_error:
             raise self._error
         return self.plan
 
@@ -229,6 +235,8 @@ class Planner:
                 self._through = hi
                 self._cond.notify_all()
         [(total,)] = con.execute("SELECT count(*) FROM plan_requests WHERE plan_key = ?", [key]).fetchall()
+        [(self.duplicates,)] = con.execute(
+            "SELECT count(*) FROM duplicate_inputs WHERE plan_key = ?", [key]).fetchall()
         bad = self._bad
         con.execute("BEGIN")
         try:
@@ -300,6 +308,7 @@ def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, re
         if replan:
             con.execute("DELETE FROM plans WHERE plan_key = ?", [key])
         con.execute("DELETE FROM invalid_inputs WHERE plan_key = ?", [key])
+        con.execute("DELETE FROM duplicate_inputs WHERE plan_key NOT IN (SELECT plan_key FROM plans)")
         con.execute("DELETE FROM plan_requests WHERE plan_key NOT IN (SELECT plan_key FROM plans)")
         con.execute(
             """
@@ -313,7 +322,8 @@ def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, re
             """, {"run": run_id})
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
 
 
@@ -430,10 +440,22 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: 
             """,
             {"run": run_id, "model": model},
         )
+        # A line whose request an earlier line already made: one request, one answer, but
+        # its own metadata is kept (sample 0 stands for the line).
+        con.execute(
+            """
+            INSERT INTO duplicate_inputs
+            SELECT $key, b.line, b.request_id, b.metadata::JSON FROM _plan_batch b
+            JOIN plan_requests p ON p.plan_key = $key AND p.request_id = b.request_id
+            WHERE b.sample_index = 0 AND b.line != p.line
+            """,
+            {"key": key},
+        )
         con.execute("DROP TABLE _plan_batch")
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     return added
 

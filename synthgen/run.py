@@ -17,7 +17,9 @@ import contextlib
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +38,9 @@ from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
 from .engine.progress import report
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, StoreWriteError
 from .plan import Planner, plan_counts
+from .store import recovery
 from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.writer import Writer
@@ -66,6 +69,14 @@ class RunSummary:
     model: str = ""
     message: str | None = None
     cost: float | None = None  # estimated, where --price-in/--price-out were given
+    failed_by_kind: dict[str, int] = field(default_factory=dict)  # this run's failures
+    duplicates: int = 0  # input lines that repeat an earlier line's request (duplicate_inputs)
+
+    @property
+    def all_failed_alike(self) -> bool:
+        """Every request this run settled failed, and for the same reason: a setting (a
+        model name, a parameter the server refuses), not the prompts."""
+        return self.failed > 0 and self.answered == 0 and len(self.failed_by_kind) == 1
 
     @property
     def requests_per_s(self) -> float:
@@ -130,11 +141,47 @@ def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
 
         template = load_template(cfg.template, cfg.prompts_dir)
     api_key = os.environ.get(cfg.api_key_env) or None
-    return asyncio.run(_with_teachers(cfg, template, api_key, reporting))
+    if api_key is None and "api_key_env" in cfg.model_fields_set:
+        raise ConfigError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set "
+                          "(or empty); export it, or leave --api-key-env out for a server without keys")
+    stop = _StopFlag()
+    with stop.handling():
+        return asyncio.run(_with_teachers(cfg, template, api_key, reporting, stop))
+
+
+class _StopFlag:
+    """Ctrl-C, SIGTERM or SIGHUP (a dropped SSH session) before or after sending: noted,
+    so reading the input ends cleanly and the run's row is closed; while sending, the
+    engine's own handlers take over (and put these back)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    @contextlib.contextmanager
+    def handling(self):
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    previous[sig] = signal.signal(sig, self._note)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _note(self, signum, frame) -> None:
+        self.requested = True
 
 
 async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
-                         reporting: _Reporting) -> RunSummary:
+                         reporting: _Reporting, stop: _StopFlag) -> RunSummary:
     async with contextlib.AsyncExitStack() as stack:
         transports = [await stack.enter_async_context(
             HttpTransport(url, cfg.model or "", api_key, cfg.timeout)) for url in cfg.base_urls]
@@ -142,25 +189,36 @@ async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
             for warning in await check_teachers(transports, cfg.model or ""):
                 reporting.warn(warning)
         con = store.connect(cfg.db)
-        limit_memory(con)
         try:
-            return await _with_store(con, cfg, template, transports, reporting)
+            limit_memory(con)
+            mark_killed_runs(con)
+            if restored := recovery.restore(con, cfg.db):
+                reporting.warn(f"stored {restored:,} answers and failures that an earlier run "
+                               "received but could not write")
+            return await _with_store(con, cfg, template, transports, reporting, stop)
         finally:
-            con.close()
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
 
 async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, template,
-                      transports: list[HttpTransport], reporting: _Reporting) -> RunSummary:
+                      transports: list[HttpTransport], reporting: _Reporting,
+                      stop: _StopFlag) -> RunSummary:
     run_id = _open_run(con, cfg)
     summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
     started = time.monotonic()
     planner = Planner(con, cfg, run_id, template)
     try:
-        planner.validate()
+        finished = planner.validate(should_stop=stop.is_set)
     except InputError as exc:
         summary.status, summary.message = "invalid_input", str(exc)
         _close_run(con, summary)
         raise
+    if not finished:  # a signal while the input was read: nothing was planned or sent
+        summary.status, summary.elapsed = "interrupted", time.monotonic() - started
+        summary.pending = planner.expected
+        _close_run(con, summary)
+        return summary
     planner.claim()
     stats = Stats(started=started)
     if planner.reused:
@@ -176,62 +234,91 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
     live = LiveServer(con, cfg.db, {"run_id": run_id}).start()
     con.execute("SET enable_external_access = false")
     engine: Engine | None = None
+    committed: int | None = None  # answers stored, where that differs from answers received
     try:
         if to_send:
-            engine = await _drive(con, cfg, run_id, planner, stats, transports, reporting)
+            try:
+                engine = await _drive(con, cfg, run_id, planner, stats, transports, reporting)
+            except StoreWriteError as exc:
+                committed, summary.message = exc.committed, str(exc)
+                raise
         reason = engine.stop_reason if engine is not None else None
         summary.status = "done" if reason is None else (
             "interrupted" if reason == "interrupted" else "aborted")
         summary.message = reason if summary.status == "aborted" else None
     finally:
         planner.stop()
+        planner.join(raise_error=False)  # its error, if any, already stopped the engine
+        live.close()
+        _summarize(summary, cfg, planner, stats, started)
+        if committed is not None:
+            summary.answered = committed  # the run's record holds what is stored, no more
         try:
-            planner.join()
-        finally:
-            live.close()
-            plan = planner.plan
-            after = plan_counts(con, plan.key, max(plan.total, stats.total))
-            summary.total, summary.invalid, summary.plan_reused = after["total"], plan.invalid, plan.reused
-            summary.already_done = stats.already_done
-            summary.answered, summary.failed = stats.answered, stats.failed
-            summary.pending = after["pending"] if planner.finished else max(
-                after["pending"], planner.expected - after["answered"] - after["failed"])
-            summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-            summary.errors = dict(stats.errors)
-            summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
-                                         cfg.price_in, cfg.price_out)
-            summary.elapsed = time.monotonic() - started
+            summary.pending = _pending(con, planner, stats)
             if summary.status == "done" and summary.pending and not cfg.retry_failed:
                 summary.status = "incomplete"
             _close_run(con, summary)
+        except duckdb.Error:
+            # The database itself failed (a full disk invalidates it): the exception on its
+            # way out says what happened; the next run marks this run's row.
+            log.debug("the run's row could not be closed", exc_info=True)
     if engine is not None:
         raise_if_aborted(engine)
     return summary
 
 
+def _summarize(summary: RunSummary, cfg: GenerateConfig, planner: Planner, stats: Stats,
+               started: float) -> None:
+    plan = planner.plan
+    summary.total = max(plan.total, stats.total) if not planner.finished else plan.total
+    summary.invalid, summary.plan_reused, summary.duplicates = plan.invalid, plan.reused, plan.duplicates
+    summary.already_done = stats.already_done
+    summary.answered, summary.failed = stats.answered, stats.failed
+    summary.failed_by_kind = dict(stats.failures)
+    summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    summary.errors = dict(stats.errors)
+    summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
+                                 cfg.price_in, cfg.price_out)
+    summary.elapsed = time.monotonic() - started
+
+
+def _pending(con: duckdb.DuckDBPyConnection, planner: Planner, stats: Stats) -> int:
+    after = plan_counts(con, planner.key, max(planner.total, stats.total))
+    if planner.finished:
+        return after["pending"]
+    # Cut short while planning: the rest of the input is planned by the next run.
+    return max(after["pending"], planner.expected - after["answered"] - after["failed"])
+
+
 async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int, planner: Planner,
-                 stats: Stats, transports: list[HttpTransport], reporting: _Reporting) -> Engine:
+                 stats: Stats, transports: list[HttpTransport],
+                 reporting: _Reporting) -> Engine:
     concurrency = adaptive.INITIAL if cfg.concurrency == "auto" else cfg.concurrency
     limit = ConcurrencyLimit(concurrency)
     stats.limit = limit.limit
     governor = build_governor(cfg, transports, limit, stats)
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
-                    replace_failures=cfg.retry_failed).start()
+                    replace_failures=cfg.retry_failed, db=cfg.db).start()
     planner.start(stats)
     reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,
-                    on_stop=planner.stop)
+                    on_stop=planner.stop, rate_limit_wait=cfg.rate_limit_wait)
+    plan_failed: duckdb.Error | None = None
     try:
         await engine.run()
+    except duckdb.Error as exc:  # the planner could not write the plan (a full disk)
+        plan_failed = exc
     finally:
         planner.stop()
         await governor.aclose()
         for task in (reporter, recorder):
             task.cancel()
         await asyncio.gather(reporter, recorder, return_exceptions=True)
-        writer.close()  # commits whatever is queued, even on Ctrl-C or a crash
+        writer.close()  # commits whatever is queued; raises StoreWriteError if it could not
+    if plan_failed is not None:
+        raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
     return engine
 
 
@@ -260,6 +347,21 @@ def _open_run(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig) -> int:
          orjson.dumps(cfg.public_dict()).decode(), orjson.dumps(versions()).decode()],
     )
     return run_id
+
+
+def mark_killed_runs(con: duckdb.DuckDBPyConnection) -> int:
+    """Runs still marked running when we hold the store's write lock cannot be running:
+    they were killed (or their store failed). Say so, keeping the counts they recorded."""
+    rows = con.execute(
+        "UPDATE runs SET status = 'killed', message = coalesce(message, 'the process ended "
+        "without closing its run (killed, or its store could not be written)') "
+        "WHERE status = 'running' RETURNING run_id").fetchall()
+    return len(rows)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _close_run(con: duckdb.DuckDBPyConnection, s: RunSummary) -> None:

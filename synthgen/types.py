@@ -33,8 +33,9 @@ class Request(NamedTuple):
 class Answer:
     """One parsed chat completion (the first choice: every request asks for one sample).
 
-    `quota_pause` is the server's own word, read from its rate-limit headers by the
-    backend, that a quota is spent: seconds every request should wait (0: none).
+    `text` is None only when the answer is tool calls or a refusal. `quota_pause` is the
+    server's own word, read from its rate-limit headers by the backend, that a quota is
+    spent: seconds every request should wait (0: none); it is not stored.
     """
 
     text: str | None
@@ -45,6 +46,10 @@ class Answer:
     logprobs: list[dict[str, Any]] | None
     endpoint: str
     quota_pause: float = 0.0
+    reasoning: str | None = None  # the teacher's reasoning trace (reasoning_content)
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    json: Any = None  # the parsed object of a schema-checked answer
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
+    failures: Counter = field(default_factory=Counter)  # every request filed as failed, by kind
     started: float = field(default_factory=time.monotonic)
     limit: int = 0
     in_flight: int = 0

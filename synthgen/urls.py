@@ -43,3 +43,18 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_VALUE = re.compile(r"^(sk|pk|rk|sess|key)-[A-Za-z0-9_\-]{12,}$|^Bearer\s", re.IGNORECASE)
+
+
+def looks_secret(name: str, value: object) -> bool:
+    """A parameter that is a credential by its name (api_key, token...) or its value (sk-...)."""
+    if _SECRET_PARAM.search(name) and isinstance(value, str) and value:
+        return True
+    return isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line as it may be printed (the "resume with" hint): URLs redacted."""
+    return [redact_url(a) if "://" in a else a for a in argv]

@@ -24,6 +24,7 @@ import orjson
 from ..errors import (
     AuthFault,
     ConnectionFault,
+    EndpointRefused,
     InvalidResponse,
     Overloaded,
     RateLimited,
@@ -37,8 +38,13 @@ from ..errors import (
 from ..types import Answer, Request
 from ..urls import strip_credentials
 
+# What a gateway's refusal of GET /models is about, when it says so in words.
+_AUTH_WORDS = re.compile(r"api[ _-]?key|unauthori[sz]ed|authenticat|\bauth\b|credential|"
+                         r"token|permission|forbidden", re.IGNORECASE)
+_SETUP_WORDS = re.compile(r"database|\bdb\b|not configured|misconfigur|no such table", re.IGNORECASE)
 PROBE_TIMEOUT = 5.0
 MAX_SERVER_PAUSE = 60.0
+SPENT_UNKNOWN_RESET = 1.0
 
 
 class HttpTransport:
@@ -92,12 +98,22 @@ class HttpTransport:
         return answer
 
     async def list_models(self, timeout: float | None = None) -> list[str] | None:
-        """The model ids the endpoint serves; None when it has no /models route."""
+        """The model ids the endpoint serves; None when it has no /models route.
+
+        A refusal whose message is about a key, auth or a missing database (gateways answer
+        400 or 500 for those) is that refusal, not a missing route."""
         status, raw, headers = await self._exchange("GET", self.models_url, None, timeout=timeout)
         if status != 200:
             fault = fault_for_status(status, raw, headers)
-            if isinstance(fault, RejectedFault) and not isinstance(fault, AuthFault | Redirected):
-                return None  # 404, 405, 422...: a proxy without the route; nothing to check
+            plain = not isinstance(fault, AuthFault | Redirected)
+            if plain and isinstance(fault, RejectedFault | ServerFault):
+                text = error_text(raw)
+                if _AUTH_WORDS.search(text):
+                    raise AuthFault(f"HTTP {status}: {text}", status)
+                if _SETUP_WORDS.search(text):
+                    raise EndpointRefused(f"HTTP {status} to GET /models: {text}", status)
+                if isinstance(fault, RejectedFault):
+                    return None  # 404, 405, 422...: a proxy without the route; nothing to check
             raise fault
         try:
             data = orjson.loads(raw)
@@ -169,17 +185,26 @@ def error_text(raw: bytes, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+# Gateways that say it their own way: LiteLLM sends only `llm_provider-retry-after`.
+VENDOR_RETRY_AFTER = ("llm_provider-retry-after", "x-retry-after")
+
+
 def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    """Seconds to wait from `retry-after-ms`, `Retry-After` (seconds or an HTTP date), a
+    gateway's own header, or the reset time of a spent `x-ratelimit-*` quota."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = headers.get("retry-after") or next(
+        (headers.get(h) for h in VENDOR_RETRY_AFTER if headers.get(h)), None)
     if not value:
-        return None
+        resets = [parse_duration(headers.get(reset)) for remaining, reset, _ in _QUOTAS
+                  if _number(headers.get(remaining)) == 0]
+        resets = [r for r in resets if r is not None]
+        return max(resets) if resets else None
     try:
         return max(0.0, float(value))
     except ValueError:
@@ -196,12 +221,21 @@ def parse_answer(raw: bytes, endpoint: str) -> Answer:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidResponse(f"response is not valid JSON ({len(raw)} bytes)") from None
+    if isinstance(data, dict) and "choices" not in data and "error" in data:
+        raise InvalidResponse(f"the teacher answered 200 with an error: {error_text(raw)}")
     try:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content")
         if not isinstance(text, str | None):
             raise TypeError("content is not a string")
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        tool_calls = message.get("tool_calls") or None
+        refusal = message.get("refusal") or None
+        if text is None and tool_calls is None and refusal is None:
+            raise InvalidResponse(
+                f"the answer has no content, tool calls or refusal (finish_reason "
+                f"{choice.get('finish_reason')!r}" + (", reasoning only)" if reasoning else ")"))
         usage = data.get("usage") or {}
         return Answer(
             text=text,
@@ -211,6 +245,9 @@ def parse_answer(raw: bytes, endpoint: str) -> Answer:
             model=data.get("model"),
             logprobs=_logprobs((choice.get("logprobs") or {}).get("content")),
             endpoint=endpoint,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+            tool_calls=tool_calls if isinstance(tool_calls, list) else None,
+            refusal=refusal if isinstance(refusal, str) else None,
         )
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise InvalidResponse(f"response is not a chat completion ({type(exc).__name__}: {exc})") from None
@@ -280,7 +317,8 @@ def server_pause(headers: Any) -> float:
         if remaining is None or remaining > 0:
             continue
         reset = parse_duration(headers.get(reset_key))
-        if reset is None:
+        if reset is None:  # spent, and no word on when it comes back (LiteLLM): a short pause
+            pause = max(pause, SPENT_UNKNOWN_RESET)
             continue
         limit = _number(headers.get(limit_key))
         wait = reset / (limit - remaining) if limit and limit > remaining else reset

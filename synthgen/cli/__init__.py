@@ -65,4 +65,12 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
+            raise  # a bug: its traceback is what a report needs
+        # The database refused something the store layer did not foresee (a damaged file):
+        # one line, not a traceback.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.secho(f"error: the store could not be used: {first}", fg="red", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

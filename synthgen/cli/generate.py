@@ -13,6 +13,7 @@ from ..config import build_config, load_config_file
 from ..errors import ConfigError, InputError, RunAborted
 from ..run import RunSummary
 from ..run import generate as run_generate
+from ..urls import redact_argv
 from .progress import progress_options, show_library_messages
 
 
@@ -48,7 +49,10 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Do not check the endpoints, the key and the model name before sending.")
 @click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
 @click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
-@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")
+@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5); "
+                                               "429s (rate limits) do not count, see --rate-limit-wait.")
+@click.option("--rate-limit-wait", type=float,
+              help="Seconds one request keeps waiting out 429s before it fails (default 1800).")
 @click.option("--n", type=int, help="Samples per prompt (default 1).")
 @click.option("--temperature", type=float)
 @click.option("--top-p", type=float)
@@ -88,7 +92,7 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
     if not file_values.get("db") and not overrides.get("db"):
         raise ConfigError("--db is required (the DuckDB file to write)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
-    resume = "synthgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same command"
+    resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
             summary = run_generate(cfg, **shown)
@@ -98,21 +102,40 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         click.secho(f"stopped early: {exc}", fg="red", err=True)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
-    _print_summary(summary, cfg.verbose)
+    _print_summary(summary, cfg.verbose, cfg.db)
     if summary.status == "interrupted":
         click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
                    err=True)
         sys.exit(130)
+    if summary.all_failed_alike:
+        [(kind, count)] = summary.failed_by_kind.items()
+        click.secho(f"every request of this run failed the same way ({kind}, {count:,}): most likely a "
+                    "setting (the model name, a parameter the teacher refuses), not the prompts. "
+                    "Fix it, then rerun with --retry-failed.", fg="red", err=True)
+        sys.exit(1)
     if summary.pending:
         sys.exit(1)
 
 
-def _print_summary(s: RunSummary, verbose: int) -> None:
+def resume_hint(argv: list[str]) -> str:
+    """The command that resumes, runnable as printed unless it held a secret (shown ***)."""
+    if not argv:
+        return "the same command"
+    shown = redact_argv(argv)
+    hint = "synthgen " + shlex.join(shown)
+    if shown != argv:
+        hint += "\n  (credentials in it are shown as ***: put yours back)"
+    return hint
+
+
+def _print_summary(s: RunSummary, verbose: int, db: Path) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
         f"{s.answered:,} answered now, {s.failed:,} failed, {s.pending:,} pending"
         + (f", {s.invalid:,} invalid input rows skipped" if s.invalid else ""),
+        *([f"  {s.duplicates:,} input lines repeat an earlier line's prompt: one request each, "
+           "their own metadata is in duplicate_inputs"] if s.duplicates else []),
         f"  tokens: {s.prompt_tokens:,} in, {s.completion_tokens:,} out; "
         f"{s.requests_per_s:,.1f} requests/s",
     ]
@@ -121,7 +144,8 @@ def _print_summary(s: RunSummary, verbose: int) -> None:
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:
-        lines.append("  see them: synthgen sql --db DB \"SELECT error_type, message FROM failures\"")
+        query = "SELECT error_type, message, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC"
+        lines.append(f"  see them: synthgen sql --db {shlex.quote(str(db))} {shlex.quote(query)}")
     if verbose and s.plan_reused:
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)

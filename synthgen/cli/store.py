@@ -13,6 +13,7 @@ import orjson
 from .. import store
 from ..errors import StoreError
 from ..store.export import export as export_corpus
+from ..store.readonly import read_statements
 from ..store.status import status as store_status
 
 DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -25,32 +26,57 @@ DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_oka
               show_default=True)
 @click.option("--max-rows", type=int, default=100, show_default=True,
               help="Rows shown by --format table (csv and jsonl print all).")
+@click.option("--allow-files", is_flag=True,
+              help="Let the query read local files too (read_parquet, read_csv); still read-only.")
 @click.argument("query")
-def sql(db: Path, fmt: str, max_rows: int, query: str) -> None:
-    """Run QUERY on the store, read-only (e.g. "SELECT * FROM corpus LIMIT 5")."""
-    con = store.connect(db, read_only=True)
+def sql(db: Path, fmt: str, max_rows: int, allow_files: bool, query: str) -> None:
+    """Run QUERY on the store, read-only (e.g. "SELECT * FROM corpus LIMIT 5").
+
+    Only statements that read are run; the store is all they can see unless
+    --allow-files. Several statements print one result after another (--format table).
+    """
+    statements = read_statements(query)
+    if len(statements) > 1 and fmt != "table":
+        raise StoreError(f"sql: {len(statements)} statements: --format {fmt} prints one result; "
+                         "run them one at a time, or use --format table")
+    con = store.connect(db, read_only=True, sandbox=not allow_files)
     try:
-        try:
-            cur = con.execute(query)
-        except duckdb.Error as exc:
-            raise StoreError(f"sql: {str(exc).strip().splitlines()[0]}") from None
-        if cur.description is None:
-            return
-        cols = [d[0] for d in cur.description]
-        if fmt == "csv":
-            out = csv.writer(sys.stdout, lineterminator="\n")
-            out.writerow(cols)
-            while rows := cur.fetchmany(4096):
-                out.writerows([_cell(v) for v in r] for r in rows)
-        elif fmt == "jsonl":
-            while rows := cur.fetchmany(4096):
-                for r in rows:
-                    record = dict(zip(cols, r, strict=True))
-                    sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
-        else:
-            _table(cols, cur.fetchmany(max_rows + 1), max_rows)
+        if allow_files and isinstance(con, store.LiveConnection):
+            raise StoreError("sql: --allow-files: a run is writing this store and serves reads of the "
+                             "store only; run it again when the run has ended")
+        results = []
+        for statement in statements:  # every one runs before anything is shown
+            try:
+                cur = con.execute(statement)
+            except duckdb.Error as exc:
+                raise StoreError(f"sql: {str(exc).strip().splitlines()[0]}") from None
+            if cur.description is not None:
+                results.append(cur if len(statements) == 1 else
+                               ([d[0] for d in cur.description], cur.fetchmany(max_rows + 1)))
+        for result in results:
+            if isinstance(result, tuple):
+                _table(*result, max_rows)
+            else:
+                _print(result, fmt, max_rows)
     finally:
         con.close()
+
+
+def _print(cur, fmt: str, max_rows: int) -> None:
+    """One result, streamed (csv and jsonl print every row)."""
+    cols = [d[0] for d in cur.description]
+    if fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(cols)
+        while rows := cur.fetchmany(4096):
+            out.writerows([_cell(v) for v in r] for r in rows)
+    elif fmt == "jsonl":
+        while rows := cur.fetchmany(4096):
+            for r in rows:
+                record = dict(zip(cols, r, strict=True))
+                sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
+    else:
+        _table(cols, cur.fetchmany(max_rows + 1), max_rows)
 
 
 def _cell(value: object) -> object:
@@ -113,7 +139,14 @@ def status(db: Path, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="FILE.jsonl or FILE.parquet")
 @click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\".")
-def export(db: Path, out: Path, where: str | None) -> None:
-    """Write one chat-format row per answer (messages + assistant answer + metadata)."""
-    count = export_corpus(db, out, where)
-    click.echo(f"wrote {count:,} rows to {out}", err=True)
+@click.option("--all-plans", is_flag=True,
+              help="Every answer in the store, not only the latest plan's (the last input run).")
+def export(db: Path, out: Path, where: str | None, all_plans: bool) -> None:
+    """Write one chat-format row per answer (messages + assistant answer + metadata).
+
+    By default the answers of the latest plan: an answer to a prompt since edited in the
+    input is not exported (--all-plans exports it too).
+    """
+    count = export_corpus(db, out, where, all_plans=all_plans)
+    click.echo(f"wrote {count:,} rows to {out}" + ("" if all_plans else " (the latest plan; "
+               "--all-plans for every answer in the store)"), err=True)

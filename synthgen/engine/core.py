@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..errors import AuthFault, ConnectionFault, Redirected, RunAborted, TeacherFault
 from ..types import Answer, Failure, Request, Stats
 from .limiter import ConcurrencyLimit
-from .retry import Attempts, GaveUp
+from .retry import RATE_LIMIT_WAIT, Attempts, GaveUp
 
 if TYPE_CHECKING:
     from ..backends.base import Transport
@@ -39,7 +39,8 @@ FETCH_ROWS = 2048
 # Faults that say something about the endpoint, not the prompt: held back, not filed as
 # failures, until an answer shows the endpoint works.
 ENDPOINT_FAULTS = (AuthFault, ConnectionFault, Redirected)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP is a dropped SSH session: stop as for Ctrl-C, never die with answers unwritten.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Sink(Protocol):
@@ -57,16 +58,20 @@ class Engine:
     def __init__(self, pending: Iterator[list[Request]], sender: Transport, sink: Sink, *,
                  limit: ConcurrencyLimit | None = None, stats: Stats | None = None,
                  max_attempts: int = 5, grace: float = GRACE_SECONDS, retry_sleep=None,
-                 on_stop: Callable[[], None] | None = None):
+                 on_stop: Callable[[], None] | None = None, rate_limit_wait: float = RATE_LIMIT_WAIT):
         self.sink = sink
         self._on_stop = on_stop  # tell whoever feeds `pending` to stop too
         self.limit = limit or ConcurrencyLimit(64)
         self.stats = stats or Stats()
         self.stats.limit = self.limit.limit
         self.grace = grace
-        self.attempts = Attempts(sender.send, max_attempts, self.stats.errors, sleep=retry_sleep)
+        self.attempts = Attempts(sender.send, max_attempts, self.stats.errors, sleep=retry_sleep,
+                                 rate_limit_wait=rate_limit_wait)
         self.stop_reason: str | None = None  # "interrupted" or an abort message
-        self.crash: BaseException | None = None
+        self.crash: BaseException | None = None  # a bug: stop at once
+        # The sink or the pending rows failed (a full disk): stop sending, let what is in
+        # flight land in the sink (it keeps what it cannot store), then raise this.
+        self.failure: BaseException | None = None
         self._stopping = asyncio.Event()
         self._held: list[Failure] = []  # endpoint faults not yet known to be the prompt's fault
         self._tasks: set[asyncio.Task] = set()
@@ -104,11 +109,21 @@ class Engine:
                 # remove_signal_handler resets to SIG_DFL; put back what the caller had
                 # (e.g. the teacher launcher's cleanup) so a late SIGTERM still cleans up.
                 signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-            if self.stop_reason is None or self.stop_reason == "interrupted":
+            if self._waits_for_flight():
                 for f in self._held:  # no abort: these were real per-request failures
-                    self.sink.put_failure(f)
-                    self.stats.failed += 1
+                    self._file(f)
             self._held.clear()
+        if self.failure is not None:
+            raise self.failure
+
+    def _waits_for_flight(self) -> bool:
+        """Not an abort: requests in flight may still be answered, so they get the grace."""
+        return self.stop_reason in (None, "interrupted") or self.failure is not None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.request_stop(f"stopped: {type(exc).__name__}")
 
     def _on_signal(self) -> None:
         if self._stopping.is_set():  # second Ctrl-C: stop waiting for requests in flight
@@ -134,7 +149,8 @@ class Engine:
                 return
             if self.sink.error is not None:
                 self.limit.release()
-                raise self.sink.error
+                self._fail(self.sink.error)
+                return
             if not self._rows:
                 self.limit.release()
                 continue
@@ -179,12 +195,12 @@ class Engine:
         if self._fetch is not None:
             await asyncio.wait({self._fetch})
         if self._fetch_error is not None:
-            raise self._fetch_error
+            self._fail(self._fetch_error)
 
     async def _drain(self) -> None:
         if not self._tasks:
             return
-        if self._stopping.is_set() and self.stop_reason != "interrupted":
+        if self._stopping.is_set() and not self._waits_for_flight():
             timeout: float | None = 0  # aborted: nothing in flight can succeed
         elif self._stopping.is_set():
             timeout = self.grace
@@ -203,7 +219,7 @@ class Engine:
                 everything.cancel()
             if not self._tasks:
                 return
-            timeout = self.grace if self.stop_reason == "interrupted" else 0
+            timeout = self.grace if self._waits_for_flight() else 0
         if timeout:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in list(self._tasks):
@@ -238,8 +254,7 @@ class Engine:
         stats.completion_tokens += answer.completion_tokens or 0
         if self._held:
             for f in self._held:  # the endpoint works: those were the prompts' own failures
-                self.sink.put_failure(f)
-                stats.failed += 1
+                self._file(f)
             self._held.clear()
 
     def _failed(self, failure: Failure, fault: TeacherFault) -> None:
@@ -250,8 +265,12 @@ class Engine:
             if len(self._held) >= ENDPOINT_FAULT_LIMIT:
                 self.request_stop(_abort_message(fault, len(self._held)))
             return
+        self._file(failure)
+
+    def _file(self, failure: Failure) -> None:
         self.sink.put_failure(failure)
         self.stats.failed += 1
+        self.stats.failures[failure.error_type] += 1
 
 
 def _next_batch(reader):
@@ -275,5 +294,7 @@ def _abort_message(fault: TeacherFault, count: int) -> str:
 def raise_if_aborted(engine: Engine) -> None:
     if engine.crash is not None:
         raise engine.crash
+    if engine.failure is not None:
+        raise engine.failure
     if engine.stop_reason not in (None, "interrupted"):
         raise RunAborted(engine.stop_reason)

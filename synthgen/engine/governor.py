@@ -32,7 +32,7 @@ from ..types import Answer, Request
 from .adaptive import AdaptiveConcurrency, HasLimit
 from .endpoints import EndpointHealth
 from .limiter import ConcurrencyLimit
-from .quota import Throttle
+from .quota import LearnedRate, Throttle
 from .retry import MAX_RETRY_AFTER
 
 if TYPE_CHECKING:
@@ -45,12 +45,14 @@ DEFAULT_429_PAUSE = 1.0
 
 class Governor:
     def __init__(self, transports: Sequence[Transport], throttle: Throttle | None = None,
-                 adaptive: AdaptiveConcurrency | None = None, health: EndpointHealth | None = None):
+                 adaptive: AdaptiveConcurrency | None = None, health: EndpointHealth | None = None,
+                 learned: LearnedRate | None = None):
         self.transports = list(transports)
         self.outstanding = [0] * len(self.transports)  # requests on the wire, per endpoint
         self.throttle = throttle
         self.adaptive = adaptive
         self.health = health
+        self.learned = learned  # a pace learned from 429s (runs without --rpm)
         # The server's word on quotas: while monotonic() < pause_until no request is sent.
         self.pause_until = 0.0
 
@@ -72,10 +74,12 @@ class Governor:
     async def send(self, request: Request) -> Answer:
         if self.pause_until:  # a 429 or a spent quota holds every request back
             await self.sit_out_pause()
-        throttle, watch = self.throttle, self.adaptive
+        throttle, watch, learned = self.throttle, self.adaptive, self.learned
+        if learned is not None and learned.bucket is not None:
+            await learned.acquire()
         cost = await throttle.acquire(request) if throttle is not None else 0.0
-        if throttle is not None and self.pause_until:  # a pause began while it waited
-            await self.sit_out_pause()
+        if (throttle is not None or learned is not None) and self.pause_until:
+            await self.sit_out_pause()  # a pause began while it waited for its turn
         i = self.pick()
         self.outstanding[i] += 1
         if watch is not None:
@@ -96,6 +100,8 @@ class Governor:
             throttle.settle(cost, answer.prompt_tokens, answer.completion_tokens)
         if self.health is not None:
             self.health.answered(i)
+        if learned is not None:
+            learned.answered()
         if answer.quota_pause:
             self.pause_for(answer.quota_pause)
         return answer
@@ -105,6 +111,8 @@ class Governor:
         if isinstance(fault, RateLimited):  # capped as the request's own wait is (retry.py)
             after = DEFAULT_429_PAUSE if fault.retry_after is None else fault.retry_after
             self.pause_for(min(after, MAX_RETRY_AFTER))
+            if self.learned is not None:
+                self.learned.limited()
         if self.throttle is not None and isinstance(fault, ConnectionFault | StatusFault | RejectedFault):
             self.throttle.refund(cost)  # the server answered without doing the work
             if isinstance(fault, RateLimited) and self.pause_until:  # resume paced, not in a burst
@@ -139,9 +147,10 @@ def build_governor(cfg: GenerateConfig, transports: Sequence[Transport], limit: 
         throttle = Throttle(cfg.rpm, cfg.tpm, model=cfg.model, max_tokens=_completion_budget(cfg))
     if cfg.concurrency == "auto":
         adaptive = AdaptiveConcurrency(limit, stats)
+    learned = None if cfg.rpm else LearnedRate()  # --rpm given: the user's pace is the pace
     if len(transports) > 1:
-        return Governor.with_health(transports, throttle=throttle, adaptive=adaptive)
-    return Governor(transports, throttle=throttle, adaptive=adaptive)
+        return Governor.with_health(transports, throttle=throttle, adaptive=adaptive, learned=learned)
+    return Governor(transports, throttle=throttle, adaptive=adaptive, learned=learned)
 
 
 def _completion_budget(cfg: GenerateConfig) -> int | None:

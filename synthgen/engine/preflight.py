@@ -14,7 +14,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..errors import AuthFault, ConnectionFault, Redirected, RunAborted, TeacherFault, TimeoutFault
+from ..errors import (
+    AuthFault,
+    ConnectionFault,
+    EndpointRefused,
+    Redirected,
+    RunAborted,
+    TeacherFault,
+    TimeoutFault,
+)
 
 PREFLIGHT_TIMEOUT = 15.0
 
@@ -37,7 +45,7 @@ async def check_teachers(transports: Sequence[ListsModels], model: str) -> list[
         if isinstance(result, AuthFault):
             raise RunAborted(f"{shown} refused the request ({result.message}); check the API key "
                              "or --api-key-env")
-        if isinstance(result, Redirected):
+        if isinstance(result, Redirected | EndpointRefused):
             raise RunAborted(f"{shown}: {result.message}")
         if isinstance(result, ConnectionFault | TimeoutFault):
             warnings.append(f"{shown} is unreachable ({type(result).__name__}: {result.message})")

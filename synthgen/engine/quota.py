@@ -192,3 +192,78 @@ def load_tokenizer_in_background(model: str, throttle: Throttle) -> None:
             throttle._encode = tiktoken.get_encoding(name).encode_ordinary
 
     threading.Thread(target=load, name="synthgen-tiktoken", daemon=True).start()
+
+
+class LearnedRate:
+    """A requests-per-second pace learned from the server's 429s, for runs without --rpm.
+
+    A gateway (LiteLLM, a provider) that enforces a quota says only "429, come back in
+    60 s". Waiting that out and then sending everything again makes a burst that is
+    refused again. So once 429s are a real share of the recent attempts (at least
+    LIMITED_SHARE of them, and MIN_LIMITED in WINDOW seconds: a stray 429 is not a quota),
+    the client paces itself at 90% of the rate answers got through at over that window,
+    cuts again at most once per window while 429s go on, and grows the pace by GROWTH per
+    window without a 429: it settles just under the quota (additive increase,
+    multiplicative decrease, as TCP does).
+    """
+
+    WINDOW = 10.0
+    GROWTH = 1.1
+    LIMITED_SHARE = 0.25
+    MIN_LIMITED = 3
+    MINIMUM = 0.05  # one request every 20 s
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.bucket: TokenBucket | None = None  # None until 429s bind: no pacing
+        self._seen: deque[tuple[float, bool]] = deque()  # (when, was it a 429)
+        self._last_change = clock()
+        self._started = clock()
+        self.cuts = 0
+
+    @property
+    def rate(self) -> float | None:
+        return self.bucket.rate if self.bucket is not None else None
+
+    async def acquire(self) -> None:
+        if self.bucket is not None:
+            await self.bucket.acquire(1)
+
+    def answered(self) -> None:
+        now = self._note(False)
+        if self.bucket is not None and now - self._last_change >= self.WINDOW:
+            self._last_change = now
+            self._set(self.bucket.rate * self.GROWTH)
+
+    def limited(self) -> None:
+        """A 429: cut the pace when 429s are a share of the window, once per window."""
+        now = self._note(True)
+        limited = sum(1 for _, was in self._seen if was)
+        if limited < self.MIN_LIMITED or limited < self.LIMITED_SHARE * len(self._seen):
+            return
+        if self.bucket is not None and now - self._last_change < self.WINDOW:
+            return
+        span = min(self.WINDOW, max(now - self._started, 1.0))
+        answers = (len(self._seen) - limited) / span
+        current = self.bucket.rate if self.bucket is not None else None
+        rate = 0.9 * answers if answers > 0 else (0.5 * current if current else 1.0)
+        if current is not None:
+            rate = min(rate, current)
+        self._last_change = now
+        self.cuts += 1
+        self._set(rate)
+
+    def _note(self, limited: bool) -> float:
+        now = self.clock()
+        self._seen.append((now, limited))
+        while self._seen and self._seen[0][0] < now - self.WINDOW:
+            self._seen.popleft()
+        return now
+
+    def _set(self, rate: float) -> None:
+        rate = max(self.MINIMUM, rate)
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate, burst=max(1.0, 1.0 / rate))
+        else:
+            self.bucket.rate = rate
+            self.bucket.capacity = rate * max(1.0, 1.0 / rate)

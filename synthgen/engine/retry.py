@@ -3,13 +3,18 @@
 Retry by class: every `RetryableFault` (connection errors, timeouts, 408/409/429/5xx,
 truncated or invalid bodies) gets another attempt after exponential backoff with
 jitter, or after exactly what the server asked for in Retry-After. A `RejectedFault`
-(any other 4xx) never does. This is the whole loop: the engine calls `Attempts.run` and
-gets an answer or `GaveUp`; what each fault does to the rest of the client (the shared
-pause, endpoint health, the adaptive limit) is the governor's, also by class.
+(any other 4xx) never does. A `RateLimited` attempt does not count against
+`max_attempts`: a 429 says "later", not "never", so it is waited out for up to
+`rate_limit_wait` seconds (and the governor slows the whole client meanwhile).
+
+This is the whole loop: the engine calls `Attempts.run` and gets an answer or `GaveUp`;
+what each fault does to the rest of the client (the shared pause, the learned rate,
+endpoint health, the adaptive limit) is the governor's, also by class.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -17,15 +22,16 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from ..errors import RetryableFault, TeacherFault
+from ..errors import RateLimited, RetryableFault, TeacherFault
 from ..types import Answer, Request
 
 MAX_RETRY_AFTER = 120.0
+RATE_LIMIT_WAIT = 1800.0  # how long one request waits out 429s before it fails
 
 Send = Callable[[Request], Awaitable[Answer]]
 
@@ -46,11 +52,35 @@ class wait_retry_after(wait_base):
         return self.fallback(retry_state)
 
 
-def retrying(max_attempts: int, initial: float = 0.5, maximum: float = 30.0, sleep=None) -> AsyncRetrying:
+class stop_by_fault(stop_base):
+    """Stop after `max_attempts` failed attempts that were not rate limits, or once 429s
+    have been waited out for `rate_limit_wait` seconds. One per request: it counts."""
+
+    def __init__(self, max_attempts: int, rate_limit_wait: float = RATE_LIMIT_WAIT,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_attempts = max_attempts
+        self.rate_limit_wait = rate_limit_wait
+        self.clock = clock
+        self.others = 0
+        self.limited_since: float | None = None
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), RateLimited):
+            now = self.clock()
+            if self.limited_since is None:
+                self.limited_since = now
+            return now - self.limited_since >= self.rate_limit_wait
+        self.others += 1
+        return self.others >= self.max_attempts
+
+
+def retrying(max_attempts: int, initial: float = 0.5, maximum: float = 30.0, sleep=None,
+             rate_limit_wait: float = RATE_LIMIT_WAIT) -> AsyncRetrying:
     """The policy for one request; `sleep` is injectable so tests need not wait."""
     kwargs = {"sleep": sleep} if sleep is not None else {}
     return AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
+        stop=stop_by_fault(max_attempts, rate_limit_wait),
         wait=wait_retry_after(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)),
         retry=retry_if_exception_type(RetryableFault),
         reraise=True,
@@ -73,11 +103,13 @@ class Attempts:
     `errors` counts each failed attempt by its fault's kind (the progress line shows it).
     """
 
-    def __init__(self, send: Send, max_attempts: int, errors: Counter, sleep=None):
+    def __init__(self, send: Send, max_attempts: int, errors: Counter, sleep=None,
+                 rate_limit_wait: float = RATE_LIMIT_WAIT):
         self.send = send
         self.max_attempts = max_attempts
         self.errors = errors
         self.sleep = sleep
+        self.rate_limit_wait = rate_limit_wait
 
     async def run(self, request: Request) -> tuple[Answer, int]:
         """(answer, attempts), or raise GaveUp. Anything that is not a TeacherFault is a
@@ -94,7 +126,8 @@ class Attempts:
         attempts = 1
         answer: Answer | None = None
         try:
-            async for attempt in retrying(self.max_attempts, sleep=self.sleep):
+            async for attempt in retrying(self.max_attempts, sleep=self.sleep,
+                                          rate_limit_wait=self.rate_limit_wait):
                 with attempt:
                     if first is not None:
                         replay, first = first, None

@@ -17,6 +17,9 @@ class Renders(Protocol):
 
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# Fields the export writes beside the metadata: an input field by one of these names
+# would overwrite synthgen's own in every exported row, so the row is refused instead.
+RESERVED = ("request_id", "sample_index", "finish_reason", "model", "response", "messages")
 
 
 class BadRow(Exception):
@@ -42,10 +45,12 @@ def messages_of(fields: Fields, template: Renders | None) -> list[dict[str, Any]
     """The row's messages, or BadRow: every rule a row must pass (validating the whole input
     before anything is sent runs this alone, without building the metadata)."""
     if template is not None:
+        _check_names(fields, ())
         try:
             return template.render(fields)
         except RenderError as exc:
             raise BadRow(str(exc)) from None
+    _check_names(fields, ("prompt", "messages"))
     prompt = fields.get("prompt")
     messages = fields.get("messages")
     if prompt is not None and messages is not None:
@@ -59,6 +64,13 @@ def messages_of(fields: Fields, template: Renders | None) -> list[dict[str, Any]
     if messages is not None:
         return _check_messages(messages)
     raise BadRow("needs a 'prompt' string or a 'messages' list")
+
+
+def _check_names(fields: Fields, consumed: tuple[str, ...]) -> None:
+    for name in RESERVED:
+        if name in fields and name not in consumed:
+            raise BadRow(f"field {name!r} is a name synthgen's export uses for its own column "
+                         f"({', '.join(RESERVED)}); rename it in the input")
 
 
 def _check_messages(messages: Any) -> list[dict[str, Any]]:

@@ -9,9 +9,11 @@ so all formats share one set of rules and one set of error messages.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -25,18 +27,40 @@ def read_rows(path: Path | None, sql: str | None) -> Iterator[tuple[int, Fields 
     assert path is not None
     if not path.is_file():
         raise ConfigError(f"input: {path}: no such file")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    compressed = path.suffix.lower() in COMPRESSED
+    suffix = (path.suffixes[-2] if compressed and len(path.suffixes) > 1 else path.suffix).lower()
     readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".ndjson": _read_jsonl,
                ".csv": _read_csv, ".parquet": _read_parquet}
-    reader = readers.get(suffix.lower())
-    if reader is None:
-        raise ConfigError(f"input: {path}: unknown format {suffix!r} (use .jsonl, .csv or .parquet)")
+    reader = readers.get(suffix)
+    if reader is None or (compressed and reader is _read_parquet):
+        raise ConfigError(f"input: {path}: unknown format {''.join(path.suffixes)!r} (use .jsonl, .csv "
+                          "or .parquet; .jsonl and .csv may be compressed: .gz, .zst)")
     return reader(path)
 
 
+COMPRESSED = (".gz", ".zst")
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed as its name says (.gz by gzip, .zst by zstandard)."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise ConfigError(f"input: {path}: reading .zst needs the zstandard package "
+                              "(pip install zstandard)") from None
+        return zstandard.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, 1):
+    with _open(path) as fh:
+        for line_no, raw in enumerate(_decompressed(fh, path), 1):
+            if line_no == 1 and raw.startswith(BOM):  # editors on Windows write one
+                raw = raw[len(BOM):]
             if not raw.strip():
                 continue
             try:
@@ -51,9 +75,21 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
             yield line_no, value
 
 
+def _decompressed(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+    """Lines of `fh`; a compressed file cut short is bad input, said as such."""
+    try:
+        yield from fh
+    except (OSError, EOFError) as exc:  # gzip/zstandard on a truncated or corrupt file
+        raise ConfigError(f"input: {path}: cannot be decompressed ({exc})") from None
+
+
+BOM = b"\xef\xbb\xbf"
+
+
 def _read_csv(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
-    with path.open("rb") as raw_fh:
-        fh = io.TextIOWrapper(raw_fh, encoding="utf-8", errors="strict", newline="")
+    with _open(path) as raw_fh:
+        # utf-8-sig: a BOM at the start is not part of the first column's name
+        fh = io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="strict", newline="")
         reader = csv.DictReader(fh)
         line_no = 1
         while True:

@@ -28,17 +28,23 @@ Connection = duckdb.DuckDBPyConnection | LiveConnection
 _LOCK_PID = re.compile(r"PID (\d+)")
 
 
-def connect(path: str | Path, read_only: bool = False) -> Any:
+# A sandboxed reader sees the store and nothing else: no other file (read or written, no
+# ATTACH, COPY, INSTALL/LOAD) and no setting it could change back.
+SANDBOX = {"enable_external_access": False, "lock_configuration": True}
+
+
+def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) -> Any:
     """Open (and, unless read-only, create and migrate) a synthgen store.
 
     Read-only, while a synthgen run holds the file, this returns a `LiveConnection` that
-    asks the run itself (DuckDB lets no other process open a file being written).
+    asks the run itself (DuckDB lets no other process open a file being written); the run
+    reads no other files then, as `sandbox` asks of a connection opened here.
     """
     path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"{path}: no such database")
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config=SANDBOX if sandbox else {})
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise StoreError(f"{path}: cannot open database ({_first_line(exc)})") from exc
@@ -47,14 +53,22 @@ def connect(path: str | Path, read_only: bool = False) -> Any:
             return LiveConnection(path, info)
         raise StoreError(_locked_message(path, exc, info)) from None
     except duckdb.Error as exc:
-        raise StoreError(f"{path}: not a DuckDB database ({_first_line(exc)})") from exc
-    if read_only:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "schema_migrations" not in tables:
-            con.close()
-            raise StoreError(f"{path}: not a synthgen store (no schema_migrations table)")
-    else:
-        migrate(con)
+        raise StoreError(f"{path}: not a DuckDB database, or a damaged one ({_first_line(exc)})") from exc
+    try:
+        if read_only:
+            tables = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables").fetchall()}
+            if "schema_migrations" not in tables:
+                raise StoreError(f"{path}: not a synthgen store (no schema_migrations table)")
+        else:
+            migrate(con)
+    except duckdb.Error as exc:
+        con.close()
+        raise StoreError(f"{path}: the store is damaged and cannot be read ({_first_line(exc)}); "
+                         "restore it from a copy, or start a new --db") from exc
+    except StoreError:
+        con.close()
+        raise
     return con
 
 

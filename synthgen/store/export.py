@@ -14,25 +14,38 @@ import orjson
 
 from ..errors import ConfigError, StoreError
 from . import arrow_batches, connect
+from .readonly import read_statements
 
 EXPORT_SQL = """
-SELECT request_id, sample_index, messages, response, finish_reason, model, metadata
-FROM corpus WHERE response IS NOT NULL AND ({where})
+SELECT request_id, sample_index, messages, response, finish_reason, model, metadata,
+       reasoning, tool_calls, refusal
+FROM corpus
+WHERE (response IS NOT NULL OR tool_calls IS NOT NULL OR refusal IS NOT NULL)
+  AND ({plan}) AND ({where})
 ORDER BY line, sample_index
 """
+# The latest plan: the input (and parameters) of the most recent run that planned one. An
+# answer to an edited prompt of an earlier version of the input is not in it.
+LATEST_PLAN = """request_id IN (SELECT request_id FROM plan_requests WHERE plan_key =
+    (SELECT plan_key FROM runs r WHERE plan_key IN (SELECT plan_key FROM plans)
+     ORDER BY run_id DESC LIMIT 1))"""
 SYSTEM_FIELDS = ("request_id", "sample_index", "finish_reason", "model")
 
 
-def export(db: str | Path, out: str | Path, where: str | None = None) -> int:
-    """Write every stored answer (optionally filtered by a SQL `where` over `corpus`)
-    to `out` (.jsonl or .parquet), atomically. Returns the number of rows written."""
+def export(db: str | Path, out: str | Path, where: str | None = None, all_plans: bool = False) -> int:
+    """Write the answers of the latest plan (every plan's with `all_plans`), optionally
+    filtered by a SQL `where` over `corpus`, to `out` (.jsonl or .parquet), atomically.
+    Returns the number of rows written."""
     out = Path(out)
     if out.suffix not in (".jsonl", ".parquet"):
         raise ConfigError(f"export: {out}: the file must end in .jsonl or .parquet")
+    if where:  # a condition, not a way to run statements of its own
+        read_statements(f"SELECT 1 FROM corpus WHERE ({where})")
     con = connect(db, read_only=True)
     try:
+        query = EXPORT_SQL.format(where=where or "TRUE", plan="TRUE" if all_plans else LATEST_PLAN)
         try:
-            reader = arrow_batches(con, EXPORT_SQL.format(where=where or "TRUE"))
+            reader = arrow_batches(con, query)
         except Exception as exc:
             raise StoreError(f"export: the query failed: {str(exc).splitlines()[0]}") from None
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +70,7 @@ def _write_jsonl(reader, fh) -> int:
     for batch in reader:
         for row in batch.to_pylist():
             messages = orjson.loads(row["messages"])
-            messages.append({"role": "assistant", "content": row["response"]})
+            messages.append(_assistant(row))
             record = {"messages": messages}
             if row["metadata"]:
                 record.update(orjson.loads(row["metadata"]))
@@ -66,6 +79,19 @@ def _write_jsonl(reader, fh) -> int:
             fh.write(orjson.dumps(record) + b"\n")
             count += 1
     return count
+
+
+def _assistant(row: dict) -> dict:
+    """The teacher's turn as chat templates read it: reasoning as `reasoning_content`, tool
+    calls and refusals in their OpenAI fields."""
+    turn: dict = {"role": "assistant", "content": row["response"]}
+    if row["reasoning"]:
+        turn["reasoning_content"] = row["reasoning"]
+    if row["tool_calls"]:
+        turn["tool_calls"] = orjson.loads(row["tool_calls"])
+    if row["refusal"]:
+        turn["refusal"] = row["refusal"]
+    return turn
 
 
 def _jsonl_to_parquet(con, tmp: Path, out: Path, count: int) -> None:

@@ -35,6 +35,7 @@ import duckdb
 
 from ..errors import StoreError
 from .memory import grow_memory
+from .readonly import READ_KINDS
 
 log = logging.getLogger("synthgen.live")
 
@@ -118,9 +119,6 @@ def _arrow_reader(rel: duckdb.DuckDBPyRelation):
     return to_reader(BATCH_ROWS)
 
 
-ALLOWED = frozenset({"SELECT", "EXPLAIN"})
-
-
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         try:
@@ -147,7 +145,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _query(self, cur: duckdb.DuckDBPyConnection, query: str, params: Any) -> None:
         statements = cur.extract_statements(query)
         kinds = [s.type.name for s in statements]
-        if len(statements) != 1 or kinds[0] not in ALLOWED:
+        if len(statements) != 1 or kinds[0] not in READ_KINDS:
             what = ", ".join(kinds) or "nothing"
             raise duckdb.InvalidInputException(
                 f"a live store answers one SELECT at a time, read-only (got: {what})")

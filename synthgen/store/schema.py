@@ -7,9 +7,11 @@ Everything synthgen knows lives in one DuckDB file:
     plan_requests   which requests a plan contains (each once), with its first source line
     requests        one row per request: id, messages, parameters, metadata (ids unique by
                     construction: the planner inserts only ids it does not find)
-    responses       one row per answered request (PRIMARY KEY: an answer is stored once)
+    responses       one row per answered request (PRIMARY KEY: an answer is stored once):
+                    text, reasoning, tool calls, refusal, parsed json, logprobs, usage
     failures        one row per request that ended without an answer (with its messages)
     invalid_inputs  input lines skipped by --skip-invalid, with the reason
+    duplicate_inputs  lines that repeat an earlier line's request, with their own metadata
     evals           student evaluations (written by `synthgen eval`)
     corpus          VIEW: responses joined to their requests, the thing people query
 
@@ -19,6 +21,7 @@ never "delete your database".
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import duckdb
@@ -172,10 +175,52 @@ def _m002_requests_without_index(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+CORPUS_VIEW = """
+CREATE OR REPLACE VIEW corpus AS
+SELECT r.request_id, q.run_id, q.line, r.sample_index, q.messages,
+       r.text AS response, r.finish_reason, r.prompt_tokens, r.completion_tokens,
+       r.model, r.logprobs, q.metadata, q.params, r.latency_ms, r.attempts,
+       r.endpoint, r.created_at, r.reasoning, r.tool_calls, r.refusal, r.json
+FROM responses r JOIN requests q USING (request_id)
+"""
+
+
+def _m003_answer_parts(con: duckdb.DuckDBPyConnection) -> None:
+    """What an answer carries besides its text: the teacher's reasoning (R1-style traces),
+    tool calls and refusals (an answer whose content is null is one of these, not nothing),
+    and the parsed object of a schema-checked answer. All visible in `corpus`."""
+    con.execute(
+        """
+        ALTER TABLE responses ADD COLUMN reasoning VARCHAR;
+        ALTER TABLE responses ADD COLUMN tool_calls JSON;
+        ALTER TABLE responses ADD COLUMN refusal VARCHAR;
+        ALTER TABLE responses ADD COLUMN json JSON;
+        """
+    )
+    con.execute(CORPUS_VIEW)
+
+
+def _m004_duplicate_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    """Input lines whose request an earlier line of the same plan already made: one request,
+    so one answer, but every line's metadata stays reachable here."""
+    con.execute(
+        """
+        CREATE TABLE duplicate_inputs (
+            plan_key VARCHAR,
+            line BIGINT,
+            request_id VARCHAR,
+            metadata JSON
+        );
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_requests_without_index", _m002_requests_without_index),
+    ("003_answer_parts", _m003_answer_parts),
+    ("004_duplicate_inputs", _m004_duplicate_inputs),
 ]
 
 
@@ -201,5 +246,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             raise

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import connect
+from . import LiveConnection, connect
 
 RUNS_SQL = """
 WITH plan AS (
@@ -40,7 +40,12 @@ def status(db: str | Path) -> list[dict[str, Any]]:
         cur = con.execute(RUNS_SQL)
         cols = [d[0] for d in cur.description]
         runs = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        # The run that holds the store is the only one that can be running; any other row
+        # still saying so belongs to a process that was killed (generate marks it so).
+        live_run = con.info.get("run_id") if isinstance(con, LiveConnection) else None
         for run in runs:
+            if run["status"] == "running" and run["run_id"] != live_run:
+                run["status"] = "killed"
             config = orjson.loads(run.pop("config") or "{}")
             run["failed_by_kind"] = dict(con.execute(FAILED_KINDS_SQL, [run["plan_key"]]).fetchall())
             total = run["total"] or 0

@@ -5,12 +5,14 @@ engine never writes: it hands each outcome to this thread, which commits whateve
 every `flush_interval` seconds (0.1 s by default). A kill therefore loses at most the
 requests in flight plus one interval of answers, which the next run simply sends again.
 
-Each batch goes in as one INSERT of column lists (`unnest($ids), unnest($texts), ...`):
-DuckDB converts the lists in C++, and no Arrow (with pandas behind it, ~90 MB resident)
-is loaded into a plain run. A batch carrying logprobs goes through an Arrow table instead:
-Arrow turns nested lists into the typed column about twice as fast as DuckDB's JSON cast
-(100 answers of 1,000 tokens with top-20: 1.9 s against 3.7 s). `responses` and
-`failures` are keyed by request id, so an answer can never be stored twice.
+Each batch is one transaction (store/commit.py: column lists, Arrow only for logprobs:
+100 answers of 1,000 tokens with top-20 took 1.9 s that way against 3.7 s through
+DuckDB's JSON cast). `responses` and `failures` are keyed by request id, so an answer can
+never be stored twice.
+
+A commit that fails (a full disk, an unwritable file) loses nothing that was paid for:
+the writer stops committing, keeps that batch and everything still arriving, and at
+`close()` saves it to a recovery file (store/recovery.py) that the next run stores first.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 
+from ..errors import StoreWriteError
 from ..types import Answer, Failure
+from . import recovery
+from .commit import commit
 from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
@@ -33,9 +39,10 @@ class Writer:
     """Owns the only write connection during a run. Thread-safe `put_*`, then `close()`."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, run_id: int, flush_interval: float = 0.1,
-                 replace_failures: bool = False):
+                 replace_failures: bool = False, db: str | Path | None = None):
         self._con = con
         self._run_id = run_id
+        self._db = db  # where a recovery file goes if a commit fails (None: nowhere)
         self._interval = flush_interval
         self._replace_failures = replace_failures
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -46,6 +53,8 @@ class Writer:
         self.busy_seconds = 0.0  # wall time inside commits (counts GIL and fsync waits too)
         self.cpu_seconds = 0.0  # CPU time of the writer thread, all of it (set when it ends)
         self.error: BaseException | None = None
+        self.unsaved_answers: list[tuple] = []  # received, not committed (after an error)
+        self.unsaved_failures: list[Failure] = []
 
     def start(self) -> Writer:
         self._thread.start()
@@ -59,11 +68,22 @@ class Writer:
         self._queue.put(failure)
 
     def close(self) -> None:
-        """Commit everything queued and stop the thread; re-raise a write error."""
+        """Commit everything queued and stop the thread. After a failed commit, save what
+        was not stored to a recovery file and raise StoreWriteError saying where."""
         self._queue.put(_STOP)
         self._thread.join()
-        if self.error is not None:
-            raise self.error
+        if self.error is None:
+            return
+        saved_to, why = None, ""
+        if self._db is not None and (self.unsaved_answers or self.unsaved_failures):
+            try:
+                saved_to = recovery.save(self._db, self._run_id, self.unsaved_answers,
+                                         self.unsaved_failures)
+            except OSError as exc:
+                why = f" (no recovery file could be written either: {exc.strerror})"
+        raise StoreWriteError(_first_line(self.error), committed=self.committed_answers,
+                              unsaved=len(self.unsaved_answers) + len(self.unsaved_failures),
+                              saved_to=saved_to, why=why) from self.error
 
     def _run(self) -> None:
         try:
@@ -104,111 +124,42 @@ class Writer:
                     retry_out_of_memory(self._con, lambda a=answers, f=failures: self._flush(a, f))
                 except BaseException as exc:  # reported by close(); the engine stops on it
                     self.error = exc
+                    self.unsaved_answers += answers
+                    self.unsaved_failures += failures
+                    if not stopping:
+                        self._keep_the_rest()
                     return
                 answers, failures = [], []
             if time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + self._interval
 
+    def _keep_the_rest(self) -> None:
+        """After a failed commit: hold on to everything still arriving (the answers to
+        requests in flight) until close(), for the recovery file."""
+        while (item := self._queue.get()) is not _STOP:
+            if isinstance(item, Failure):
+                self.unsaved_failures.append(item)
+            else:
+                self.unsaved_answers.append(item)
+
     def _flush(self, answers: list[tuple], failures: list[Failure]) -> None:
         t0 = time.perf_counter()
-        con = self._con
-        arrow = bool(answers) and any(a[2].logprobs for a in answers)
-        if arrow:
-            con.register("_answers", _answers_arrow(answers))
-        con.execute("BEGIN")
-        try:
-            if arrow:
-                con.execute(INSERT_ANSWERS_ARROW, {"run": self._run_id})
-            elif answers:
-                con.execute(INSERT_ANSWERS, _answer_columns(answers, self._run_id))
-            if answers and self._replace_failures:
-                con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
-                            [[a[0] for a in answers]])
-            if failures:
-                con.execute(INSERT_FAILURES, _failure_columns(failures, self._run_id))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            if arrow:
-                con.unregister("_answers")
+        commit(self._con, self._run_id, answers, failures, self._replace_failures)
         self.committed_answers += len(answers)
         self.committed_failures += len(failures)
         self.commits += 1
         self.busy_seconds += time.perf_counter() - t0
 
 
-INSERT_ANSWERS = """
-INSERT INTO responses
-SELECT unnest($ids), $run, unnest($samples), unnest($texts), unnest($finish), unnest($pt),
-       unnest($ct), unnest($latency), unnest($attempts), unnest($models), unnest($endpoints),
-       now(), NULL
-ON CONFLICT DO NOTHING
-"""
-
-INSERT_ANSWERS_ARROW = """
-INSERT INTO responses
-SELECT request_id, $run, sample_index, text, finish_reason, prompt_tokens, completion_tokens,
-       latency_ms, attempts, model, endpoint, now(), logprobs
-FROM _answers ON CONFLICT DO NOTHING
-"""
-
-INSERT_FAILURES = """
-INSERT OR REPLACE INTO failures
-SELECT unnest($ids), $run, unnest($messages)::JSON, unnest($types), unnest($codes),
-       unnest($messages_), unnest($attempts), now()
-"""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _batch_bytes(answers: list[tuple], failures: list[Failure]) -> int:
     """A rough size of a batch in DuckDB: its text, plus ~100 bytes of other columns a row,
     plus ~40 bytes a logprob entry."""
-    size = sum(len(a[2].text or "") + 100 for a in answers)
+    size = sum(len(a[2].text or "") + len(a[2].reasoning or "") + 100 for a in answers)
     size += sum(40 * sum(1 + len(t.get("top_logprobs") or ()) for t in a[2].logprobs)
                 for a in answers if a[2].logprobs)
     return size + sum(len(f.messages) + len(f.message) + 100 for f in failures)
-
-
-def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
-    ids, samples, answers, latencies, attempts = zip(*rows, strict=True)
-    a: tuple[Answer, ...] = answers
-    return {
-        "ids": list(ids), "run": run_id, "samples": list(samples),
-        "texts": [x.text for x in a], "finish": [x.finish_reason for x in a],
-        "pt": [x.prompt_tokens for x in a], "ct": [x.completion_tokens for x in a],
-        "latency": [float(x) for x in latencies], "attempts": list(attempts),
-        "models": [x.model for x in a], "endpoints": [x.endpoint for x in a],
-    }
-
-
-def _answers_arrow(rows: list[tuple]):
-    import pyarrow as pa  # only runs that ask for logprobs pay for Arrow
-
-    top = pa.struct([("token", pa.string()), ("id", pa.int32()), ("logprob", pa.float64())])
-    logprobs_type = pa.list_(pa.struct([("token", pa.string()), ("id", pa.int32()),
-                                        ("logprob", pa.float64()), ("top_logprobs", pa.list_(top))]))
-    ids, samples, answers, latencies, attempts = zip(*rows, strict=True)
-    a: tuple[Answer, ...] = answers
-    return pa.table({
-        "request_id": pa.array(ids, pa.string()),
-        "sample_index": pa.array(samples, pa.int32()),
-        "text": pa.array([x.text for x in a], pa.string()),
-        "finish_reason": pa.array([x.finish_reason for x in a], pa.string()),
-        "prompt_tokens": pa.array([x.prompt_tokens for x in a], pa.int32()),
-        "completion_tokens": pa.array([x.completion_tokens for x in a], pa.int32()),
-        "latency_ms": pa.array(latencies, pa.float64()),
-        "attempts": pa.array(attempts, pa.int32()),
-        "model": pa.array([x.model for x in a], pa.string()),
-        "endpoint": pa.array([x.endpoint for x in a], pa.string()),
-        "logprobs": pa.array([x.logprobs for x in a], logprobs_type),
-    })
-
-
-def _failure_columns(rows: list[Failure], run_id: int) -> dict[str, object]:
-    return {
-        "ids": [f.request_id for f in rows], "run": run_id,
-        "messages": [f.messages for f in rows], "types": [f.error_type for f in rows],
-        "codes": [f.status_code for f in rows], "messages_": [f.message for f in rows],
-        "attempts": [f.attempts for f in rows],
-    }

@@ -1,0 +1,102 @@
+"""Answers that were paid for but could not be committed (a full disk): saved to a file,
+stored first by the next run.
+
+The file goes beside the store when it can, else to a directory on another filesystem
+(the temp dir, then the user cache): the disk that refused the store may refuse it too.
+Its name carries a hash of the store's real path, so the next run of the same store finds
+it wherever it went. Each line is one answer or failure with its run id; storing them
+uses the writer's own INSERTs, so an answer already stored is never stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import orjson
+
+from ..types import Answer, Failure
+from .commit import commit
+
+SUFFIX = ".unsaved.jsonl"
+
+
+def _tag(db: str | Path) -> str:
+    return hashlib.blake2b(str(Path(db).resolve()).encode(), digest_size=8).hexdigest()
+
+
+def places(db: str | Path) -> list[Path]:
+    """Where recovery files of `db` may be, in the order they are tried."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthgen" / "recovery"
+    return [Path(db).resolve().parent, Path(tempfile.gettempdir()), cache]
+
+
+def save(db: str | Path, run_id: int, answers: list[tuple], failures: list[Failure]) -> Path:
+    """Write them to the first place that takes the whole file; raise the last OSError."""
+    lines = [orjson.dumps({"run_id": run_id, "answer": [rid, k, _answer(a), lat, att]}) + b"\n"
+             for rid, k, a, lat, att in answers]
+    lines += [orjson.dumps({"run_id": run_id, "failure": _failure(f)}) + b"\n" for f in failures]
+    error: OSError | None = None
+    name = f"{Path(db).name}.{_tag(db)}.run{run_id}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
+    for place in places(db):
+        path = place / name
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            with open(path, "xb") as fh:
+                fh.writelines(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return path
+        except OSError as exc:
+            error = exc
+            with contextlib.suppress(OSError):
+                path.unlink()  # a part of it is no use: the whole file goes elsewhere
+    assert error is not None
+    raise error
+
+
+def found(db: str | Path) -> list[Path]:
+    pattern = f"{Path(db).name}.{_tag(db)}.run*{SUFFIX}"
+    return sorted({p for place in places(db) if place.is_dir() for p in place.glob(pattern)})
+
+
+def restore(con: duckdb.DuckDBPyConnection, db: str | Path) -> int:
+    """Store what recovery files of `db` hold, then delete them; return how many rows."""
+    total = 0
+    for path in found(db):
+        by_run: dict[int, tuple[list[tuple], list[Failure]]] = {}
+        for record in _records(path):
+            answers, failures = by_run.setdefault(int(record["run_id"]), ([], []))
+            if "answer" in record:
+                rid, k, a, lat, att = record["answer"]
+                answers.append((rid, k, Answer(**a), lat, att))
+            else:
+                failures.append(Failure(**record["failure"]))
+        for run_id, (answers, failures) in by_run.items():
+            commit(con, run_id, answers, failures)
+            total += len(answers) + len(failures)
+        path.unlink()
+    return total
+
+
+def _records(path: Path) -> Iterator[dict]:
+    with open(path, "rb") as fh:
+        for line in fh:
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by the full disk: that answer is sent again
+
+
+def _answer(a: Answer) -> dict:
+    return {k: getattr(a, k) for k in Answer.__slots__ if k != "quota_pause"}
+
+
+def _failure(f: Failure) -> dict:
+    return {k: getattr(f, k) for k in Failure.__slots__}
