@@ -77,7 +77,9 @@ def synthetic_store(path: Path, rows: int, words: int, seed: int = 0) -> Path:
             [f"s{i}", i, json.dumps(messages)],
         )
         con.execute(
-            "INSERT INTO responses VALUES (?, 0, 0, ?, 'stop', 0, ?, 0, 1, 'synthetic', '', now(), ?)",
+            "INSERT INTO responses (request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "
+            "completion_tokens, latency_ms, attempts, model, endpoint, created_at, logprobs) "
+            "VALUES (?, 0, 0, ?, 'stop', 0, ?, 0, 1, 'synthetic', '', now(), ?)",
             [f"s{i}", text, len(entries), entries],
         )
     con.close()

@@ -10,9 +10,11 @@ directive inside the prompt text, one fault per attempt, then success:
 
 Fault names: any HTTP status number, `drop` (connection closed before a response),
 `trunc` (body cut short of its Content-Length), `badjson` (200 with a broken body),
-`hang` (sleeps past any sane timeout). Global knobs: `latency`, `status_all` (every
-request gets that status, e.g. 401), `down` (refuse with 503s... use `stop()` for a real
-outage). `received` counts requests per prompt, for resend checks.
+`hang` (sleeps past any sane timeout), `errorbody` (200 whose body is an error object),
+`nullcontent` (content null, nothing else), `toolcall` / `refusal` (content null with
+tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). Global knobs:
+`latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
+503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class TeacherServer:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.keep_bodies = True
+        self.urls: list[str] = []  # path and query of every chat request
+        self.redirect_to = ""
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -106,6 +110,7 @@ class TeacherServer:
         if self.keep_bodies:
             self.bodies.append(body)
             self.headers.append(dict(request.headers))
+            self.urls.append(str(request.rel_url))
         attempt = self.received[prompt]
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -162,6 +167,20 @@ class TeacherServer:
             return resp
         if fault == "badjson":
             return web.Response(status=200, body=b'{"choices": [', content_type="application/json")
+        if fault == "errorbody":
+            return web.json_response({"error": {"message": "upstream model crashed: CUDA OOM"}})
+        if fault in ("nullcontent", "toolcall", "refusal"):
+            message: dict[str, Any] = {"role": "assistant", "content": None}
+            if fault == "toolcall":
+                message["tool_calls"] = [{"id": "call_1", "type": "function", "function": {
+                    "name": "lookup", "arguments": '{"q": "weather"}'}}]
+            if fault == "refusal":
+                message["refusal"] = "I can't help with that."
+            return web.json_response({"id": "c", "model": "m", "choices": [{
+                "index": 0, "message": message,
+                "finish_reason": "tool_calls" if fault == "toolcall" else "stop"}]})
+        if fault == "redirect":
+            raise web.HTTPTemporaryRedirect(self.redirect_to + "/chat/completions")
         raise ValueError(f"unknown fault {fault!r}")
 
 

@@ -72,7 +72,9 @@ def add_row(
         [request_id, json.dumps(messages), json.dumps(metadata or {})],
     )
     con.execute(
-        "INSERT INTO responses VALUES (?, 1, 0, ?, ?, 1, 1, 1.0, 1, 'teacher', 'e', now(), ?)",
+        "INSERT INTO responses (request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "
+        "completion_tokens, latency_ms, attempts, model, endpoint, created_at, logprobs) "
+        "VALUES (?, 1, 0, ?, ?, 1, 1, 1.0, 1, 'teacher', 'e', now(), ?)",
         [request_id, response, finish_reason, logprobs],
     )
 

@@ -52,7 +52,7 @@ def _open(path: Path) -> BinaryIO:
         except ImportError:
             raise ConfigError(f"input: {path}: reading .zst needs the zstandard package "
                               "(pip install zstandard)") from None
-        return zstandard.open(path, "rb")  # type: ignore[return-value]
+        return io.BufferedReader(zstandard.open(path, "rb"))  # buffered: it reads by lines
     return path.open("rb")
 
 
