@@ -11,6 +11,7 @@ import orjson
 
 from ..config import build_config, load_config_file
 from ..errors import ConfigError, InputError, RunAborted
+from ..hints import synthgen_command
 from ..run import RunSummary
 from ..run import generate as run_generate
 from .progress import progress_options, show_library_messages
@@ -88,7 +89,7 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
     if not file_values.get("db") and not overrides.get("db"):
         raise ConfigError("--db is required (the DuckDB file to write)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
-    resume = "synthgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "the same command"
+    resume = f"{synthgen_command()} {shlex.join(sys.argv[1:])}" if sys.argv[1:] else "the same command"
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
             summary = run_generate(cfg, **shown)
@@ -98,7 +99,7 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         click.secho(f"stopped early: {exc}", fg="red", err=True)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
-    _print_summary(summary, cfg.verbose)
+    _print_summary(summary, cfg.verbose, cfg.db)
     if summary.status == "interrupted":
         click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
                    err=True)
@@ -107,7 +108,7 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         sys.exit(1)
 
 
-def _print_summary(s: RunSummary, verbose: int) -> None:
+def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
@@ -121,7 +122,8 @@ def _print_summary(s: RunSummary, verbose: int) -> None:
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:
-        lines.append("  see them: synthgen sql --db DB \"SELECT error_type, message FROM failures\"")
+        query = shlex.quote("SELECT error_type, message FROM failures")
+        lines.append(f"  see them: {synthgen_command()} sql --db {shlex.quote(str(db))} {query}")
     if verbose and s.plan_reused:
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)
