@@ -28,6 +28,13 @@ def _same_file(a: str | None, b: str) -> bool:
     return False
 
 
+def quote(arg: str) -> str:
+    """A shell word for `arg`: double quotes when that is enough (SQL reads better), else shlex."""
+    if arg and not any(c in arg for c in '"$`\\!') and shlex.quote(arg) != arg:
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
 def python_command() -> str:
     """`python` when that name finds this interpreter, else its full path."""
     return "python" if _same_file(shutil.which("python"), sys.executable) else shlex.quote(sys.executable)

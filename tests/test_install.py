@@ -166,6 +166,14 @@ def test_synthgen_command_is_how_it_was_started(tmp_path: Path, monkeypatch) -> 
     assert hints.synthgen_command() == f"{shlex.quote(sys.executable)} -m synthgen"
 
 
+def test_quote_prefers_double_quotes_for_sql() -> None:
+    sql = "SELECT metadata->>'category' FROM corpus"
+    assert hints.quote(sql) == f'"{sql}"' and shlex.split(hints.quote(sql)) == [sql]
+    assert hints.quote("demo.duckdb") == "demo.duckdb"
+    for tricky in ('say "hi" $HOME', "a`b`", "it's \\ here"):
+        assert shlex.split(hints.quote(tricky)) == [tricky]
+
+
 def test_pip_hint_installs_from_where_synthgen_came(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(hints.shutil, "which", lambda name: None)
     python = shlex.quote(sys.executable)

@@ -11,7 +11,7 @@ import orjson
 
 from ..config import build_config, load_config_file
 from ..errors import ConfigError, InputError, RunAborted
-from ..hints import synthgen_command
+from ..hints import quote, synthgen_command
 from ..run import RunSummary
 from ..run import generate as run_generate
 from .progress import progress_options, show_library_messages
@@ -122,8 +122,8 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:
-        query = shlex.quote("SELECT error_type, message FROM failures")
-        lines.append(f"  see them: {synthgen_command()} sql --db {shlex.quote(str(db))} {query}")
+        query = quote("SELECT error_type, message FROM failures")
+        lines.append(f"  see them: {synthgen_command()} sql --db {quote(str(db))} {query}")
     if verbose and s.plan_reused:
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)

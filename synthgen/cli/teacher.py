@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import TeacherError
-from ..hints import synthgen_command
+from ..hints import quote, synthgen_command
 from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
 from ..teacher.paths import state_dir as default_state_dir
 from ..teacher.process import DEFAULT_STOP_GRACE_S, stop_process_group
@@ -290,6 +290,6 @@ def demo(
         f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
         f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); "
         f"teacher stopped. Rows below come from:\n"
-        f"  {synthgen_command()} sql --db {shlex.quote(str(db))} {shlex.quote(' '.join(DEMO_QUERY.split()))}"
+        f"  {synthgen_command()} sql --db {quote(str(db))} {quote(' '.join(DEMO_QUERY.split()))}"
     )
     click.get_current_context().invoke(sql, db=db, fmt="table", max_rows=5, query=DEMO_QUERY)
