@@ -75,7 +75,7 @@ def test_wheel_ships_the_demo_files_as_files(wheel: Path) -> None:
         for member, source in DEMO_MEMBERS.items():
             assert member in names, f"{member} missing from {wheel.name}"
             assert zf.read(member) == source.read_bytes(), f"{member} differs from {source}"
-        assert "synthgen/teacher/serve_prebuilt.py" in names
+        assert "synthgen/cli/serve_prebuilt.py" in names
 
 
 def test_wheel_declares_the_prebuilt_server_and_not_the_model_package(wheel: Path) -> None:
@@ -111,7 +111,7 @@ def test_demo_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_p
         "NO_COLOR": "1", "COLUMNS": "200",
     }  # fmt: skip
     where = subprocess.run(
-        [sys.executable, "-c", "import synthgen.teacher.cli as c; print(c.DEMO_SEEDS.resolve())"],
+        [sys.executable, "-c", "import synthgen.cli.teacher as c; print(c.DEMO_SEEDS.resolve())"],
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60,
     )  # fmt: skip
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
@@ -240,7 +240,7 @@ def test_a_substituted_model_is_refused(tmp_path: Path, monkeypatch) -> None:
 
 def test_prebuilt_server_rejects_flags_it_does_not_know() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "synthgen.teacher.serve_prebuilt", "--model", "m", "--port", "1", "--mlock"],
+        [sys.executable, "-m", "synthgen.cli.serve_prebuilt", "--model", "m", "--port", "1", "--mlock"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "--mlock" in result.stderr

@@ -68,7 +68,7 @@ def test_server_order_override_then_source_build_then_prebuilt(monkeypatch, tmp_
     monkeypatch.setattr(prebuilt, "installed_version", lambda: "2026.10.11549")
     monkeypatch.setattr(prebuilt, "missing_cpu_flags", lambda: [])
     assert find_llama_server().kind == "prebuilt"
-    assert find_llama_server().argv == (sys.executable, "-m", "synthgen.teacher.serve_prebuilt")
+    assert find_llama_server().argv == (sys.executable, "-m", "synthgen.cli.serve_prebuilt")
     built = cached_binary_path()
     built.parent.mkdir(parents=True)
     built.write_text("#!/bin/sh\n")

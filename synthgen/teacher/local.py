@@ -166,7 +166,7 @@ def local_server(
     # from ~10 to ~1.4 tokens/s on 2 busy cores. Passive waits keep it steady.
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     if command.kind == "prebuilt":
-        # `python -m synthgen.teacher.prebuilt` must import this synthgen
+        # `python -m synthgen.cli.serve_prebuilt` must import this synthgen
         # whatever the child's working directory.
         root = str(Path(synthgen.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

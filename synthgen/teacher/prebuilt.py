@@ -1,4 +1,4 @@
-"""The prebuilt llama.cpp server: xllamacpp's wheel, run by `python -m synthgen.teacher.serve_prebuilt`.
+"""The prebuilt llama.cpp server: xllamacpp's wheel, run by `python -m synthgen.cli.serve_prebuilt`.
 
 Why this and not a llama-server binary from PyPI (figures in docs/teacher.md):
 no package on PyPI ships a llama-server binary that runs on any x86-64 CPU.
@@ -8,7 +8,7 @@ published by Xorbits, the Xinference team) compiles llama.cpp's own server
 (the same C++ HTTP server, slots, continuous batching, `n`, OpenAI logprobs)
 into a Python extension for a portable AVX2 baseline (no AVX-512, no AMX), as
 wheels for Linux x86-64/aarch64, macOS and Windows. This module gives it the
-llama-server command line that `local.py` already builds (serve_prebuilt.py),
+llama-server command line that `local.py` builds (cli/serve_prebuilt.py),
 so the two are interchangeable children: same flags, /health, log and stop.
 This module only says whether the prebuilt server can run here.
 """
@@ -64,4 +64,4 @@ def unusable_reason() -> str | None:
 
 def command() -> list[str]:
     """The argv prefix that starts the prebuilt server (llama-server flags follow)."""
-    return [sys.executable, "-m", "synthgen.teacher.serve_prebuilt"]
+    return [sys.executable, "-m", "synthgen.cli.serve_prebuilt"]

@@ -1,11 +1,12 @@
-"""`python -m synthgen.teacher.serve_prebuilt FLAGS`: llama.cpp's server from the xllamacpp wheel.
+"""`python -m synthgen.cli.serve_prebuilt FLAGS`: llama.cpp's server from the xllamacpp wheel.
 
-It takes the llama-server flags that local.py emits and runs the same C++
-server in this process (see prebuilt.py for why this package). Only those
-flags are accepted; any other exits with code 2 and a line naming it, which
-the launcher quotes from the log. It is a separate module from prebuilt.py so
-that the package, which imports prebuilt.py, is not half-imported when this
-runs as __main__.
+It takes the llama-server flags that teacher/local.py emits and runs the same
+C++ server in this process (see teacher/prebuilt.py for why this package).
+Only those flags are accepted; any other exits with code 2 and a line naming
+it, which the launcher quotes from the log. It is a program (its output is
+the server's log), so it lives with the CLI, apart from teacher/prebuilt.py,
+which the teacher package imports and which must not be half-imported when
+this runs as __main__.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .prebuilt import DISTRIBUTION, installed_version
+from ..teacher.prebuilt import DISTRIBUTION, installed_version
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """The llama-server flags that local.py emits; exits 2 on any other."""
-    p = argparse.ArgumentParser(prog="synthgen.teacher.serve_prebuilt", description="llama.cpp server")
+    """The llama-server flags that teacher/local.py emits; exits 2 on any other."""
+    p = argparse.ArgumentParser(prog="synthgen.cli.serve_prebuilt", description="llama.cpp server")
     p.add_argument("--model", "-m", required=True)
     p.add_argument("--alias", "-a")
     p.add_argument("--host", default="127.0.0.1")
