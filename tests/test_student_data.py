@@ -136,7 +136,7 @@ def test_missing_extra_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a)
     )
-    with pytest.raises(SynthgenError, match=r"synthgen\[train\]"):
+    with pytest.raises(SynthgenError, match=r"-m pip install .*\[train\]"):
         deps.require_train_extra()
 
 

@@ -92,7 +92,10 @@ def test_start_failure_is_reported_and_nothing_recorded(env: Path, monkeypatch) 
 
 
 def test_local_without_binary_says_how_to_build(env: Path, monkeypatch) -> None:
+    from synthgen.teacher import prebuilt
+
     monkeypatch.delenv("SYNTHGEN_LLAMA_SERVER", raising=False)
+    monkeypatch.setattr(prebuilt, "installed_version", lambda: None)  # no [local] extra
     result = CliRunner().invoke(teacher, ["start", "--state-dir", str(env / "s")])
     assert "synthgen teacher build" in str(result.exception)
 

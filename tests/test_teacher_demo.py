@@ -10,14 +10,16 @@ from click.testing import CliRunner
 
 from synthgen.cli.teacher import demo
 from synthgen.errors import TeacherError
-from synthgen.teacher.local import MODEL_NAME, find_gguf, find_llama_server
+from synthgen.teacher.local import MODEL_NAME, find_llama_server
+from synthgen.teacher.model import find_gguf
 
 
 @pytest.mark.e2e
 def test_demo_answers_seeds_with_top5_logprobs(tmp_path: Path) -> None:
     try:
         find_llama_server()
-        find_gguf()
+        if find_gguf() is None:
+            raise TeacherError("the teacher model is not fetched yet")
     except TeacherError as exc:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {exc}")
     import synthgen

@@ -161,7 +161,7 @@ def test_signal_to_launcher_process_leaves_no_child(fake_vllm: Path, sig: int) -
 
 def test_missing_vllm_says_what_to_install(fake_vllm: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(fake_vllm / "empty"))
-    with pytest.raises(TeacherError, match=r"`vllm` was not found on PATH.*synthgen\[vllm\]"):
+    with pytest.raises(TeacherError, match=r"`vllm` was not found on PATH.*pip install .*\[vllm\]"):
         launch_teacher("vllm", model="m", announce=None)
 
 

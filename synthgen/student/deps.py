@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from ..errors import SynthgenError
+from ..hints import pip_install
 
 TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
 
@@ -22,5 +23,5 @@ def require_train_extra() -> None:
     missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise TrainExtraMissing(
-            f"training needs {', '.join(missing)}: install them with `pip install 'synthgen[train]'`"
+            f"training needs {', '.join(missing)}: install them with: {pip_install('train')}"
         )

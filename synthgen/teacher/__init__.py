@@ -136,7 +136,7 @@ def launch_teacher(
             port=port,
             extra_args=tuple(extra_args),
         )
-        servers = [local_server(local, logs)]
+        servers = [local_server(local, logs, announce=announce)]
         served = LOCAL_MODEL_NAME
         hint: int | None = 2 * local.parallel
     elif backend == "vllm":

