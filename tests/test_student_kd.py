@@ -72,7 +72,7 @@ def test_teacher_tokens_line_up_with_the_students_even_without_ids() -> None:
     from synthgen.student.presets import teacher_tokenizer
     from synthgen.student.render import render
     from synthgen.student.rows import Row
-    from synthgen.student.teacher import Vocab, targets_for
+    from synthgen.student.targets import Vocab, targets_for
 
     tok = teacher_tokenizer()
     answer = "Honey is sweet."

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .log import quiet
+
 COLUMNS = (
     ("loss", "loss", "{:.3f}"),
     ("perplexity", "ppl", "{:.1f}"),
@@ -30,10 +32,14 @@ def _drop(before: float, after: float) -> float:
     return (before - after) / before if before else 0.0
 
 
-def compare_kd(cfg: Any, echo: Callable[[str], None]) -> str:
+@quiet()
+def compare_kd(cfg: Any, echo: Callable[[str], None] | None = None) -> str:
     """Train OUT/sft and OUT/kd, evaluate both on the same held-out rows, return the report."""
     from .evaluate import evaluate
+    from .log import echo_or_log
     from .train import train
+
+    echo = echo_or_log(echo)
 
     out = Path(cfg.out)
     runs = {}

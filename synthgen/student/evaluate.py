@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .deps import StudentError, require_train_extra
+from .log import echo_or_log, quiet
 from .render import IGNORE, render, truncate
 from .rouge import rouge_l
 from .rows import Row, Split, heldout_rows
@@ -60,7 +60,7 @@ def metrics(
     """Every metric above for one model on `rows`."""
     import torch
 
-    from .teacher import Vocab, targets_for
+    from .targets import Vocab, targets_for
 
     vocab = Vocab(tok)
     nll = 0.0
@@ -122,6 +122,7 @@ def _rouge(model: Any, tok: Any, rows: list[Row], max_new_tokens: int) -> float 
     return sum(scores) / len(scores) if scores else None
 
 
+@quiet()
 def evaluate(
     db: str,
     model_dir: str,
@@ -136,7 +137,7 @@ def evaluate(
     require_train_extra()
     from .presets import load_student, prepare_tokenizer
 
-    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    echo = echo_or_log(echo)
     path = Path(model_dir)
     cfg_path = path / CONFIG_FILE
     if not cfg_path.exists():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from .deps import StudentError, require_train_extra
 from .guards import GuardReport, check_rows
+from .log import echo_or_log, quiet
 from .presets import Student, load_student, prepare_tokenizer
 from .render import Rendered, preview, render
 from .rows import Row, load_rows, split_rows
@@ -102,6 +102,7 @@ def _generation_eos(model: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
+@quiet()
 def preview_text(cfg: TrainConfig, color: bool = False) -> str:
     """`--preview`: the guard report and the first training example, tokens marked."""
     prep = prepare(cfg)
@@ -109,7 +110,7 @@ def preview_text(cfg: TrainConfig, color: bool = False) -> str:
 
 
 def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | None:
-    from .teacher import Vocab, check_compatible
+    from .targets import Vocab, check_compatible
 
     targets, reason = check_compatible(prep.train_rows, prep.rendered, Vocab(prep.student.tokenizer))
     if reason:
@@ -124,6 +125,7 @@ def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | Non
     return targets
 
 
+@quiet()
 def train(
     cfg: TrainConfig,
     echo: Callable[[str], None] | None = None,
@@ -133,7 +135,7 @@ def train(
 
     `callbacks` are extra transformers TrainerCallbacks (tests use one to interrupt a run).
     """
-    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    echo = echo_or_log(echo)
     if (cfg.epochs is None) == (cfg.max_steps is None):
         raise StudentError("give exactly one of --epochs and --max-steps")
     started = time.time()

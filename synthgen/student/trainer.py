@@ -7,7 +7,6 @@ targets take the KD path, which computes (1 - w) * CE + w * KD on the same logit
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .kd import sparse_kd_loss
+from .log import echo_or_log
 from .render import IGNORE
 
 
@@ -98,7 +98,7 @@ class Progress(TrainerCallback):
 
     def __init__(self, collator: Collator, echo: Any = None):
         self.collator = collator
-        self.echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.echo = echo_or_log(echo)
         self.history: list[dict[str, float]] = []
         self._t0 = self._last_t = time.perf_counter()
         self._last_tokens = 0
