@@ -6,7 +6,7 @@ import importlib.util
 
 from ..errors import SynthgenError
 
-TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
+TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate", "rouge_score")
 
 
 class TrainExtraMissing(SynthgenError):

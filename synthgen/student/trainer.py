@@ -50,10 +50,20 @@ class Collator:
 class KDTrainer(SFTTrainer):
     """SFTTrainer whose loss mixes cross-entropy with sparse KL to the teacher's top-K."""
 
-    def __init__(self, *args: Any, kd_weight: float = 0.5, temperature: float = 1.0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        kd_weight: float = 0.5,
+        temperature: float = 1.0,
+        kd_loss: str = "forward",
+        jsd_beta: float = 0.5,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.kd_weight = kd_weight
         self.temperature = temperature
+        self.kd_loss = kd_loss
+        self.jsd_beta = jsd_beta
 
     def compute_loss(
         self,
@@ -80,7 +90,9 @@ class KDTrainer(SFTTrainer):
         has_kd = trained & (ids >= 0).any(-1)
         loss = ce
         if bool(has_kd.any()):
-            kd = sparse_kd_loss(logits[has_kd], ids[has_kd], lps[has_kd], self.temperature)
+            kd = sparse_kd_loss(
+                logits[has_kd], ids[has_kd], lps[has_kd], self.temperature, self.kd_loss, self.jsd_beta
+            )
             loss = (1 - self.kd_weight) * ce + self.kd_weight * kd
             self._metrics[mode]["kd_loss"].append(float(kd.detach()))
         self._metrics[mode]["ce_loss"].append(float(ce.detach()))
