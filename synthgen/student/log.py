@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 logger = logging.getLogger("synthgen.student")
 logger.addHandler(logging.NullHandler())
@@ -43,6 +44,11 @@ def quiet() -> Iterator[None]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Reading a GGUF draws a raw tqdm bar that the switch above does not reach.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    gguf_bar = gguf_utils.tqdm
+    gguf_utils.tqdm = _no_bar
     quieted = {name: logging.getLogger(name) for name in THIRD_PARTY}
     levels = {name: lg.level for name, lg in quieted.items()}
     for lg in quieted.values():
@@ -56,9 +62,14 @@ def quiet() -> Iterator[None]:
     finally:
         for name, lg in quieted.items():
             lg.setLevel(levels[name])
+        gguf_utils.tqdm = gguf_bar
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _no_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+    return iterable
 
 
 # Loggers of the stack that have no handler of their own: their warnings would reach
