@@ -1,7 +1,7 @@
 """The distillation benchmark: pruned students of the bundled teacher, SFT vs SFT+KD.
 
-    .venv/bin/python bench/distill                 # the full run (hours on 2 CPU cores)
-    .venv/bin/python bench/distill --quick         # what DISTILL.md quotes from a 2-core CPU
+    .venv/bin/python bench/distill            # the full run: 300 steps a run (hours on 2 CPU cores)
+    .venv/bin/python bench/distill --quick    # 40 steps a run, about an hour on 2 busy cores: what DISTILL.md quotes
 
 1. The corpus (corpus.py): every bundled seed, 3 samples each, top-20 logprobs; cached.
 2. A small learning-rate sweep: the larger pruned student, SFT+KD, a few steps per rate;
@@ -137,19 +137,20 @@ def report(args: argparse.Namespace, sweep: dict[float, dict], runs: dict[str, d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps: what 2 CPU cores do in about an hour")
+    ap.add_argument("--quick", action="store_true", help="fewer steps: what 2 CPU cores do in under an hour")
     ap.add_argument("--sizes", default="20,15", help="layers kept, largest first")
-    ap.add_argument("--steps", type=int, default=None, help="steps per run [200; --quick 30]")
-    ap.add_argument("--sweep", default=None, help="learning rates [1e-4,2e-4,4e-4; --quick 1e-4,3e-4]")
-    ap.add_argument("--sweep-steps", type=int, default=None, help="steps per sweep run [50; --quick 12]")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run [300; --quick 40]")
+    ap.add_argument("--sweep", default=None, help="learning rates [5e-5,1e-4,2e-4,4e-4; --quick 1e-4,3e-4]")
+    ap.add_argument("--sweep-steps", type=int, default=None, help="steps per sweep run [60; --quick 10]")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device-bf16", action="store_true", help="bf16 (on a GPU)")
     args = ap.parse_args()
     args.sizes = [int(x) for x in args.sizes.split(",")]
-    args.steps = args.steps or (30 if args.quick else 200)
-    args.sweep_steps = args.sweep_steps or (12 if args.quick else 50)
-    lrs = [float(x) for x in (args.sweep or ("1e-4,3e-4" if args.quick else "1e-4,2e-4,4e-4")).split(",")]
+    args.steps = args.steps or (40 if args.quick else 300)
+    args.sweep_steps = args.sweep_steps or (10 if args.quick else 60)
+    quick_lrs, full_lrs = "1e-4,3e-4", "5e-5,1e-4,2e-4,4e-4"
+    lrs = [float(x) for x in (args.sweep or (quick_lrs if args.quick else full_lrs)).split(",")]
     started = time.time()
     db = build(CORPUS)  # resumes; sends nothing once the corpus is complete
     runs_dir = WORK / "runs"
@@ -171,7 +172,7 @@ def main() -> None:
     for k in args.sizes:
         for kd in (False, True):
             name = f"prune{k}-{'kd' if kd else 'sft'}"
-            runs[name] = measured(cfg(name, k, kd, best, args.steps), speed_tokens=32, gen_rows=8)
+            runs[name] = measured(cfg(name, k, kd, best, args.steps), speed_tokens=32, gen_rows=4 if args.quick else 8)
             r = runs[name]["eval"]
             log(f"{name}: NLL {r['trained']['loss']:.3f} ({r['teacher']['nll_ratio']:.2f}x the teacher)")
     import duckdb

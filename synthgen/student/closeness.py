@@ -7,7 +7,8 @@ answers, and the ratios `synthgen eval` reports.
                          student is scored (same rendering, same tokens)
     nll_ratio            student loss / teacher loss (teacher-forced when the model is local)
     param_ratio          student parameters / teacher parameters
-    speed_ratio          student / teacher greedy decode tokens/s, same prompts, same machine
+    speed_ratio          how many times faster the student decodes: the median over prompts of
+                         teacher / student seconds, greedy, same prompts, same machine
 
 Decode speed is timed on a fixed number of new tokens per prompt (end-of-turn is ignored
 until then), student and teacher taking turns prompt by prompt, so both see the same
@@ -47,8 +48,9 @@ def _prompt_ids(tok: Any, row: Row) -> Any:
 
 def decode_speeds(
     models: dict[str, tuple[Any, Any]], rows: Sequence[Row], new_tokens: int
-) -> dict[str, float]:
-    """Greedy decode tokens/s of each (model, tokenizer), taking turns on the same prompts.
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Greedy decode tokens/s of each (model, tokenizer), taking turns on the same prompts,
+    and each model's seconds per prompt (for paired ratios).
 
     Each model first decodes one prompt untimed (allocations, kernel choice), then every
     prompt in turn: the time covers the prompt's prefill and `new_tokens` decode steps.
@@ -57,6 +59,7 @@ def decode_speeds(
 
     seconds = dict.fromkeys(models, 0.0)
     tokens = dict.fromkeys(models, 0)
+    per_prompt: dict[str, list[float]] = {name: [] for name in models}
     for i, row in enumerate([rows[0], *rows]):
         for name, (model, tok) in models.items():
             enc = _prompt_ids(tok, row)
@@ -73,7 +76,22 @@ def decode_speeds(
             if i > 0:  # the first round is the warm-up
                 seconds[name] += elapsed
                 tokens[name] += int(out.shape[1] - enc["input_ids"].shape[1])
-    return {name: tokens[name] / seconds[name] for name in models if seconds[name] > 0}
+                per_prompt[name].append(elapsed)
+    speeds = {name: tokens[name] / seconds[name] for name in models if seconds[name] > 0}
+    return speeds, per_prompt
+
+
+def paired_speed_ratio(student_s: Sequence[float], teacher_s: Sequence[float]) -> float | None:
+    """Median over prompts of teacher seconds / student seconds (the same tokens each).
+
+    On a shared machine the load changes from one prompt to the next; each pair was timed
+    back to back, so the median of the pairs' ratios is steadier than a ratio of totals.
+    """
+    pairs = sorted(t / s for s, t in zip(student_s, teacher_s, strict=True) if s > 0)
+    if not pairs:
+        return None
+    mid = len(pairs) // 2
+    return pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
 
 
 def ratios(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, float | None]:
@@ -85,7 +103,8 @@ def ratios(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, float 
     return {
         "nll_ratio": ratio(student.get("loss"), teacher.get("loss")),
         "param_ratio": ratio(student.get("parameters"), teacher.get("parameters")),
-        "speed_ratio": ratio(student.get("tokens_per_s"), teacher.get("tokens_per_s")),
+        "speed_ratio": student.get("speed_ratio")
+        or ratio(student.get("tokens_per_s"), teacher.get("tokens_per_s")),
     }
 
 

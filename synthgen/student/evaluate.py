@@ -175,7 +175,7 @@ def evaluate(
     time student and teacher decoding side by side (0: skip).
     """
     require_train_extra()
-    from .closeness import decode_speeds, ratios, stored_nll
+    from .closeness import decode_speeds, paired_speed_ratio, ratios, stored_nll
     from .presets import prepare_tokenizer
     from .reference import parameters
 
@@ -219,16 +219,18 @@ def evaluate(
             loss=forced["loss"],
             loss_source="teacher-forced",
             loss_teacher_forced=forced["loss"],
+            perplexity=forced["perplexity"],
             token_accuracy=forced["token_accuracy"],
             tokens=forced["tokens"],
             same_tokenizer=ref.tokenizer.get_vocab() == tok.get_vocab(),
         )
         if speed_tokens:
             echo(f"eval: decode speed, {len(speed_rows)} prompts x {speed_tokens} new tokens")
-            speeds = decode_speeds(
+            speeds, times = decode_speeds(
                 {"student": (model, tok), "teacher": (ref.model, ref.tokenizer)}, speed_rows, speed_tokens
             )
             trained["tokens_per_s"], teacher["tokens_per_s"] = speeds["student"], speeds["teacher"]
+            trained["speed_ratio"] = paired_speed_ratio(times["student"], times["teacher"])
     result: dict[str, Any] = {"trained": trained, "untrained": untrained}
     if teacher is not None:
         result["teacher"] = {**teacher, **ratios(trained, teacher)}
