@@ -147,7 +147,7 @@ def test_prune_train_eval_end_to_end(teacher_dir, tok, tmp_path, capsys, monkeyp
     assert code == 0, err
     summary = json.loads((out / "synthgen_train.json").read_text())
     assert summary["pruning"]["layers"] == LAYERS and len(summary["pruning"]["kept"]) == 4
-    assert summary["config"]["lr"] == 2e-4 and summary["kd_used"]
+    assert summary["config"]["lr"] == 3e-4 and summary["kd_used"]
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
     code, stdout, err = run(
         "eval", "--db", str(db), "--model", str(out), "--json", "--gen-rows", "2", "--speed-tokens", "4"

@@ -55,7 +55,7 @@ def _echo(message: str) -> None:
 @click.option("--jsd-beta", default=0.5, show_default=True, help="The JSD's teacher weight.")
 @click.option("--epochs", type=float, default=None, help="Epochs (default 3).")
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (instead of epochs).")
-@click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; 2e-4 for prune:K].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; 3e-4 for prune:K].")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option(
