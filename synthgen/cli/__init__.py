@@ -21,8 +21,8 @@ COMMANDS = {
     "export": "synthgen.cli.store:export",
     "teacher": "synthgen.cli.teacher:teacher",
     "demo": "synthgen.cli.teacher:demo",
-    "train": "synthgen.student.cli:train",
-    "eval": "synthgen.student.cli:eval_command",
+    "train": "synthgen.cli.student:train",
+    "eval": "synthgen.cli.student:eval_command",
 }
 
 
