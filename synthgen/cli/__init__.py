@@ -19,6 +19,8 @@ COMMANDS = {
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",
+    "report": "synthgen.cli.report:report",
+    "view": "synthgen.cli.view:view",
     "teacher": "synthgen.cli.teacher:teacher",
     "demo": "synthgen.cli.teacher:demo",
     "train": "synthgen.student.cli:train",
