@@ -37,7 +37,8 @@ def build(tmp_path: Path, n: int = 40) -> Path:
         samples = [{"request_id": i, "text": f"STUDENT says {i[:6]}"} for i in ids]
         for eval_id, day, loss in (("e1", "2026-01-01", 3.1), ("e2", "2026-01-02", 2.4)):
             for label, extra in (("trained", {"samples": samples}), ("untrained", {}), ("teacher", {})):
-                metrics = {"loss": loss + (2 if label == "untrained" else 0) - (1 if label == "teacher" else 0),
+                shift = {"untrained": 2, "teacher": -1}.get(label, 0)
+                metrics = {"loss": loss + shift,
                            "perplexity": 10.0, "token_accuracy": 0.4, "rouge_l": 0.3, **extra}
                 con.execute("INSERT INTO evals VALUES (?, ?::TIMESTAMPTZ, ?, ?, ?, ?, ?)",
                             [eval_id, day, str(model_dir), label, "SELECT * FROM corpus", 9,

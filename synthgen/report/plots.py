@@ -163,7 +163,7 @@ def eval_metrics(evals: Sequence[EvalData]) -> str:
     ids = list(dict.fromkeys(e.eval_id for e in evals))
     numeric = [k for k in ("loss", "perplexity", "token_accuracy", "top1_agreement", "rouge_l")
                if any(isinstance(e.metrics.get(k), int | float) for e in evals)]
-    fig, axes = _figure((7.2, 2.4), cols=max(1, len(numeric)))
+    fig, axes = _figure((max(7.2, 2.6 * len(numeric)), 2.6), cols=max(1, len(numeric)))
     for ax, key in zip(axes, numeric, strict=False):
         for i, label in enumerate(dict.fromkeys(e.label for e in evals)):
             points = [(ids.index(e.eval_id) + 1, e.metrics[key]) for e in evals
