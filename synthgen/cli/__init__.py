@@ -39,13 +39,27 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        from .help import decorate
+
+        return decorate(getattr(importlib.import_module(module), attr), name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="synthgen")
 def cli() -> None:
-    """Build distillation corpora from an OpenAI-compatible teacher into DuckDB."""
+    """Build distillation corpora from an OpenAI-compatible teacher into DuckDB.
+
+    Run `synthgen COMMAND --help` for a command's options and examples.
+    """
+
+
+def _top_help() -> None:
+    from .help import top_level
+
+    top_level(cli)
+
+
+_top_help()
 
 
 def main() -> None:
