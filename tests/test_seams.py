@@ -80,6 +80,13 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.types", "duckdb"),
     ("synthgen.run", "synthgen.student"),
     ("synthgen.run", "torch"),
+    # the report and the viewer read the store and nothing else
+    *[(room, forbidden) for room in ("synthgen.report", "synthgen.view")
+      for forbidden in ("synthgen.engine", "synthgen.backends", "synthgen.run", "synthgen.plan",
+                        "synthgen.student", "synthgen.teacher", "aiohttp", "httpx", "torch", "openai")],
+    ("synthgen.view", "matplotlib"),
+    ("synthgen.store", "synthgen.report"),
+    ("synthgen.store", "synthgen.view"),
 ])
 def test_a_room_never_imports_what_it_must_not(room, forbidden):
     offenders = {n: reaches(deps, forbidden) for n, deps in imported_by(room).items()}
