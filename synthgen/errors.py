@@ -26,9 +26,10 @@
     └── NotRun                    a batch ended (expired, cancelled) before this request ran
 
 Only the backends look at status codes (`backends/http.py` for a chat request, and
-`backends/openai_batch.py` for the lines of a batch file, through the same map): they turn
-every response into the most specific class above. Every reaction (retry, the shared pause, endpoint health, the
-adaptive limit, stopping early) is decided by class, never by a status code or a message.
+`backends/openai_batch.py` for the lines of a batch file, through the same map): they
+turn every response into the most specific class above. Every reaction (retry, the
+shared pause, endpoint health, the adaptive limit, stopping early) is decided by class,
+never by a status code or a message.
 """
 
 from __future__ import annotations

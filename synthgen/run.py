@@ -75,6 +75,7 @@ class RunSummary:
     model: str = ""
     message: str | None = None
     cost: float | None = None  # estimated, where --price-in/--price-out were given (batch: discounted)
+    batch: bool = False  # sent through a Batch API (generate --batch)
     batches_open: int = 0  # batch mode: batches still running at the API when the run ended
     batches_submitted: int = 0  # batch mode: batches this run created
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # this run's failures
@@ -140,6 +141,43 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
             local = config.model_copy(update=update)
             return _generate(local, reporting)
     return _generate(config, reporting)
+
+
+def plan_only(cfg: GenerateConfig) -> RunSummary:
+    """Validate and plan the input into the store, sending nothing (what `synthgen batch
+    write` needs before it writes files for `vllm run-batch`). The run is recorded as
+    "planned"; its `pending` is what is left to answer."""
+    if not cfg.model:
+        raise ConfigError("model is required to plan requests (the name the teacher serves)")
+    template = None
+    if cfg.template:
+        from .inputs.templates import load_template
+
+        template = load_template(cfg.template, cfg.prompts_dir)
+    con = store.connect(cfg.db)
+    try:
+        mark_killed_runs(con)
+        run_id = _open_run(con, cfg)
+        summary = RunSummary(run_id=run_id, status="failed", model=cfg.model)
+        started = time.monotonic()
+        planner = Planner(con, cfg, run_id, template)
+        try:
+            planner.validate()
+            plan = planner.plan_all()
+        except InputError as exc:
+            summary.status, summary.message = "invalid_input", str(exc)
+            _close_run(con, summary)
+            raise
+        counts = plan_counts(con, plan.key, plan.total)
+        summary.status, summary.total, summary.invalid = "planned", plan.total, plan.invalid
+        summary.already_done, summary.pending = counts["answered"] + counts["failed"], counts["pending"]
+        summary.plan_reused, summary.duplicates = plan.reused, plan.duplicates
+        summary.elapsed = time.monotonic() - started
+        _close_run(con, summary)
+        return summary
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
 
 
 def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
@@ -308,6 +346,7 @@ def _summarize(summary: RunSummary, cfg: GenerateConfig, planner: Planner, stats
     summary.errors = dict(stats.errors)
     summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
                                  cfg.price_in, cfg.price_out)
+    summary.batch = cfg.batch
     if cfg.batch and summary.cost is not None:
         summary.cost *= 1 - cfg.batch_discount
     summary.elapsed = time.monotonic() - started

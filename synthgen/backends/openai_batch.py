@@ -88,7 +88,7 @@ def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
     if error:
         return custom_id, InvalidResponse(f"the batch reports an error without a response: "
                                           f"{error_text(orjson.dumps({'error': error}))}")
-    return custom_id, InvalidResponse("the line has neither a response nor an error")
+    raise BadLine("neither a response nor an error (an input file?)")
 
 
 @dataclass

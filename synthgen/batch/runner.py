@@ -54,7 +54,6 @@ log = logging.getLogger("synthgen")
 T = TypeVar("T")
 
 CONTROL_ATTEMPTS = 8  # tries of one control call (upload, create, poll, download)
-MIN_FILE_BYTES = 4096
 
 
 class _Abort(Exception):
@@ -230,7 +229,9 @@ class BatchRunner:
                 fault = TooLarge("the endpoint refuses a batch file with this request alone (413)", 413)
                 await self._store([(batch_file.request_ids[0], fault)], None)
                 return
-            self.max_bytes = max(MIN_FILE_BYTES, batch_file.size // 2)
+            # Strictly smaller each time, so this ends: at the latest a request alone is
+            # larger than a file may be, and fails as such (Splitter.oversized).
+            self.max_bytes = min(self.max_bytes, batch_file.size // 2)
             self.need_pass = True
             self.notify(f"the endpoint refused a {batch_file.size:,}-byte batch file as too large "
                         f"(413); files of this run are now at most {self.max_bytes:,} bytes")
