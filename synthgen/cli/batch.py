@@ -50,21 +50,25 @@ def status(db: Path, as_json: bool) -> None:
         click.echo(f"{db}: no batches")
         return
     for b in batches:
-        ended = f"ended {b['ended_at']:%Y-%m-%d %H:%M:%S}" if b["ended_at"] else (
-            f"polled {b['polled_at']:%Y-%m-%d %H:%M:%S}" if b["polled_at"] else "not polled yet")
+        ended = f"ended {_when(b['ended_at'])}" if b["ended_at"] else (
+            f"polled {_when(b['polled_at'])}" if b["polled_at"] else "not polled yet")
         click.echo(f"{b['batch_id'] or '(not created)'}  {b['state']}/{b['status'] or '-'}  "
-                   f"{b['requests']:,} requests: {b['completed'] or 0:,} done, {b['failed'] or 0:,} failed "
-                   f"at the API; {b['answered']:,} answered in the store  (run {b['run_id']}, "
-                   f"created {b['created_at']:%Y-%m-%d %H:%M:%S}, {ended})")
+                   f"{b['requests'] or 0:,} requests: {b['completed'] or 0:,} done, {b['failed'] or 0:,} "
+                   f"failed at the API; {b['answered']:,} answered in the store  (run {b['run_id'] or '-'}, "
+                   f"created {_when(b['created_at'])}, {ended})")
         if b["message"]:
             click.echo(f"  {b['message']}")
     open_ = [b for b in batches if b["state"] in ("preparing", "uploaded", "submitted")]
     line = (f"{len(batches):,} batches, {len(open_):,} in flight "
-            f"({sum(b['requests'] for b in open_):,} requests); batch runs: "
+            f"({sum(b['requests'] or 0 for b in open_):,} requests); batch runs: "
             f"tokens {info['prompt_tokens']:,} in / {info['completion_tokens']:,} out")
     if info["cost"] is not None:
         line += f", estimated cost ${info['cost']:,.4f} at batch prices"
     click.echo(line)
+
+
+def _when(value) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
 
 
 @batch.command()
