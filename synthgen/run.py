@@ -61,6 +61,7 @@ class RunSummary:
 
     run_id: int
     status: str  # done | interrupted | aborted | failed | invalid_input | incomplete
+    #              | cancelled (a batch was cancelled) | planned (plan_only)
     total: int = 0
     already_done: int = 0
     answered: int = 0

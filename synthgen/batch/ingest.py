@@ -10,6 +10,9 @@ elsewhere (`vllm run-batch`, `synthgen batch ingest`):
                        or to failures once it has had --max-attempts
     NotRun          -> nothing: the batch ended before it ran; a later batch takes it
 
+Unlike online mode, a 429 line counts as an attempt: there is no Retry-After to wait out,
+and each new try is another batch (up to a day), so --max-attempts bounds them all.
+
 A custom_id that is no request of the store (or not of this batch) is counted and left
 alone: an answer is only ever stored next to its own prompt.
 """
