@@ -63,6 +63,14 @@ class GenerateConfig(BaseModel):
     price_out: float | None = Field(default=None, ge=0)
     flush_interval: float = Field(default=0.1, gt=0, le=10)
 
+    # batch mode: the same plan through a Batch API (files + batches) at its discount
+    batch: bool = False
+    batch_poll_interval: float = Field(default=15.0, gt=0)  # first wait between polls (doubles)
+    batch_poll_max: float = Field(default=300.0, gt=0)  # longest wait between polls
+    batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)  # per file (OpenAI's limit)
+    batch_max_bytes: int = Field(default=200_000_000, ge=4096, le=200 * 2**20)  # per file
+    batch_discount: float = Field(default=0.5, ge=0, le=1)  # off --price-in/--price-out
+
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
 
@@ -113,6 +121,10 @@ class GenerateConfig(BaseModel):
             raise ValueError("give exactly one of {input} (a file) or {input_sql} (a query)")
         if self.base_urls and not self.model:
             raise ValueError("{model} is required with {base_urls} (the name the teacher serves)")
+        if self.batch and len(self.base_urls) != 1:
+            raise ValueError("{batch} needs exactly one {base_urls}, a Batch API (OpenAI's, or a "
+                             "server with /v1/files and /v1/batches); for `vllm run-batch` on "
+                             "a GPU box, write the files with `synthgen batch write`")
         return self
 
     def request_params(self) -> dict[str, Any]:

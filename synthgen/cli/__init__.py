@@ -21,6 +21,7 @@ COMMANDS = {
     "export": "synthgen.cli.store:export",
     "report": "synthgen.cli.report:report",
     "view": "synthgen.cli.view:view",
+    "batch": "synthgen.cli.batch:batch",
     "teacher": "synthgen.cli.teacher:teacher",
     "demo": "synthgen.cli.teacher:demo",
     "train": "synthgen.cli.student:train",

@@ -72,6 +72,18 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
 @click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
 @click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--batch", is_flag=True, default=None,
+              help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
+                   "at its discount) instead of one request at a time. Same plan, ids and store; "
+                   "rerun the same command to re-attach after a stop.")
+@click.option("--batch-discount", type=float,
+              help="Batch price as a discount off --price-in/--price-out (default 0.5; 0 when the "
+                   "prices given are batch prices already).")
+@click.option("--batch-poll-interval", type=float,
+              help="Seconds before the first poll of a batch; doubles up to --batch-poll-max (default 15).")
+@click.option("--batch-poll-max", type=float, help="Longest wait between polls, seconds (default 300).")
+@click.option("--batch-max-requests", type=int, help="Requests per batch file (default and most: 50,000).")
+@click.option("--batch-max-bytes", type=int, help="Bytes per batch file (default 200,000,000).")
 @click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
 @click.option("--progress-interval", type=float,
               help="Seconds between progress lines when not on a terminal (default 10).")
@@ -108,6 +120,10 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
                    err=True)
         sys.exit(130)
+    if summary.status == "cancelled":
+        click.echo(f"A batch was cancelled: what it answered is stored, {summary.pending:,} requests "
+                   f"stay pending. To send them after all:\n  {resume}", err=True)
+        sys.exit(1)
     if summary.all_failed_alike:
         [(kind, count)] = summary.failed_by_kind.items()
         click.secho(f"every request of this run failed the same way ({kind}, {count:,}): most likely a "
@@ -140,8 +156,15 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
         f"  tokens: {s.prompt_tokens:,} in, {s.completion_tokens:,} out; "
         f"{s.requests_per_s:,.1f} requests/s",
     ]
+    if s.batch:
+        lines.append(f"  batches: {s.batches_submitted:,} submitted by this run, {s.batches_open:,} still "
+                     "running at the API" + (" (they go on, and are paid for: the same command collects "
+                                             "them, `synthgen batch cancel --db "
+                                             f"{shlex.quote(str(db))}` cancels them)"
+                                             if s.batches_open else ""))
     if s.cost is not None:
-        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given)")
+        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given"
+                     + (", less the batch discount)" if s.batch else ")"))
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:
