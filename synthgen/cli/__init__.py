@@ -19,6 +19,7 @@ COMMANDS = {
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",
+    "merge": "synthgen.cli.merge:merge",
     "teacher": "synthgen.cli.teacher:teacher",
     "demo": "synthgen.cli.teacher:demo",
     "train": "synthgen.student.cli:train",
