@@ -211,7 +211,7 @@ def finish(cfg: GenerateConfig, job: Job, outcomes: list[ShardOutcome], *, keep_
         counts = plan_counts(con, job.plan_key, job.total)
         errors = [o for o in outcomes if o.error is not None]
         pending = counts["pending"]
-        if interrupted:
+        if interrupted and pending:
             status = "interrupted"
         elif errors:
             status = "aborted"

@@ -8,8 +8,8 @@
     sharding.finish: fold every shard into main (anti-join on request_id), close the run
 
 An actor is a process with one CPU of Ray's: generate() runs on its main thread, so a
-SIGINT (what the driver sends on Ctrl-C, on the actor's own node) stops it exactly as
-Ctrl-C stops a run in a terminal: in-flight requests drain, the writer flushes. A shard
+SIGINT (what the driver sends on Ctrl-C, by a task on the actor's own node) stops it
+exactly as Ctrl-C stops a run in a terminal: in-flight requests drain, the writer flushes. A shard
 actor that is killed instead loses what a `kill -9` loses (the requests in flight, at
 most 0.1 s of answers), and the same command run again folds what it stored and sends
 the rest. Shard stores must be where the actors' nodes can write them and the driver
@@ -50,9 +50,15 @@ class ShardClient:
         return os.getpid(), self.node_id
 
     def run(self, cfg: GenerateConfig) -> RunSummary:
+        """generate() on the shard's store. Ray workers block SIGINT; it is let through while
+        the run lasts, so the driver's Ctrl-C (sent here by `_interrupt`) is generate's own."""
         from ..run import generate
 
-        return generate(cfg)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        try:
+            return generate(cfg)
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
 def _interrupt(pid: int) -> None:
