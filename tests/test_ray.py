@@ -143,6 +143,27 @@ def test_the_fleet_starts_replicas_on_ray_serves_a_run_and_stop_leaves_no_proces
             httpx.get(f"{url}/models", timeout=2, trust_env=False)
 
 
+def test_a_fleet_that_cannot_start_says_why_and_leaves_nothing_behind(cluster, tmp_path):
+    state = tmp_path / "state"
+    base = ["teacher", "start", "--backend", "vllm", "--model", "org/m", "--ray", cluster["address"],
+            "--state-dir", state]
+    too_many = synthgen(*base, "--replicas", "3", env=cluster["env"])
+    assert too_many.returncode == 2, too_many.stderr
+    assert "3 replica(s) x 1 GPU(s) need 3 GPUs; the Ray cluster at" in too_many.stderr
+    assert "has 2 GPUs" in too_many.stderr or "has 2 " in too_many.stderr
+    # the server itself refuses (vllm's argparse: exit 2): its own words, and no actor left
+    refused = synthgen(*base, "--replicas", "2", "--", "--no-such-flag", env=cluster["env"], timeout=180)
+    assert refused.returncode == 2, refused.stderr
+    assert "a replica failed to start" in refused.stderr and "exited with code 2" in refused.stderr
+    assert "unrecognized arguments: --no-such-flag" in refused.stderr
+    assert "Traceback" not in refused.stderr.split("a replica failed to start")[0]
+    wait_for(lambda: not any(actor_alive(f"teacher-fleet-{i}") for i in range(2)), 30)
+    assert not (state / "fleet.json").exists()
+    not_vllm = synthgen("teacher", "start", "--ray", cluster["address"], "--state-dir", state,
+                        env=cluster["env"])
+    assert not_vllm.returncode == 2 and "add --backend vllm" in not_vllm.stderr
+
+
 def test_a_killed_replica_is_restarted_by_ray_and_no_prompt_is_lost(cluster, tmp_path):
     state = tmp_path / "state"
     urls = start_fleet(cluster, state).stdout.split()

@@ -139,9 +139,10 @@ def start(
     existing = load(states, name)
     if existing and (existing.on_ray or any(s.running() for s in existing.servers)):
         raise TeacherError(
-            f"teacher {name!r} is recorded as running at {' '.join(existing.base_urls)}; "
-            f"stop it first ({synthgen_command()} teacher stop --name {shlex.quote(name)}) "
-            "or pick another --name"
+            f"teacher {name!r} is already running at {' '.join(existing.base_urls)}; "
+            f"stop it first ({synthgen_command()} teacher stop"
+            + ("" if name == "default" else f" --name {shlex.quote(name)}")
+            + ") or pick another --name"
         )
     if ray_address is not None:
         record = _start_fleet(

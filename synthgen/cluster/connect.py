@@ -34,30 +34,26 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def connect(address: str | None, *, must_exist: bool) -> str:
+def connect(address: str | None, *, must_exist: bool, local_cpus: int | None = None) -> str:
     """Join a cluster (once per process) and return its address, for other processes.
 
-    `address` None: the cluster RAY_ADDRESS or `ray start` named on this machine; without
-    one, a local cluster for this process's lifetime unless `must_exist`.
+    `address` None: the cluster RAY_ADDRESS names, or the one `ray start` made on this
+    machine; without either, a local cluster for this process's lifetime with `local_cpus`
+    CPUs (Ray's default: the machine's cores), unless `must_exist`.
     """
     ray = import_ray()
     if not ray.is_initialized():
-        target = address or ("auto" if must_exist else None)
+        options = {"namespace": NAMESPACE, "log_to_driver": False, "configure_logging": False}
         try:
-            ray.init(address=target, namespace=NAMESPACE, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(address=address or "auto", **options)
         except ConnectionError as exc:
-            where = f"at {address}" if address and address != "auto" else "on this machine"
-            raise ConfigError(
-                f"--ray: no Ray cluster is running {where} ({exc}); start one with "
-                "`ray start --head` (and `ray start --address HEAD:6379` on each other node), "
-                "or pass its address: --ray HOST:6379 (a cluster with token auth also needs "
-                "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+            if address is not None or must_exist:
+                where = f"at {address}" if address else "on this machine"
+                raise ConfigError(
+                    f"--ray: no Ray cluster is running {where} ({exc}); start one with "
+                    "`ray start --head` (and `ray start --address HEAD:6379` on each other node), "
+                    "or pass its address: --ray HOST:6379 (a cluster with token auth also needs "
+                    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                ) from None
+            ray.init(num_cpus=local_cpus, include_dashboard=False, **options)
     return ray.get_runtime_context().gcs_address
-
-
-def disconnect() -> None:
-    """Leave the cluster (a local one started by `connect` stops with it)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        ray.shutdown()

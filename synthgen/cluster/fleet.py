@@ -14,6 +14,7 @@ already cover a replica that dies and comes back.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,19 +161,17 @@ def _kill(ray: Any, handle: Any) -> None:
         ray.kill(handle, no_restart=True)
 
 
+_OUR_ERROR = re.compile(r"^synthgen\.errors\.\w+: ", re.MULTILINE)
+
+
 def reason(exc: BaseException) -> str:
-    """The synthgen error inside a Ray error (an actor's constructor failed, say), else Ray's own
-    first line."""
-    seen = exc
-    for _ in range(5):
-        cause = getattr(seen, "cause", None)
-        if isinstance(cause, SynthgenError):
-            return str(cause)
-        if cause is None or cause is seen:
-            break
-        seen = cause
+    """What went wrong inside a Ray error: the synthgen error an actor raised (a replica's
+    constructor, a shard's run), whole (a start error quotes the server's log), else Ray's
+    own first line. Ray hands the remote error over as text, after its traceback."""
+    if isinstance(exc, SynthgenError) and not hasattr(exc, "cause"):
+        return str(exc)
     text = str(exc).strip()
-    for line in text.splitlines():
-        if "Error:" in line and "synthgen" in line.lower():
-            return line.strip()
+    found = list(_OUR_ERROR.finditer(text))
+    if found:
+        return text[found[-1].end():].strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -86,8 +86,12 @@ def generate_sharded(cfg: GenerateConfig, *, shards: int, address: str | None,
     busy = [o for o in outcomes if o.shard.pending]
     if busy:
         ray = import_ray()
-        gcs = connect(address, must_exist=False)
-        say(f"{job.pending:,} requests pending: {len(busy)} shard(s) on the Ray cluster at {gcs}")
+        # A local cluster gets a CPU per shard even on a smaller machine: a shard asks Ray
+        # for one CPU, and the shards are what the user asked to run at once.
+        gcs = connect(address, must_exist=False, local_cpus=max(os.cpu_count() or 1, len(busy)))
+        cpus = ray.cluster_resources().get("CPU", 0)
+        say(f"{job.pending:,} requests pending: {len(busy)} shard(s) on the Ray cluster at {gcs}"
+            + (f" ({cpus:g} CPUs: shards beyond that start as others end)" if cpus < len(busy) else ""))
         try:
             _run_on_ray(ray, cfg, busy, say)
         except KeyboardInterrupt:
@@ -98,17 +102,16 @@ def generate_sharded(cfg: GenerateConfig, *, shards: int, address: str | None,
 
 def _run_on_ray(ray: Any, cfg: GenerateConfig, busy: list[sharding.ShardOutcome],
                 say: Callable[[str], None]) -> None:
+    """One actor per shard; each is asked where it runs (for Ctrl-C) and then to run."""
     cls = ray.remote(ShardClient)
-    actors = {}
+    actors, places, refs = [], [], {}
     try:
         for o in busy:
-            actors[id(o)] = cls.options(num_cpus=1, max_restarts=0, namespace=NAMESPACE).remote()
-        places = dict(zip((id(o) for o in busy),
-                          ray.get([actors[id(o)].where.remote() for o in busy]), strict=True))
-        refs = {actors[id(o)].run.remote(o.shard.config(cfg)): o for o in busy}
-        for o in busy:
-            pid, _ = places[id(o)]
-            say(f"{o.shard.label}: {o.shard.pending:,} requests -> {o.shard.path} (actor pid {pid})")
+            actor = cls.options(num_cpus=1, max_restarts=0, namespace=NAMESPACE).remote()
+            actors.append(actor)
+            places.append(actor.where.remote())  # runs before `run`: an actor runs calls in order
+            refs[actor.run.remote(o.shard.config(cfg))] = o
+            say(f"{o.shard.label}: {o.shard.pending:,} requests -> {o.shard.path}")
         try:
             _collect(ray, refs, say)
         except KeyboardInterrupt:
@@ -116,7 +119,7 @@ def _run_on_ray(ray: Any, cfg: GenerateConfig, busy: list[sharding.ShardOutcome]
             _stop(ray, places, refs)
             raise
     finally:
-        for actor in actors.values():
+        for actor in actors:
             ray.kill(actor, no_restart=True)
 
 
@@ -140,12 +143,18 @@ def _collect(ray: Any, refs: dict[Any, sharding.ShardOutcome], say: Callable[[st
                 o.error = s.message or s.status
 
 
-def _stop(ray: Any, places: dict[int, tuple[int, str]], refs: dict[Any, sharding.ShardOutcome]) -> None:
-    """Ctrl-C each shard on its own node, then wait (bounded) for their summaries."""
+def _stop(ray: Any, places: list[Any], refs: dict[Any, sharding.ShardOutcome]) -> None:
+    """Ctrl-C each shard that has started, on its own node, then wait (bounded) for their
+    summaries. A shard that had not started yet stored nothing; its actor is removed."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    started, _ = ray.wait(places, num_returns=len(places), timeout=0)
     kill = ray.remote(num_cpus=0)(_interrupt)
-    for pid, node in places.values():
+    for place in started:
+        try:
+            pid, node = ray.get(place)
+        except ray.exceptions.RayError:  # that actor is already gone
+            continue
         kill.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid)
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STOP_WAIT_S)
     for ref in ready:
