@@ -257,6 +257,8 @@ class Planner:
                 con.execute("ROLLBACK")
             raise
         self.total, self.invalid = total, bad.count
+        if self._stats is not None:  # the total is known now (duplicates made one request each)
+            self._stats.total, self._stats.planning = total, False
         with self._cond:
             self._through = 1 << 62
             self._finished = True

@@ -37,7 +37,7 @@ from .engine.core import FETCH_ROWS, Engine, raise_if_aborted
 from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
-from .engine.progress import report
+from .engine.progress import report, snapshot
 from .errors import ConfigError, InputError, StoreWriteError
 from .plan import Planner, plan_counts
 from .store import recovery
@@ -220,7 +220,7 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
         _close_run(con, summary)
         return summary
     planner.claim()
-    stats = Stats(started=started)
+    stats = Stats(started=started, price_in=cfg.price_in, price_out=cfg.price_out)
     if planner.reused:
         counts = plan_counts(con, planner.key, planner.total)
         stats.total = counts["total"]
@@ -231,7 +231,8 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
     else:
         stats.total, stats.planning, to_send = planner.expected, True, True
     # From here the store is read by others through this process, and reads nothing else.
-    live = LiveServer(con, cfg.db, {"run_id": run_id}).start()
+    live = LiveServer(con, cfg.db, {"run_id": run_id},
+                      progress=lambda: snapshot(stats).as_dict()).start()
     con.execute("SET enable_external_access = false")
     engine: Engine | None = None
     committed: int | None = None  # answers stored, where that differs from answers received
@@ -300,7 +301,8 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
                     replace_failures=cfg.retry_failed, db=cfg.db).start()
     planner.start(stats)
-    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
+    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback,
+                                          pacing=governor.pacing))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,

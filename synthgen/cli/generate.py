@@ -38,23 +38,23 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--input-sql", help="A DuckDB query whose rows are the prompts.")
 @click.option("--template", help="Render prompts/NAME.jinja (or .yaml) with each row's fields.")
 @click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where templates live (default: ./prompts).")
+              help="Where templates live.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), help="The DuckDB store.")
 @click.option("--model", help="Model name the teacher serves.")
 @click.option("--base-url", "base_urls", multiple=True,
               help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Repeat for "
                    "several replicas. Without it the bundled local teacher is started.")
-@click.option("--api-key-env", help="Environment variable holding the API key "
-                                    "(default OPENAI_API_KEY). The key is never stored.")
+@click.option("--api-key-env", help="Environment variable holding the API key. "
+                                    "The key is never stored.")
 @click.option("--skip-preflight", is_flag=True, default=None,
               help="Do not check the endpoints, the key and the model name before sending.")
-@click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
-@click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
-@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5); "
+@click.option("--concurrency", help="Requests in flight, or 'auto' (found by measurement).")
+@click.option("--timeout", type=float, help="Seconds per attempt.")
+@click.option("--max-attempts", type=int, help="Attempts per request before it fails; "
                                                "429s (rate limits) do not count, see --rate-limit-wait.")
 @click.option("--rate-limit-wait", type=float,
-              help="Seconds one request keeps waiting out 429s before it fails (default 1800).")
-@click.option("--n", type=int, help="Samples per prompt (default 1).")
+              help="Seconds one request keeps waiting out 429s before it fails.")
+@click.option("--n", type=int, help="Samples per prompt.")
 @click.option("--temperature", type=float)
 @click.option("--top-p", type=float)
 @click.option("--max-tokens", type=int)
