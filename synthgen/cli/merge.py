@@ -11,7 +11,7 @@ import click
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The main store to fold the shards into (created if missing).")
 @click.argument("shards", nargs=-1, required=True,
-                type=click.Path(path_type=Path, dir_okay=False, exists=True))
+                type=click.Path(path_type=Path, dir_okay=False))
 def merge(db: Path, shards: tuple[Path, ...]) -> None:
     """Fold shard stores into --db: each answer and failure once, keyed by request id.
 
