@@ -145,7 +145,9 @@ def start(
             + ") or pick another --name"
         )
     if ray_address is not None:
-        record = _start_fleet(
+        from .fleet import start_fleet
+
+        record = start_fleet(
             backend, model, replicas, tensor_parallel_size, gpus_per_replica, max_restarts,
             gpu_memory_utilization, max_model_len, port, health_timeout, extra_args, name,
             ray_address,
@@ -204,67 +206,6 @@ def _print_use(base_urls: list[str], model: str, name: str, state_dir: Path | No
         click.echo(url)
 
 
-def _start_fleet(
-    backend: str,
-    model: str | None,
-    replicas: int,
-    tensor_parallel_size: int,
-    gpus_per_replica: int | None,
-    max_restarts: int,
-    gpu_memory_utilization: float | None,
-    max_model_len: int | None,
-    port: int | None,
-    health_timeout: float | None,
-    extra_args: tuple[str, ...],
-    name: str,
-    ray_address: str,
-) -> TeacherRecord:
-    """`start --ray`: the replicas as Ray actors, recorded with the cluster and actor names."""
-    if backend != "vllm":
-        raise click.UsageError("--ray starts vLLM replicas: add --backend vllm (the bundled local "
-                               "teacher runs on this machine only)")
-    if not model:
-        raise click.UsageError("--backend vllm needs --model (a Hugging Face id or a local path)")
-    from ..cluster.fleet import start_fleet
-    from ..teacher import HEALTH_TIMEOUT_S
-    from ..teacher.vllm import VllmOptions
-
-    options = VllmOptions(
-        model=model,
-        replicas=replicas,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        port=port,
-        extra_args=tuple(extra_args),
-    )
-    fleet = start_fleet(
-        options,
-        name=name,
-        address=None if ray_address == "auto" else ray_address,
-        replicas=replicas,
-        gpus_per_replica=gpus_per_replica or tensor_parallel_size,
-        max_restarts=max_restarts,
-        health_timeout=health_timeout or HEALTH_TIMEOUT_S["vllm"],
-        announce=_echo_err,
-    )
-    return TeacherRecord(
-        name=name,
-        backend="vllm",
-        model=model,
-        servers=[_server_record(r) for r in fleet.replicas],
-        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        ray_address=fleet.address,
-        ray_namespace=fleet.namespace,
-        actors=fleet.actors,
-    )
-
-
-def _server_record(info: dict) -> ServerRecord:
-    return ServerRecord(info["pid"] or 0, info["port"], info["base_url"], info["health_url"],
-                        info["log_path"])
-
-
 @teacher.command()
 @click.option(
     "--grace",
@@ -319,7 +260,9 @@ def status(name: str | None, state_dir: Path | None) -> None:
         + (f", on the Ray cluster at {record.ray_address}" if record.on_ray else "")
     )
     if record.on_ray:
-        if not _fleet_status(record, states):
+        from .fleet import fleet_status
+
+        if not fleet_status(record, states):
             raise SystemExit(1)
         return
     healthy = True
@@ -335,39 +278,6 @@ def status(name: str | None, state_dir: Path | None) -> None:
         click.echo(f"  {server.base_url}  pid {server.pid}  {state}  log: {server.log_path}")
     if not healthy:
         raise SystemExit(1)
-
-
-def _fleet_status(record: TeacherRecord, states: Path) -> bool:
-    """Each replica as its actor reports it now; the record follows a replica that moved."""
-    import httpx
-
-    from ..cluster.fleet import describe
-
-    assert record.ray_address is not None
-    healthy = True
-    servers = list(record.servers)
-    for i, info in enumerate(describe(record.ray_address, record.ray_namespace or "synthgen",
-                                      record.actors)):
-        actor = record.actors[i]
-        if isinstance(info, str):
-            healthy = False
-            click.echo(f"  {actor}  {info}")
-            continue
-        try:
-            code = httpx.get(info["health_url"], timeout=2.0, trust_env=False).status_code
-            state = "healthy" if code == 200 else f"unhealthy (HTTP {code})"
-        except httpx.HTTPError as exc:
-            state = f"unreachable ({type(exc).__name__})"
-        healthy = healthy and state == "healthy"
-        again = ", restarted by Ray" if info["restarted"] else ""
-        click.echo(f"  {info['base_url']}  {actor} on node {info['node']}, pid {info['pid']}, "
-                   f"GPUs {info['gpus'] or '-'}{again}  {state}  log: {info['log_path']}")
-        if i < len(servers):
-            servers[i] = _server_record(info)
-    if servers != record.servers:
-        record.servers = servers
-        save(states, record)
-    return healthy
 
 
 @teacher.command()
