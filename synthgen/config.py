@@ -74,6 +74,11 @@ class GenerateConfig(BaseModel):
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
 
+    # A shard of a sharded run (synthgen/sharding.py): send the plan its driver wrote into
+    # this store under this key; the input is not read again (it may not even be on the
+    # shard's node).
+    given_plan: str | None = None
+
     verbose: int = 0
 
     @field_validator("concurrency", mode="before")

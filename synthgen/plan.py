@@ -120,9 +120,15 @@ class Planner:
         self.cfg = cfg
         self.run_id = run_id
         self.template = template
-        self.fingerprint, reusable = fingerprint(cfg)
-        self.key = plan_key(cfg, self.fingerprint, template)
+        if cfg.given_plan is not None:  # a shard: its driver planned it into this store
+            self.fingerprint, reusable, self.key = "given", True, cfg.given_plan
+        else:
+            self.fingerprint, reusable = fingerprint(cfg)
+            self.key = plan_key(cfg, self.fingerprint, template)
         row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [self.key]).fetchone()
+        if row is None and cfg.given_plan is not None:
+            raise ConfigError(f"{cfg.db}: this store has no plan {cfg.given_plan} (a shard's plan is "
+                              "written by its driver: run the sharded command again)")
         self.reused = row is not None and reusable
         self.total, self.invalid = (row[0], row[1]) if self.reused else (0, 0)
         self.duplicates = 0

@@ -183,7 +183,7 @@ def plan_only(cfg: GenerateConfig) -> RunSummary:
 
 def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
     template = None
-    if cfg.template:
+    if cfg.template and cfg.given_plan is None:  # a given plan is already rendered
         from .inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)

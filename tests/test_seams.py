@@ -87,6 +87,13 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.types", "duckdb"),
     ("synthgen.run", "synthgen.student"),
     ("synthgen.run", "torch"),
+    # the Ray room is reached from the CLI only, when a command asks for Ray
+    ("synthgen.engine", "synthgen.cluster"),
+    ("synthgen.store", "synthgen.cluster"),
+    ("synthgen.plan", "synthgen.cluster"),
+    ("synthgen.run", "synthgen.cluster"),
+    ("synthgen.sharding", "synthgen.cluster"),
+    ("synthgen.teacher", "synthgen.cluster"),
     # the report and the viewer read the store and nothing else
     *[(room, forbidden) for room in ("synthgen.report", "synthgen.view")
       for forbidden in ("synthgen.engine", "synthgen.backends", "synthgen.run", "synthgen.plan",
@@ -98,6 +105,15 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
 def test_a_room_never_imports_what_it_must_not(room, forbidden):
     offenders = {n: reaches(deps, forbidden) for n, deps in imported_by(room).items()}
     assert not {n: d for n, d in offenders.items() if d}, f"{room} must not import {forbidden}"
+
+
+def test_only_the_cluster_room_imports_ray():
+    """Ray is the [ray] extra: any other module importing it (lazily or not) would break a
+    command for everyone who installed synthgen without it."""
+    offenders = {n: reaches(deps, "ray") for n, deps in GRAPH.items()
+                 if n != "synthgen.cluster" and not n.startswith("synthgen.cluster.")}
+    assert not {n: d for n, d in offenders.items() if d}, "only synthgen.cluster may import ray"
+    assert any(reaches(deps, "ray") for deps in imported_by("synthgen.cluster").values())
 
 
 def test_no_two_modules_import_each_other():
@@ -181,7 +197,7 @@ import synthgen
 summary = synthgen.generate(input=Path(sys.argv[1]), db=Path(sys.argv[2]), model="m",
                             base_urls=[sys.argv[3]])
 assert summary.answered == 5, summary
-heavy = sorted(m for m in ("torch", "openai", "transformers", "rich", "pyarrow", "pandas", "jinja2")
+heavy = sorted(m for m in ("torch", "openai", "transformers", "rich", "pyarrow", "pandas", "jinja2", "ray")
                if m in sys.modules)
 print(",".join(heavy))
 """

@@ -19,6 +19,7 @@ COMMANDS = {
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",
+    "merge": "synthgen.cli.merge:merge",
     "report": "synthgen.cli.report:report",
     "view": "synthgen.cli.view:view",
     "batch": "synthgen.cli.batch:batch",

@@ -88,7 +88,26 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--progress-interval", type=float,
               help="Seconds between progress lines when not on a terminal (default 10).")
 @click.option("-v", "--verbose", count=True, help="More detail in the summary.")
-def generate(config_file: Path | None, progress_interval: float | None, **flags) -> None:
+@click.option("--teacher", "teacher_name", metavar="NAME",
+              help="Use the teacher `synthgen teacher start` recorded as NAME (its base URLs and "
+                   "model), e.g. 'fleet' for a Ray fleet.")
+@click.option("--teacher-state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where --teacher looks [default: ~/.cache/synthgen/teachers].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              metavar="[ADDRESS]",
+              help="Run --shards client actors on the Ray cluster at ADDRESS [default: the one "
+                   "`ray start` made here, or RAY_ADDRESS, else a local one]. Needs the [ray] extra.")
+@click.option("--shards", type=click.IntRange(min=1),
+              help="With --ray: client processes, each sending a disjoint hash range of the pending "
+                   "requests into its own shard store, folded into --db at the end.")
+@click.option("--shard-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where the shard stores go [default: beside --db]; on a cluster, a directory "
+                   "every node sees at the same path.")
+@click.option("--keep-shards", is_flag=True,
+              help="Keep the shard stores after they were folded into --db.")
+def generate(config_file: Path | None, progress_interval: float | None, teacher_name: str | None,
+             teacher_state_dir: Path | None, ray_address: str | None, shards: int | None,
+             shard_dir: Path | None, keep_shards: bool, **flags) -> None:
     """Send every prompt of the input to the teacher; store each answer once in --db.
 
     Running the same command again resumes: answered requests are never sent twice.
@@ -104,11 +123,25 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         overrides["verbose"] = None
     if not file_values.get("db") and not overrides.get("db"):
         raise ConfigError("--db is required (the DuckDB file to write)")
+    if teacher_name is not None:
+        _use_recorded_teacher(overrides, file_values, teacher_name, teacher_state_dir)
+    if (ray_address is None) != (shards is None):
+        raise click.UsageError("--ray and --shards go together: --ray [ADDRESS] --shards N runs N "
+                               "client actors on a Ray cluster (for a fleet of teachers, see "
+                               "`synthgen teacher start --ray`)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_generate(cfg, **shown)
+            if shards is not None:
+                from ..cluster.shards import generate_sharded
+
+                summary = generate_sharded(
+                    cfg, shards=shards, address=None if ray_address == "auto" else ray_address,
+                    shard_dir=shard_dir, keep_shards=keep_shards,
+                    announce=lambda line: click.echo(line, err=True))
+            else:
+                summary = run_generate(cfg, **shown)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:
@@ -116,6 +149,11 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
     _print_summary(summary, cfg.verbose, cfg.db)
+    if summary.status == "aborted":  # a shard ended early; what it stored is in --db
+        click.secho(f"stopped early: {summary.message}", fg="red", err=True)
+        click.echo(f"The store is consistent ({summary.pending:,} requests pending). Resume with:\n"
+                   f"  {resume}", err=True)
+        sys.exit(3)
     if summary.status == "interrupted":
         click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
                    err=True)
@@ -132,6 +170,23 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         sys.exit(1)
     if summary.pending:
         sys.exit(1)
+
+
+def _use_recorded_teacher(overrides: dict, file_values: dict, name: str, state_dir: Path | None) -> None:
+    """--teacher NAME: the base URLs and model `synthgen teacher start` recorded."""
+    from ..teacher.paths import state_dir as default_state_dir
+    from ..teacher.state import load
+
+    if overrides.get("base_urls") or file_values.get("base_urls"):
+        raise click.UsageError("give --teacher or --base-url, not both")
+    states = state_dir or default_state_dir()
+    record = load(states, name)
+    if record is None:
+        raise click.UsageError(f"--teacher {name}: no teacher of that name is recorded in {states} "
+                               f"(start one with: {synthgen_command()} teacher start ... --name {name})")
+    overrides["base_urls"] = record.base_urls
+    if not overrides.get("model") and not file_values.get("model"):
+        overrides["model"] = record.model
 
 
 def resume_hint(argv: list[str]) -> str:

@@ -21,6 +21,8 @@ ENV = {
                       "answers a full disk left unwritten (synthgen/recovery)",
     "SYNTHGEN_GPUS": "GPU ids the vLLM launcher may use (default: CUDA_VISIBLE_DEVICES)",
     "XDG_RUNTIME_DIR": "where a run's live-read socket lives (default: the temp dir)",
+    "RAY_ADDRESS": "the Ray cluster --ray joins when given no address (default: the one `ray start` "
+                   "made here)",
     "NO_COLOR": "no colour in the output",
 }
 
@@ -71,12 +73,16 @@ GENERATE = Spec(
          "    --n 2 --logprobs 5 --concurrency auto"),
         ("Run the same command again to resume; follow it from another terminal with:",
          "synthgen status --db corpus.duckdb --watch"),
+        ("A Ray fleet (synthgen teacher start --ray), fed by 4 client processes on the cluster:",
+         "synthgen generate --input prompts.jsonl --db corpus.duckdb --teacher fleet \\\n"
+         "    --ray --shards 4 --shard-dir /shared/synthgen"),
     ],
     groups=[
         ("Input", ["config_file", "input_path", "input_sql", "template", "prompts_dir", "limit",
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
-        ("Teacher", ["model", "base_urls", "api_key_env", "skip_preflight", "threads"]),
+        ("Teacher", ["model", "base_urls", "teacher_name", "teacher_state_dir", "api_key_env",
+                     "skip_preflight", "threads"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),
@@ -84,8 +90,10 @@ GENERATE = Spec(
          ["batch", "batch_discount", "batch_poll_interval", "batch_poll_max", "batch_max_requests",
           "batch_max_bytes"]),
         ("Cost and output", ["price_in", "price_out", "progress_interval", "verbose"]),
+        ("On a Ray cluster (the [ray] extra; see docs/scale.md)", ["ray_address", "shards", "shard_dir",
+                                                                   "keep_shards"]),
     ],
-    env=["OPENAI_API_KEY", "SYNTHGEN_LLAMA_SERVER", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"],
+    env=["OPENAI_API_KEY", "SYNTHGEN_LLAMA_SERVER", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "RAY_ADDRESS"],
     marks={"db": "required (here or in --config)", "input_path": "this or --input-sql is required",
            "input_sql": "this or --input is required", "model": "required with --base-url"},
 )
@@ -108,6 +116,9 @@ SPECS: dict[str, Spec] = {
                     ("Only finished answers, as Parquet:",
                      "synthgen export --db corpus.duckdb --out train.parquet \\\n"
                      "    --where \"finish_reason = 'stop'\"")]),
+    "merge": Spec([("Fold shard stores into the main store (running it again changes nothing):",
+                    "synthgen merge --db corpus.duckdb corpus.shard-1-of-2.duckdb "
+                    "corpus.shard-2-of-2.duckdb")]),
     "report": Spec([("One HTML file with every plot (open it offline):",
                      "synthgen report --db corpus.duckdb --out report.html")]),
     "view": Spec([("Browse the corpus at the URL it prints (Ctrl-C stops it):",
@@ -139,8 +150,11 @@ SPECS: dict[str, Spec] = {
     "teacher start": Spec([("The bundled CPU teacher:", "synthgen teacher start"),
                            ("vLLM, with an argument for vllm serve:",
                             "synthgen teacher start --backend vllm --model Qwen/Qwen2.5-7B-Instruct \\\n"
-                            "    -- --dtype half")],
-                          env=["SYNTHGEN_LLAMA_SERVER", "SYNTHGEN_GPUS"]),
+                            "    -- --dtype half"),
+                           ("8 vLLM replicas as Ray actors, one GPU each, wherever the cluster has them:",
+                            "synthgen teacher start --backend vllm --model Qwen/Qwen2.5-7B-Instruct \\\n"
+                            "    --ray --replicas 8 --gpus-per-replica 1")],
+                          env=["SYNTHGEN_LLAMA_SERVER", "SYNTHGEN_GPUS", "RAY_ADDRESS"]),
     "teacher stop": Spec([("Stop the default teacher:", "synthgen teacher stop")]),
     "teacher status": Spec([("Is it up, and where:", "synthgen teacher status")]),
     "teacher build": Spec([("Build llama-server for this machine once (cached):", "synthgen teacher build")],
