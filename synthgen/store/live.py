@@ -93,7 +93,7 @@ class LiveServer:
         server.con, server.info, server.progress = self._con.cursor(), self._info, self._progress
         server.lock = threading.Lock()
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="synthgen-live", daemon=True)
         self._thread.start()
         return self
