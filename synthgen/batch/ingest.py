@@ -165,9 +165,11 @@ def _insert_errors(con: duckdb.DuckDBPyConnection, key: str | None, rows: list[t
 
 
 def ingest_file(con: duckdb.DuckDBPyConnection, path: Path, ctx: Context, endpoint: str,
-                tally: Tally) -> None:
+                tally: Tally, keep_seen: bool = True) -> None:
     """Every line of an output or error file, a chunk per transaction (bounded memory at
-    any file size; a kill halfway loses nothing: ingesting again stores only the rest)."""
+    any file size; a kill halfway loses nothing: ingesting again stores only the rest).
+    Without `keep_seen` the ids met are forgotten after each chunk (a file of any size
+    stays in bounded memory; the store's key still keeps each answer once)."""
     for lines in read_lines(path, CHUNK):
         parsed = []
         for raw in lines:
@@ -176,3 +178,5 @@ def ingest_file(con: duckdb.DuckDBPyConnection, path: Path, ctx: Context, endpoi
             except BadLine:
                 tally.bad_lines += 1
         store_outcomes(con, ctx, parsed, tally)
+        if not keep_seen:
+            tally.seen.clear()

@@ -23,12 +23,12 @@ import orjson
 
 from .. import store
 from ..backends.http import chat_body
-from ..backends.openai_batch import BadLine, outcome, request_line
+from ..backends.openai_batch import request_line
 from ..errors import ConfigError, StoreError
 from ..plan import pending_batches
 from . import records
-from .files import BatchFile, Splitter, read_lines
-from .ingest import CHUNK, Context, Tally, store_outcomes
+from .files import BatchFile, Splitter
+from .ingest import Context, Tally, ingest_file
 
 NO_LIMIT = 1 << 62
 
@@ -114,16 +114,7 @@ def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]
             for path in paths:
                 tally = Tally()
                 ctx = Context(run_id, max_attempts=NO_LIMIT)  # attempts are not known: retry later
-                endpoint = f"file:{path.name}"
-                for lines in read_lines(path, CHUNK):
-                    parsed = []
-                    for raw in lines:
-                        try:
-                            parsed.append(outcome(raw, endpoint))
-                        except BadLine:
-                            tally.bad_lines += 1
-                    store_outcomes(con, ctx, parsed, tally)
-                    tally.seen.clear()  # ids are unique per file; memory stays bounded
+                ingest_file(con, path, ctx, f"file:{path.name}", tally, keep_seen=False)
                 results.append(Ingested(path, tally))
                 total.add(tally)
             status = "done"
