@@ -38,6 +38,7 @@ from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
 from .engine.progress import report
+from .engine.schema import SchemaCheck
 from .errors import ConfigError, InputError, StoreWriteError
 from .plan import Planner, plan_counts
 from .store import recovery
@@ -302,7 +303,9 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     planner.start(stats)
     reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
-    engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
+    # A response schema is checked on every answer, outside the governor (engine/schema.py)
+    sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
+    engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), sender, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,
                     on_stop=planner.stop, rate_limit_wait=cfg.rate_limit_wait)
     plan_failed: duckdb.Error | None = None
