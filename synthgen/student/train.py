@@ -57,6 +57,7 @@ class TrainConfig:
     logging_steps: int = 10
     bf16: bool = False
     tiny: dict[str, int] = field(default_factory=dict)
+    with_reasoning: bool = False  # train on the teacher's reasoning (the `reasoning` column)
 
 
 @dataclass
@@ -82,7 +83,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
     train_rows, heldout, split = split_rows(rows, cfg.holdout, cfg.seed, cfg.query)
     student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
     prepare_tokenizer(student.tokenizer)
-    rendered = [render(student.tokenizer, r.conversation(), r.finished) for r in train_rows]
+    if cfg.with_reasoning and not any(r.reasoning for r in train_rows):
+        raise StudentError("--with-reasoning: no training row has a reasoning trace (the "
+                           "`reasoning` column is empty); the teacher gave none")
+    rendered = [render(student.tokenizer, r.conversation(cfg.with_reasoning), r.finished)
+                for r in train_rows]
     kept, report = check_rows(
         student.tokenizer,
         rendered,
