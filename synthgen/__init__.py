@@ -39,6 +39,7 @@ _LAZY = {
     "Transport": "synthgen.backends.base",
     "generate": "synthgen.run",
     "export": "synthgen.store.export",
+    "to_dataset": "synthgen.store.dataset",
     "status": "synthgen.store.status",
     "open_store": "synthgen.store",
 }
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .engine.core import Engine
     from .run import RunSummary, generate
     from .store import open_store
+    from .store.dataset import to_dataset
     from .store.export import export
     from .store.status import status
     from .types import Answer, Request, Stats
@@ -73,6 +75,7 @@ __all__ = [
     "generate",
     "open_store",
     "status",
+    "to_dataset",
 ]
 
 

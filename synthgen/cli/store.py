@@ -12,6 +12,7 @@ import orjson
 
 from .. import store
 from ..errors import StoreError
+from ..store.export import FORMATS
 from ..store.export import export as export_corpus
 from ..store.readonly import read_statements
 from ..store.status import status as store_status
@@ -138,15 +139,20 @@ def status(db: Path, as_json: bool) -> None:
 @DB
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="FILE.jsonl or FILE.parquet")
-@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\".")
+@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\" "
+                              "(over the pairs with --format preference).")
 @click.option("--all-plans", is_flag=True,
               help="Every answer in the store, not only the latest plan's (the last input run).")
-def export(db: Path, out: Path, where: str | None, all_plans: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
+              help="messages: the conversation; prompt-completion: TRL trains only the answer; "
+                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
+def export(db: Path, out: Path, where: str | None, all_plans: bool, fmt: str) -> None:
     """Write one chat-format row per answer (messages + assistant answer + metadata).
 
     By default the answers of the latest plan: an answer to a prompt since edited in the
     input is not exported (--all-plans exports it too).
     """
-    count = export_corpus(db, out, where, all_plans=all_plans)
-    click.echo(f"wrote {count:,} rows to {out}" + ("" if all_plans else " (the latest plan; "
-               "--all-plans for every answer in the store)"), err=True)
+    count = export_corpus(db, out, where, all_plans=all_plans, format=fmt)
+    scope = ("" if all_plans or fmt == "preference" else
+             " (the latest plan; --all-plans for every answer in the store)")
+    click.echo(f"wrote {count:,} {'pairs' if fmt == 'preference' else 'rows'} to {out}{scope}", err=True)

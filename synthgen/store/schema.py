@@ -215,12 +215,30 @@ def _m004_duplicate_inputs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m005_recipes(con: duckdb.DuckDBPyConnection) -> None:
+    """What recipes add: preference pairs (chosen/rejected answers to one prompt, as
+    `export --format preference` writes them for DPO)."""
+    con.execute(
+        """
+        CREATE TABLE preference_pairs (
+            stage VARCHAR,
+            chosen_request_id VARCHAR,
+            rejected_request_id VARCHAR,
+            chosen_score DOUBLE,
+            rejected_score DOUBLE,
+            created_at TIMESTAMPTZ
+        );
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_requests_without_index", _m002_requests_without_index),
     ("003_answer_parts", _m003_answer_parts),
     ("004_duplicate_inputs", _m004_duplicate_inputs),
+    ("005_recipes", _m005_recipes),
 ]
 
 
