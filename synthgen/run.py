@@ -208,7 +208,23 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
     run_id = _open_run(con, cfg)
     summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
     started = time.monotonic()
-    planner = Planner(con, cfg, run_id, template)
+    try:
+        planner = Planner(con, cfg, run_id, template)
+    except ConfigError as exc:  # the input file is missing, the input query fails
+        summary.status, summary.message = "invalid_input", str(exc)
+        _close_run(con, summary)
+        raise
+    try:
+        return await _plan_and_send(con, cfg, run_id, planner, summary, started, transports,
+                                    reporting, stop)
+    finally:
+        planner.close()
+
+
+async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
+                         planner: Planner, summary: RunSummary, started: float,
+                         transports: list[HttpTransport], reporting: _Reporting,
+                         stop: _StopFlag) -> RunSummary:
     try:
         finished = planner.validate(should_stop=stop.is_set)
     except InputError as exc:
