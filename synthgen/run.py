@@ -21,9 +21,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import duckdb
 import orjson
@@ -46,6 +46,9 @@ from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.writer import Writer
 from .types import Stats
+
+if TYPE_CHECKING:
+    from .inputs.templates import Template
 
 log = logging.getLogger("synthgen")
 
@@ -102,7 +105,7 @@ class _Reporting:
 def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None = None,
              progress_interval: float | None = None,
              on_progress: Callable[[Stats], None] | None = None, retry_sleep=None,
-             **options: Any) -> RunSummary:
+             prompt_template: Template | None = None, **options: Any) -> RunSummary:
     """Send every pending request of the input to the teacher and store the answers.
 
     Pass a `GenerateConfig`, or its fields as keywords:
@@ -113,6 +116,8 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     Nothing is written to stdout or stderr: pass `progress` (a text stream: a plain line
     every `progress_interval` seconds, default 10) or `on_progress` (called with the live
     `Stats` every `progress_interval`, default 0.25 s) to follow the run.
+    `prompt_template` is a compiled template (a recipe's inline one) used instead of
+    `config.template`.
     """
     if config is None:
         try:
@@ -122,22 +127,33 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     elif options:
         config = config.model_copy(update=options)
     reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep)
-    if not config.base_urls:
-        from .teacher import start_teacher
-
-        with start_teacher("local", threads=config.threads, announce=log.info) as teacher:
-            update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
-            if "concurrency" not in config.model_fields_set and teacher.concurrency_hint:
-                # 64 requests queued on 4 CPU slots only slow Ctrl-C down.
-                update["concurrency"] = teacher.concurrency_hint
-            local = config.model_copy(update=update)
-            return _generate(local, reporting)
-    return _generate(config, reporting)
+    given = "concurrency" in config.model_fields_set
+    with teacher_settings(config.base_urls, config.threads, given) as update:
+        return _generate(config.model_copy(update=update), reporting, prompt_template)
 
 
-def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
-    template = None
-    if cfg.template:
+@contextlib.contextmanager
+def teacher_settings(base_urls: list[str], threads: int | None = None,
+                     concurrency_given: bool = False) -> Iterator[dict[str, Any]]:
+    """The settings that point a run at its teacher: none when `base_urls` are given;
+    else the bundled local teacher is started (and stopped when the block ends), and
+    these are its URL, its model name and, unless one was given, a concurrency that suits
+    it (64 requests queued on 4 CPU slots only slow Ctrl-C down). Recipes start it once
+    for all their stages."""
+    if base_urls:
+        yield {}
+        return
+    from .teacher import start_teacher
+
+    with start_teacher("local", threads=threads, announce=log.info) as teacher:
+        update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
+        if not concurrency_given and teacher.concurrency_hint:
+            update["concurrency"] = teacher.concurrency_hint
+        yield update
+
+
+def _generate(cfg: GenerateConfig, reporting: _Reporting, template: Template | None = None) -> RunSummary:
+    if template is None and cfg.template:
         from .inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)

@@ -15,7 +15,7 @@ from ..errors import StoreError
 from ..store.export import FORMATS
 from ..store.export import export as export_corpus
 from ..store.readonly import read_statements
-from ..store.status import status as store_status
+from ..store.status import status_and_stages
 
 DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="The DuckDB store.")
@@ -109,8 +109,9 @@ def _short(value: object, limit: int = 200) -> str:
 @DB
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
 def status(db: Path, as_json: bool) -> None:
-    """Per run: done, pending, failed by kind, tokens (and cost where prices were given)."""
-    runs = store_status(db)
+    """Per run: done, pending, failed by kind, tokens (and cost where prices were given);
+    per recipe stage: planned, answered, failed, kept."""
+    runs, stages = status_and_stages(db)
     if as_json:
         for run in runs:
             click.echo(orjson.dumps(run, default=str).decode())
@@ -120,8 +121,9 @@ def status(db: Path, as_json: bool) -> None:
         return
     for r in runs:
         ended = r["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if r["ended_at"] else "-"
+        of = f"  (recipe {r['recipe']}, stage {r['stage']})" if r["stage"] else ""
         click.echo(f"run {r['run_id']}  {r['status']}  model {r['model']}  "
-                   f"started {r['started_at']:%Y-%m-%d %H:%M:%S}  ended {ended}")
+                   f"started {r['started_at']:%Y-%m-%d %H:%M:%S}  ended {ended}{of}")
         if r["total"] is not None:
             kinds = ", ".join(f"{k} {v:,}" for k, v in r["failed_by_kind"].items())
             click.echo(f"  plan: {r['total']:,} requests, {r['answered']:,} done, "
@@ -133,6 +135,21 @@ def status(db: Path, as_json: bool) -> None:
         click.echo(tokens)
         if r["message"]:
             click.echo(f"  {r['message'].splitlines()[0]}")
+    _stages(stages)
+
+
+def _stages(stages: list[dict]) -> None:
+    """Each recipe's funnel, stage by stage."""
+    recipe = None
+    for s in stages:
+        if s["recipe"] != recipe:
+            recipe = s["recipe"]
+            click.echo(f"recipe {recipe}")
+        kept = "not settled yet" if s["kept"] is None else f"{s['kept']:,} kept"
+        removed = ", ".join(f"{rule} {n:,}" for rule, n in s["removed"].items())
+        click.echo(f"  stage {s['position']} {s['stage']}: {s['planned']:,} planned, "
+                   f"{s['answered']:,} answered, {s['failed']:,} failed, {kept}"
+                   + (f" (removed: {removed})" if removed else ""))
 
 
 @click.command()

@@ -166,6 +166,7 @@ def snapshot_sql(con, sql: str, run_id: int) -> str:
     it (and any a killed run left)."""
     import duckdb
 
+    from ..store.memory import retry_out_of_memory
     from ..store.readonly import read_statements
 
     try:
@@ -176,8 +177,9 @@ def snapshot_sql(con, sql: str, run_id: int) -> str:
         raise ConfigError(f"input-sql: {str(exc).removeprefix('sql: ')}") from None
     table = f"{SNAPSHOT_PREFIX}{run_id}"
     drop_snapshots(con)
-    try:
-        con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM ({query.strip().rstrip(";")}) AS q')
+    create = f'CREATE TABLE "{table}" AS SELECT * FROM ({query.strip().rstrip(";")}) AS q'
+    try:  # a run's memory limit is small; reading a JSON file wants 32 MB of buffer
+        retry_out_of_memory(con, lambda: con.execute(create))
     except duckdb.Error as exc:
         raise ConfigError(f"input-sql: the query failed: {str(exc).strip().splitlines()[0]}") from None
     return table
