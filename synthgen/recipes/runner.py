@@ -37,7 +37,7 @@ from ..run import RunSummary, generate, teacher_settings
 from ..store import stages as stage_store
 from ..store.readonly import read_statements
 from .keep import decide
-from .spec import Recipe, Stage
+from .spec import CORPUS_COLUMNS, Recipe, Stage
 
 log = logging.getLogger("synthgen")
 
@@ -93,7 +93,7 @@ def _run_stage(recipe: Recipe, stage: Stage, db: Path, base: dict[str, Any],
     result = StageResult(stage.name)
     con = store.connect(db)
     try:
-        input_sql, has_parent = _input_sql(con, stage)
+        input_sql, input_columns = _input_sql(con, stage)
         cfg = _config(stage, db, base, input_sql) if stage.generates else None
         key = plan_key(cfg, fingerprint(cfg)[0], stage.template) if cfg is not None else None
         stage_store.claim(con, recipe.name, stage.name, stage.position, key, stage.spec())
@@ -107,7 +107,7 @@ def _run_stage(recipe: Recipe, stage: Stage, db: Path, base: dict[str, Any],
             return result
     con = store.connect(db)
     try:
-        rows = stage_store.rows_sql(stage.name, key, input_sql, has_parent, stage.columns)
+        rows = stage_store.rows_sql(stage.name, key, input_sql, input_columns, stage.columns)
         decision = decide(con, stage, rows)
         result.rows = len(decision.rows)
         result.kept = stage_store.settle(con, stage.name, stage.columns, decision.rows, decision.removed,
@@ -127,14 +127,14 @@ def _run_stage(recipe: Recipe, stage: Stage, db: Path, base: dict[str, Any],
     return result
 
 
-def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None, bool]:
-    """The stage's input query as generate runs it, and whether its rows name a parent.
+def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None, list[str]]:
+    """The stage's input query as generate runs it, and the columns it returns.
 
     The input's `request_id` (the earlier stage's row a new row comes from) becomes
     `parent_request_id`, kept in the new request's metadata: lineage is one join. A
     column by one of the names synthgen keeps for its own is refused here, naming it."""
     if stage.input_sql is None:
-        return None, False
+        return None, []
     where = f"{stage.where}: input"
     try:
         read_statements(stage.input_sql)
@@ -149,7 +149,8 @@ def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None
         if "request_id" not in cols:
             raise ConfigError(f"{where}: a stage without a template keeps rows already stored: its query "
                               f"must return their request_id (it returns {', '.join(cols)})")
-        return stage.input_sql, "parent_request_id" in cols
+        # the stored rows themselves, with the query's own columns (not corpus's) beside them
+        return stage.input_sql, [c for c in cols if c not in CORPUS_COLUMNS or c == "parent_request_id"]
     if "request_id" in cols and "parent_request_id" in cols:
         raise ConfigError(f"{where}: returns both request_id and parent_request_id; the row's request_id "
                           "becomes its parent_request_id, so give one")
@@ -159,8 +160,8 @@ def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None
                           f"({', '.join(RESERVED)}): alias it, e.g. {clash[0]} AS {clash[0]}_in")
     if "request_id" in cols:
         return (f"SELECT * EXCLUDE (request_id), request_id AS parent_request_id "
-                f"FROM ({stage.input_sql}) AS q"), True
-    return stage.input_sql, "parent_request_id" in cols
+                f"FROM ({stage.input_sql}) AS q"), cols
+    return stage.input_sql, cols
 
 
 def _config(stage: Stage, db: Path, base: dict[str, Any], input_sql: str | None) -> GenerateConfig:

@@ -36,20 +36,24 @@ def claim(con: duckdb.DuckDBPyConnection, recipe: str, stage: str, position: int
         [stage, recipe, position, plan_key, orjson.dumps(spec, default=str).decode()])
 
 
-def rows_sql(stage: str, plan_key: str | None, input_sql: str | None, has_parent: bool,
+def rows_sql(stage: str, plan_key: str | None, input_sql: str | None, input_columns: list[str],
              columns: dict[str, str]) -> str:
     """The SELECT of every row of a stage (before `keep`), in input order.
 
     A generating stage's rows are its plan's answers (their parent is in the request's
     metadata, put there from the input's request_id). A filtering stage's rows are the
-    stored rows its input query names by request_id."""
+    stored rows its input query names by request_id, with the query's own columns beside
+    corpus's (its parent_request_id, if it has one, and any other it selects)."""
     if plan_key is not None:
         base = ("SELECT c.*, c.metadata->>'parent_request_id' AS parent_request_id FROM corpus c "
                 f"WHERE c.request_id IN (SELECT request_id FROM plan_requests WHERE plan_key = '{plan_key}')")
     else:
-        parent = "any_value(parent_request_id)" if has_parent else "NULL::VARCHAR"
-        base = (f"SELECT c.*, i.parent_request_id FROM corpus c JOIN (SELECT request_id, {parent} AS "
-                f"parent_request_id FROM ({input_sql}) AS q GROUP BY request_id) i USING (request_id)")
+        parent = "any_value(parent_request_id)" if "parent_request_id" in input_columns else "NULL::VARCHAR"
+        extra_in = [c for c in input_columns if c not in ("request_id", "parent_request_id")]
+        picked = "".join(f', any_value("{c}") AS "{c}"' for c in extra_in)
+        shown = "".join(f', i."{c}"' for c in extra_in)
+        base = (f"SELECT c.*, i.parent_request_id{shown} FROM corpus c JOIN (SELECT request_id, {parent} AS "
+                f"parent_request_id{picked} FROM ({input_sql}) AS q GROUP BY request_id) i USING (request_id)")
     extra = "".join(f", ({expr}) AS {name}" for name, expr in columns.items())
     return f"SELECT *{extra} FROM ({base}) AS s ORDER BY line, sample_index, request_id"
 
