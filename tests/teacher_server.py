@@ -43,6 +43,31 @@ def think(prompt: str) -> str:
     return f"THINK[{prompt}]"
 
 
+SEED_IN_PROMPT = re.compile(r"/seed=(\d+)")
+
+
+def fitting(schema: dict, prompt: str) -> object:
+    """An object that fits a simple schema, derived from the prompt: an integer is its
+    minimum plus the last `/seed=K` in the prompt (a judged loopback answer carries one),
+    so a judge's scores differ by sample, deterministically."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        return {k: fitting(v, prompt) for k, v in schema.get("properties", {}).items()}
+    if kind == "integer":
+        seeds = SEED_IN_PROMPT.findall(prompt)
+        low, high = schema.get("minimum", 0), schema.get("maximum", 10**9)
+        return min(high, low + (int(seeds[-1]) if seeds else 0))
+    if kind == "number":
+        return float(schema.get("minimum", 0))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    return f"because of {len(prompt)} characters"
+
+
 def requested_schema(body: dict) -> dict | None:
     """The schema a request asks for, whichever server's form it is written in."""
     fmt = body.get("response_format") or {}
@@ -155,7 +180,10 @@ class TeacherServer:
 
     def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:
         text = answer(prompt, body.get("seed"))
-        if requested_schema(body) is not None:
+        schema = requested_schema(body)
+        if schema is not None and set(schema.get("properties", {})) - {"answer", "words"}:
+            text = json.dumps(fitting(schema, prompt))
+        elif schema is not None:
             text = self._structured(prompt, text, attempt)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.reasoning_field:

@@ -92,7 +92,8 @@ def test_the_dedup_recipe_filters_a_store_and_records_each_collision(teacher, tm
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in prompts])
     db = tmp_path / "c.duckdb"
     sg.generate(input=tmp_path / "in.jsonl", db=db, model="m", base_urls=[teacher.base_url])
-    write_jsonl(tmp_path / "bench.jsonl", [{"prompt": "a fact about the number 5 and why it matters to people"}])
+    write_jsonl(tmp_path / "bench.jsonl",
+                [{"prompt": "a fact about the number 5 and why it matters to people"}])
     result = synthgen("run", "dedup", "--db", db, "--set", f"benchmarks=[{tmp_path / 'bench.jsonl'}]",
                       "--set", "threshold=0.8", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,8 @@ a subprocess with a timeout), pass rates per prompt, and the recipe on a loopbac
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 from conftest import synthgen
@@ -28,7 +30,8 @@ def test_exact_and_regex(tmp_path):
     assert [r.request_id for r in out.removed] == ["r1"]
     assert sorted(out.pass_rates) == [('[{"role":"user","content":"q1"}]', 2, 1),
                                       ('[{"role":"user","content":"q2"}]', 1, 1)]
-    out = verify.run(data, check_params("verify", {"method": "regex", "pattern": r"^\s*[A-Z]+\s*$"}, tmp_path))
+    regex = check_params("verify", {"method": "regex", "pattern": r"^\s*[A-Z]+\s*$"}, tmp_path)
+    out = verify.run(data, regex)
     assert [r.request_id for r in out.removed] == ["r0", "r1"]
 
 
@@ -46,14 +49,14 @@ def test_python_tests_run_in_a_subprocess_with_a_timeout(tmp_path):
         ("add", "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nDone.", tests),
         ("add", "```python\ndef add(a, b):\n    return a - b\n```", tests),
         ("add", "```python\ndef add(a, b):\n    while True:\n        pass\n```", tests),
-        ("add", "```python\nimport os\nopen('left-behind.txt', 'w').write('x')\ndef add(a, b): return a + b\n```",
-         tests),
+        ("add", "```python\nopen('left-behind.txt', 'w').write('x')\n"
+                "def add(a, b): return a + b\n```", tests),
     )
     out = verify.run(data, params(tmp_path, method="python", timeout=2))
     why = {r.request_id: r.detail for r in out.removed}
     assert set(why) == {"r1", "r2"}
     assert "AssertionError" in why["r1"] and why["r2"] == "timed out after 2s"
-    assert not (tmp_path / "left-behind.txt").exists()  # it ran in a temporary directory
+    assert not (Path.cwd() / "left-behind.txt").exists()  # it ran (and passed) in a temporary directory
     best = verify.run(data, params(tmp_path, method="python", timeout=2, keep="best"))
     assert {r.request_id: r.rule for r in best.removed} == {"r1": "python", "r2": "python", "r3": "not-best"}
 
@@ -81,7 +84,8 @@ def test_best_of_n_recipe_records_pass_rates(teacher, tmp_path):
     con = duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True)
     assert con.execute("SELECT count(*), sum(samples), sum(passed), max(pass_rate) FROM pass_rates"
                        ).fetchone() == (5, 20, 5, 0.25)
-    kept = con.execute("SELECT reference, regexp_extract(response, 'seed=([0-9]+)$', 1) FROM samples").fetchall()
+    kept = con.execute("SELECT reference, regexp_extract(response, 'seed=([0-9]+)$', 1) "
+                       "FROM samples").fetchall()
     con.close()
     assert len(kept) == 5 and all(ref == seed for ref, seed in kept)
     assert sum(teacher.received.values()) == 20  # the second run sent nothing: only the keep changed

@@ -53,7 +53,8 @@ def rows_sql(stage: str, plan_key: str | None, input_sql: str | None, input_colu
         picked = "".join(f', any_value("{c}") AS "{c}"' for c in extra_in)
         shown = "".join(f', i."{c}"' for c in extra_in)
         base = (f"SELECT c.*, i.parent_request_id{shown} FROM corpus c JOIN (SELECT request_id, {parent} AS "
-                f"parent_request_id{picked} FROM ({input_sql}) AS q GROUP BY request_id) i USING (request_id)")
+                f"parent_request_id{picked} FROM ({input_sql}) AS q GROUP BY request_id) i "
+                "USING (request_id)")
     extra = "".join(f", ({expr}) AS {name}" for name, expr in columns.items())
     return f"SELECT *{extra} FROM ({base}) AS s ORDER BY line, sample_index, request_id"
 
