@@ -42,6 +42,9 @@ _LAZY = {
     "to_dataset": "synthgen.store.dataset",
     "status": "synthgen.store.status",
     "open_store": "synthgen.store",
+    "load_recipe": "synthgen.recipes",
+    "find_recipe": "synthgen.recipes",
+    "run_recipe": "synthgen.recipes",
 }
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from .backends.mock import MockTransport
     from .config import GenerateConfig
     from .engine.core import Engine
+    from .recipes import find_recipe, load_recipe, run_recipe
     from .run import RunSummary, generate
     from .store import open_store
     from .store.dataset import to_dataset
@@ -72,8 +76,11 @@ __all__ = [
     "TeacherError",
     "Transport",
     "export",
+    "find_recipe",
     "generate",
+    "load_recipe",
     "open_store",
+    "run_recipe",
     "status",
     "to_dataset",
 ]

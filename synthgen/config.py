@@ -133,7 +133,13 @@ class GenerateConfig(BaseModel):
             params["top_logprobs"] = self.logprobs
         params.update(self.extra_body)
         if self.response_schema is not None:
-            params[SCHEMA_KEY] = self.response_schema
+            # As JSON text in the schema's own key order: the params are canonical (sorted
+            # keys), but the order of a schema's properties is the order servers that
+            # constrain decoding (llama.cpp, vLLM, OpenAI strict) generate them in, so two
+            # orders are two requests, and the order given is the order sent.
+            import orjson
+
+            params[SCHEMA_KEY] = orjson.dumps(self.response_schema).decode()
         return params
 
     def public_dict(self) -> dict[str, Any]:

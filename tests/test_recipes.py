@@ -218,3 +218,18 @@ def test_a_stage_name_another_recipe_owns_is_refused(teacher, tmp_path):
     other = recipe(tmp_path, TWO_STAGES.replace("name: two", "name: other"), "other.yaml")
     result = synthgen("run", other, "--db", db, "--model", "m", "--base-url", teacher.base_url, cwd=tmp_path)
     assert result.returncode == 2 and "stage 'ideas' belongs to recipe 'two'" in result.stderr
+
+
+def test_every_built_in_recipe_loads(tmp_path, monkeypatch):
+    """From a folder that is not a checkout: the built-ins are found, with their templates,
+    schemas and data files, and each filter's parameters check."""
+    import synthgen
+    from synthgen.recipes.spec import builtin_names
+
+    monkeypatch.chdir(tmp_path)
+    names = builtin_names()
+    assert names == ["best-of-n", "dedup", "evol-instruct", "judge", "preferences", "self-instruct"]
+    for name in names:
+        spec = synthgen.load_recipe(synthgen.find_recipe(name))
+        assert spec.name == name and spec.stages
+        assert all(k.filter is None or k.params for s in spec.stages for k in s.keep)

@@ -169,3 +169,21 @@ def test_the_bundled_teacher_answers_in_the_schema(tmp_path):
     for (obj,) in rows(tmp_path / "c.duckdb", "SELECT json FROM corpus"):
         value = json.loads(obj)
         assert set(value) == {"city", "rating"} and 1 <= value["rating"] <= 10
+
+
+def test_the_schemas_property_order_is_the_order_sent(teacher, tmp_path):
+    """Servers that constrain decoding generate properties in the schema's order (reasoning
+    before a score, say): the canonical params keep the schema's own order, not a sorted one."""
+    ordered = {"type": "object", "additionalProperties": False, "required": ["words", "answer"],
+               "properties": {"words": {"type": "integer"}, "answer": {"type": "string"}}}
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}])
+    db = tmp_path / "c.duckdb"
+    sg.generate(input=tmp_path / "in.jsonl", db=db, model="m", base_urls=[teacher.base_url],
+                response_schema=ordered)
+    assert list(requested_schema(teacher.bodies[0])["properties"]) == ["words", "answer"]
+    [(stored,)] = rows(db, "SELECT params->>'response_schema' FROM corpus")
+    assert list(json.loads(stored)["properties"]) == ["words", "answer"]
+    # the same schema with its properties the other way round is another request
+    swapped = {**ordered, "properties": {"answer": {"type": "string"}, "words": {"type": "integer"}}}
+    assert sg.generate(input=tmp_path / "in.jsonl", db=db, model="m", base_urls=[teacher.base_url],
+                       response_schema=swapped).answered == 1

@@ -174,6 +174,8 @@ def _params_with_schema(params: str, dialect: str) -> str:
     schema = data.pop(SCHEMA_KEY, None) if isinstance(data, dict) else None
     if schema is None:
         return params  # the mark was inside some other value
+    if isinstance(schema, str):  # stored as text, in the schema's own key order
+        schema = orjson.loads(schema)
     data.update(schema_fields(schema, dialect))
     return orjson.dumps(data).decode()
 

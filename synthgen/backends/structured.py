@@ -1,6 +1,7 @@
 """How each server is asked for an answer in the shape of a JSON Schema: body format only.
 
-The planner stores the schema in a request's canonical params under `response_schema`, so
+The planner stores the schema in a request's canonical params under `response_schema` (as
+JSON text, keeping the order of its properties: servers generate them in that order), so
 the schema is part of the request id (another schema makes other requests, never the old
 answers). What the wire carries depends on the server, and that is the backend's to say:
 
