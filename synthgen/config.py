@@ -4,6 +4,8 @@ Python API all fill, so a bad value gets the same message naming the field every
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,8 +68,21 @@ class GenerateConfig(BaseModel):
     price_out: float | None = Field(default=None, ge=0)
     flush_interval: float = Field(default=0.1, gt=0, le=10)
 
+    # batch mode: the same plan through a Batch API (files + batches) at its discount
+    batch: bool = False
+    batch_poll_interval: float = Field(default=15.0, gt=0)  # first wait between polls (doubles)
+    batch_poll_max: float = Field(default=300.0, gt=0)  # longest wait between polls
+    batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)  # per file (OpenAI's limit)
+    batch_max_bytes: int = Field(default=200_000_000, ge=4096, le=200 * 2**20)  # per file
+    batch_discount: float = Field(default=0.5, ge=0, le=1)  # off --price-in/--price-out
+
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
+
+    # A shard of a sharded run (synthgen/sharding.py): send the plan its driver wrote into
+    # this store under this key; the input is not read again (it may not even be on the
+    # shard's node).
+    given_plan: str | None = None
 
     verbose: int = 0
 
@@ -115,10 +130,16 @@ class GenerateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateConfig:
+        # {field} marks a field's name: describe_validation_error writes it as the flag
+        # (--input-sql) for the CLI and as the field (input_sql) for the Python API.
         if (self.input is None) == (self.input_sql is None):
-            raise ValueError("give exactly one of input (a file) or input_sql (a query)")
+            raise ValueError("give exactly one of {input} (a file) or {input_sql} (a query)")
         if self.base_urls and not self.model:
-            raise ValueError("model is required with base_url (the name the teacher serves)")
+            raise ValueError("{model} is required with {base_urls} (the name the teacher serves)")
+        if self.batch and len(self.base_urls) != 1:
+            raise ValueError("{batch} needs exactly one {base_urls}, a Batch API (OpenAI's, or a "
+                             "server with /v1/files and /v1/batches); for `vllm run-batch` on "
+                             "a GPU box, write the files with `synthgen batch write`")
         return self
 
     def request_params(self) -> dict[str, Any]:
@@ -224,17 +245,37 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def build_config(file_values: dict[str, Any], overrides: dict[str, Any], source: str) -> GenerateConfig:
-    """Merge the config file with the flags (flags win) and validate once."""
-    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    """Merge the config file with the flags (flags win) and validate once; an error names
+    the flag (--model), or the key and the file where the value came from the file."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged = {**file_values, **given}
     try:
         return GenerateConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+        from_file = set(file_values) - set(given)
+        raise ConfigError(describe_validation_error(
+            exc, source, name=lambda f: f"{f.replace('_', '-')} (in {source})" if f in from_file
+            else flag(f))) from None
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
+# The flag of each field whose flag is not simply --field-name.
+FLAGS = {"base_urls": "--base-url", "input": "--input", "config": "--config"}
+
+
+def flag(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def describe_validation_error(exc: ValidationError, source: str,
+                              name: Callable[[str], str] | None = None) -> str:
+    """One line per error, each naming its field by `name(field)` (the field itself for the
+    Python API; the CLI passes flags)."""
+    name = name or (lambda f: f)
     lines = [f"invalid configuration ({source}):"]
+    fields = set(GenerateConfig.model_fields)
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "config"
-        lines.append(f"  {field.replace('_', '-')}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = re.sub(r"\{(\w+)\}", lambda m: name(m.group(1)) if m.group(1) in fields else m.group(0), msg)
+        lines.append(f"  {name(loc)}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)

@@ -14,18 +14,23 @@
     │   ├── TimeoutFault          no complete answer within --timeout
     │   ├── InvalidResponse       200 with a truncated or malformed body
     │   │   └── SchemaMismatch    an answer that does not parse or fit --response-schema
-    │   └── StatusFault           an HTTP status that means "not now" (408, 409, odd 1xx/3xx)
-    │       ├── RateLimited       429: a quota is spent (carries Retry-After)
-    │       └── ServerFault       5xx: the server failed this attempt
-    │           └── Overloaded    502/503/504: the server (or its gateway) has too much
-    └── RejectedFault             any other 4xx: the request itself is wrong
-        ├── AuthFault             401/403: the endpoint refuses us, not the prompt
-        ├── EndpointRefused       the endpoint says it cannot serve at all (no database...)
-        └── Redirected            3xx: the endpoint sends us elsewhere (never followed)
+    │   ├── StatusFault           an HTTP status that means "not now" (408, 409, odd 1xx/3xx)
+    │   │   ├── RateLimited       429: a quota is spent (carries Retry-After)
+    │   │   └── ServerFault       5xx: the server failed this attempt
+    │   │       └── Overloaded    502/503/504: the server (or its gateway) has too much
+    │   └── BatchFailed           the Batch API failed a whole batch without naming a line
+    ├── RejectedFault             any other 4xx: the request itself is wrong
+    │   ├── AuthFault             401/403: the endpoint refuses us, not the prompt
+    │   ├── EndpointRefused       the endpoint says it cannot serve at all (no database...)
+    │   ├── Redirected            3xx: the endpoint sends us elsewhere (never followed)
+    │   └── TooLarge              413: the body (a batch file) is larger than it takes
+    └── NotRun                    a batch ended (expired, cancelled) before this request ran
 
-Only `backends/http.py` looks at status codes: it turns every response into the most
-specific class above. Every reaction (retry, the shared pause, endpoint health, the
-adaptive limit, stopping early) is decided by class, never by a status code or a message.
+Only the backends look at status codes (`backends/http.py` for a chat request, and
+`backends/openai_batch.py` for the lines of a batch file, through the same map): they
+turn every response into the most specific class above. Every reaction (retry, the
+shared pause, endpoint health, the adaptive limit, stopping early) is decided by class,
+never by a status code or a message.
 """
 
 from __future__ import annotations
@@ -184,3 +189,22 @@ class EndpointRefused(RejectedFault):
     def __init__(self, message: str, status_code: int):
         super().__init__(message, status_code)
         self.kind = "endpoint"
+
+
+class TooLarge(RejectedFault):
+    """413: the body is larger than the endpoint takes. For one chat request that is the
+    prompt's fault (kind stays `http_413`); for a batch file upload it means: split it."""
+
+
+class BatchFailed(RetryableFault):
+    """The Batch API failed a whole batch (validation, a spent enqueued-token quota)
+    without naming a line: each of its requests had an attempt that went wrong."""
+
+    kind = "batch_failed"
+
+
+class NotRun(TeacherFault):
+    """A batch ended (expired, cancelled) before this request ran: no attempt was made,
+    so it counts against nothing and goes to a later batch."""
+
+    kind = "not_run"

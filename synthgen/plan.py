@@ -121,11 +121,18 @@ class Planner:
         self.cfg = cfg
         self.run_id = run_id
         self.template = template
-        self.fingerprint, reusable = fingerprint(cfg)
-        self.key = plan_key(cfg, self.fingerprint, template)
+        if cfg.given_plan is not None:  # a shard: its driver planned it into this store
+            self.fingerprint, reusable, self.key = "given", True, cfg.given_plan
+        else:
+            self.fingerprint, reusable = fingerprint(cfg)
+            self.key = plan_key(cfg, self.fingerprint, template)
         # A query is run once, on the store, before anything reads it (readers.snapshot_sql)
-        self._snapshot = snapshot_sql(con, cfg.input_sql, run_id) if cfg.input_sql is not None else None
+        self._snapshot = (snapshot_sql(con, cfg.input_sql, run_id)
+                          if cfg.input_sql is not None and cfg.given_plan is None else None)
         row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [self.key]).fetchone()
+        if row is None and cfg.given_plan is not None:
+            raise ConfigError(f"{cfg.db}: this store has no plan {cfg.given_plan} (a shard's plan is "
+                              "written by its driver: run the sharded command again)")
         self.reused = row is not None and reusable
         self.total, self.invalid = (row[0], row[1]) if self.reused else (0, 0)
         self.duplicates = 0
@@ -273,6 +280,8 @@ class Planner:
                 con.execute("ROLLBACK")
             raise
         self.total, self.invalid = total, bad.count
+        if self._stats is not None:  # the total is known now (duplicates made one request each)
+            self._stats.total, self._stats.planning = total, False
         with self._cond:
             self._through = 1 << 62
             self._finished = True

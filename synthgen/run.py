@@ -5,6 +5,9 @@ the pipeline together:
         ──> Planner.start (plans in a thread) ──> Engine(pending, Governor(transports), Writer)
         ──> LiveServer (others read the store meanwhile) ──> run record closed with its counts
 
+With `batch=True` the same plan goes through a Batch API instead of the engine:
+Planner.pending ──> BatchRunner (files, batches, polls, ingestion; synthgen/batch/).
+
 Whatever way the run ends (done, interrupted, aborted, crashed), the run row gets its
 counts. Silent unless asked: `progress=stream` gets plain progress lines, `on_progress`
 gets the live `Stats`, and warnings go to the "synthgen" logger.
@@ -31,15 +34,18 @@ from pydantic import ValidationError
 
 from . import store
 from .backends.http import HttpTransport
+from .backends.openai_batch import BatchClient
+from .batch import records as batch_records
+from .batch.runner import BatchRunner, Settings
 from .config import GenerateConfig, describe_validation_error
 from .engine import adaptive
 from .engine.core import FETCH_ROWS, Engine, raise_if_aborted
 from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
-from .engine.progress import report
+from .engine.progress import report, snapshot
 from .engine.schema import SchemaCheck
-from .errors import ConfigError, InputError, StoreWriteError
+from .errors import ConfigError, InputError, RunAborted, StoreWriteError
 from .plan import Planner, plan_counts
 from .store import recovery
 from .store.live import LiveServer
@@ -59,6 +65,7 @@ class RunSummary:
 
     run_id: int
     status: str  # done | interrupted | aborted | failed | invalid_input | incomplete
+    #              | cancelled (a batch was cancelled) | planned (plan_only)
     total: int = 0
     already_done: int = 0
     answered: int = 0
@@ -72,7 +79,10 @@ class RunSummary:
     plan_reused: bool = False
     model: str = ""
     message: str | None = None
-    cost: float | None = None  # estimated, where --price-in/--price-out were given
+    cost: float | None = None  # estimated, where --price-in/--price-out were given (batch: discounted)
+    batch: bool = False  # sent through a Batch API (generate --batch)
+    batches_open: int = 0  # batch mode: batches still running at the API when the run ended
+    batches_submitted: int = 0  # batch mode: batches this run created
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # this run's failures
     duplicates: int = 0  # input lines that repeat an earlier line's request (duplicate_inputs)
 
@@ -152,8 +162,47 @@ def teacher_settings(base_urls: list[str], threads: int | None = None,
         yield update
 
 
+def plan_only(cfg: GenerateConfig) -> RunSummary:
+    """Validate and plan the input into the store, sending nothing (what `synthgen batch
+    write` needs before it writes files for `vllm run-batch`). The run is recorded as
+    "planned"; its `pending` is what is left to answer."""
+    if not cfg.model:
+        raise ConfigError("model is required to plan requests (the name the teacher serves)")
+    template = None
+    if cfg.template:
+        from .inputs.templates import load_template
+
+        template = load_template(cfg.template, cfg.prompts_dir)
+    con = store.connect(cfg.db)
+    try:
+        mark_killed_runs(con)
+        run_id = _open_run(con, cfg)
+        summary = RunSummary(run_id=run_id, status="failed", model=cfg.model)
+        started = time.monotonic()
+        planner = Planner(con, cfg, run_id, template)
+        try:
+            planner.validate()
+            plan = planner.plan_all()
+        except InputError as exc:
+            summary.status, summary.message = "invalid_input", str(exc)
+            _close_run(con, summary)
+            raise
+        finally:
+            planner.close()  # an --input-sql snapshot is not needed once planned
+        counts = plan_counts(con, plan.key, plan.total)
+        summary.status, summary.total, summary.invalid = "planned", plan.total, plan.invalid
+        summary.already_done, summary.pending = counts["answered"] + counts["failed"], counts["pending"]
+        summary.plan_reused, summary.duplicates = plan.reused, plan.duplicates
+        summary.elapsed = time.monotonic() - started
+        _close_run(con, summary)
+        return summary
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
 def _generate(cfg: GenerateConfig, reporting: _Reporting, template: Template | None = None) -> RunSummary:
-    if template is None and cfg.template:
+    if template is None and cfg.template and cfg.given_plan is None:  # a given plan is rendered
         from .inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)
@@ -205,6 +254,10 @@ async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
         if not cfg.skip_preflight:
             for warning in await check_teachers(transports, cfg.model or ""):
                 reporting.warn(warning)
+        client = None
+        if cfg.batch:
+            client = await stack.enter_async_context(
+                BatchClient(cfg.base_urls[0], api_key, cfg.timeout))
         con = store.connect(cfg.db)
         try:
             limit_memory(con)
@@ -212,15 +265,26 @@ async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
             if restored := recovery.restore(con, cfg.db):
                 reporting.warn(f"stored {restored:,} answers and failures that an earlier run "
                                "received but could not write")
-            return await _with_store(con, cfg, template, transports, reporting, stop)
+            if not cfg.batch:
+                _warn_batches_in_flight(con, cfg, reporting)
+            return await _with_store(con, cfg, template, transports, reporting, stop, client)
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.close()
 
 
+def _warn_batches_in_flight(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig,
+                            reporting: _Reporting) -> None:
+    batches, requests = batch_records.in_flight(con)
+    if batches:
+        reporting.warn(f"{requests:,} requests are in {batches} Batch API batches still in flight; "
+                       "an online run sends them again (paid twice): `synthgen generate --batch` "
+                       f"collects them, `synthgen batch cancel --db {cfg.db}` cancels them")
+
+
 async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, template,
                       transports: list[HttpTransport], reporting: _Reporting,
-                      stop: _StopFlag) -> RunSummary:
+                      stop: _StopFlag, client: BatchClient | None = None) -> RunSummary:
     run_id = _open_run(con, cfg)
     summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
     started = time.monotonic()
@@ -232,7 +296,7 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
         raise
     try:
         return await _plan_and_send(con, cfg, run_id, planner, summary, started, transports,
-                                    reporting, stop)
+                                    reporting, stop, client)
     finally:
         planner.close()
 
@@ -240,7 +304,7 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
 async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
                          planner: Planner, summary: RunSummary, started: float,
                          transports: list[HttpTransport], reporting: _Reporting,
-                         stop: _StopFlag) -> RunSummary:
+                         stop: _StopFlag, client: BatchClient | None = None) -> RunSummary:
     try:
         finished = planner.validate(should_stop=stop.is_set)
     except InputError as exc:
@@ -253,7 +317,7 @@ async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, ru
         _close_run(con, summary)
         return summary
     planner.claim()
-    stats = Stats(started=started)
+    stats = Stats(started=started, price_in=cfg.price_in, price_out=cfg.price_out)
     if planner.reused:
         counts = plan_counts(con, planner.key, planner.total)
         stats.total = counts["total"]
@@ -264,20 +328,25 @@ async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, ru
     else:
         stats.total, stats.planning, to_send = planner.expected, True, True
     # From here the store is read by others through this process, and reads nothing else.
-    live = LiveServer(con, cfg.db, {"run_id": run_id}).start()
+    live = LiveServer(con, cfg.db, {"run_id": run_id},
+                      progress=lambda: snapshot(stats).as_dict()).start()
     con.execute("SET enable_external_access = false")
     engine: Engine | None = None
+    batch_reason: str | None = None
     committed: int | None = None  # answers stored, where that differs from answers received
     try:
-        if to_send:
+        if to_send and client is not None:
+            batch_reason = await _drive_batches(con, cfg, run_id, planner, stats, transports[0],
+                                                client, summary, reporting, stop)
+        elif to_send:
             try:
                 engine = await _drive(con, cfg, run_id, planner, stats, transports, reporting)
             except StoreWriteError as exc:
                 committed, summary.message = exc.committed, str(exc)
                 raise
-        reason = engine.stop_reason if engine is not None else None
+        reason = engine.stop_reason if engine is not None else batch_reason
         summary.status = "done" if reason is None else (
-            "interrupted" if reason == "interrupted" else "aborted")
+            reason if reason in ("interrupted", "cancelled") else "aborted")
         summary.message = reason if summary.status == "aborted" else None
     finally:
         planner.stop()
@@ -297,6 +366,8 @@ async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, ru
             log.debug("the run's row could not be closed", exc_info=True)
     if engine is not None:
         raise_if_aborted(engine)
+    if summary.status == "aborted" and batch_reason is not None:
+        raise RunAborted(batch_reason)
     return summary
 
 
@@ -312,6 +383,9 @@ def _summarize(summary: RunSummary, cfg: GenerateConfig, planner: Planner, stats
     summary.errors = dict(stats.errors)
     summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
                                  cfg.price_in, cfg.price_out)
+    summary.batch = cfg.batch
+    if cfg.batch and summary.cost is not None:
+        summary.cost *= 1 - cfg.batch_discount
     summary.elapsed = time.monotonic() - started
 
 
@@ -333,7 +407,8 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
                     replace_failures=cfg.retry_failed, db=cfg.db).start()
     planner.start(stats)
-    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
+    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback,
+                                          pacing=governor.pacing))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
     # A response schema is checked on every answer, outside the governor (engine/schema.py)
     sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
@@ -355,6 +430,45 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     if plan_failed is not None:
         raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
     return engine
+
+
+async def _drive_batches(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
+                         planner: Planner, stats: Stats, transport: HttpTransport,
+                         client: BatchClient, summary: RunSummary, reporting: _Reporting,
+                         stop: _StopFlag) -> str | None:
+    """The plan through the Batch API: the same pending requests, the same body as the
+    online transport sends (`transport.body`), answers stored by the same INSERTs."""
+    planner.start(stats)
+    recorder = con.cursor()
+
+    def should_stop() -> bool:
+        if stop.is_set():
+            planner.stop()
+            return True
+        return False
+
+    def record() -> None:
+        recorder.execute(
+            "UPDATE runs SET answered = ?, failed = ?, prompt_tokens = ?, completion_tokens = ? "
+            "WHERE run_id = ?",
+            [stats.answered, stats.failed, stats.prompt_tokens, stats.completion_tokens, run_id])
+
+    settings = Settings(max_requests=cfg.batch_max_requests, max_bytes=cfg.batch_max_bytes,
+                        poll_interval=cfg.batch_poll_interval, poll_max=cfg.batch_poll_max,
+                        max_attempts=cfg.max_attempts)
+    runner = BatchRunner(con, client, lambda: planner.pending(cfg.retry_failed, FETCH_ROWS),
+                         transport.body, run_id, planner.key, settings, stats,
+                         should_stop=should_stop, on_progress=record)
+    reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback))
+    try:
+        return await runner.run()
+    finally:
+        planner.stop()
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+        summary.batches_open = len(runner.open)
+        summary.batches_submitted = runner.submitted
+        recorder.close()
 
 
 RECORD_EVERY = 1.0

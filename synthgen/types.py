@@ -3,13 +3,14 @@ duckdb: a backend, the engine and the store each depend on these, never on each 
 
     Request ──> Transport.send ──> Answer ──> sink (the store's writer)
                               └──> TeacherFault ──> Failure ──> sink
-    Stats: live counters the engine writes and anyone may read (progress, summary)
+    Stats: live counters the engine writes and anyone may read (progress, summary), with
+           a RateWindow of their recent history (rates and ETA that follow the run now)
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -69,9 +70,55 @@ class Failure:
     attempts: int
 
 
+# Seconds of history behind the windowed rates and the ETA: long enough to smooth out the
+# burst of a batch of answers, short enough that a stall shows within it.
+RATE_WINDOW = 30.0
+
+
+class RateWindow:
+    """A run's counters sampled about once a second over the last `span` seconds.
+
+    Rates from it follow what the run does now: the mean since the start said "ETA 3s" for
+    a run that had been stalled for 55 s. `last_change` is when the settled count last
+    moved, so a stall is told apart from a slow run.
+    """
+
+    FIELDS = ("settled", "answered", "sent", "prompt_tokens", "completion_tokens")
+
+    def __init__(self, span: float = RATE_WINDOW):
+        self.span = span
+        self._samples: deque[tuple[float, tuple[int, ...]]] = deque()
+        self.last_change: float | None = None
+
+    def add(self, now: float, values: tuple[int, ...]) -> None:
+        samples = self._samples
+        if not samples or values[0] != samples[-1][1][0]:
+            self.last_change = now
+        samples.append((now, values))
+        # Keep one sample at or before the window's start, so the window spans `span`.
+        while len(samples) > 2 and samples[1][0] <= now - self.span:
+            samples.popleft()
+
+    def per_second(self, name: str) -> float | None:
+        """`name`'s rate over the window; None until the window spans a second."""
+        if len(self._samples) < 2:
+            return None
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 1.0:
+            return None
+        i = self.FIELDS.index(name)
+        return (last[i] - first[i]) / (t1 - t0)
+
+
 @dataclass
 class Stats:
-    """Live counters of one run: the engine writes them, progress and the summary read them."""
+    """Live counters of one run: the engine writes them, progress and the summary read them.
+
+    `sample()` (the progress task calls it about once a second) feeds `window`, the
+    recent history behind the windowed rates and ETA; `pacing` is what paces sending
+    now (the --rpm/--tpm limits, a pace learned from 429s, a shared pause), as the
+    governor reports it; the prices, where given, make `cost`.
+    """
 
     total: int = 0
     already_done: int = 0
@@ -87,7 +134,27 @@ class Stats:
     limit: int = 0
     in_flight: int = 0
     planning: bool = False  # True while the input is still being planned (total may grow)
+    price_in: float | None = None  # per million prompt tokens
+    price_out: float | None = None  # per million completion tokens
+    pacing: dict[str, float] = field(default_factory=dict)
+    window: RateWindow = field(default_factory=RateWindow, repr=False, compare=False)
 
     @property
     def done(self) -> int:
         return self.already_done + self.answered + self.failed
+
+    @property
+    def cost(self) -> float | None:
+        """Estimated cost so far; None when no price was given."""
+        if self.price_in is None and self.price_out is None:
+            return None
+        return (self.prompt_tokens * (self.price_in or 0)
+                + self.completion_tokens * (self.price_out or 0)) / 1e6
+
+    def sample(self, now: float | None = None) -> None:
+        """Add the counters as they are now to the window (its first sample: the start)."""
+        now = time.monotonic() if now is None else now
+        if self.window.last_change is None:
+            self.window.add(self.started, (0, 0, 0, 0, 0))
+        self.window.add(now, (self.answered + self.failed, self.answered, self.sent,
+                              self.prompt_tokens, self.completion_tokens))

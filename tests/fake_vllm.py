@@ -12,6 +12,7 @@ returns an OpenAI chat completion (echoing the last user message).
 
 Behaviour switches (environment variables):
   FAKE_VLLM_DELAY=S           seconds of "model loading" before the port opens
+  FAKE_VLLM_LATENCY=S         seconds each chat completion takes (requests stay in flight)
   FAKE_VLLM_CRASH=1           exit 1 with a traceback-like log during loading
   FAKE_VLLM_UNHEALTHY=1       serve, but /health answers 503 (engine dead)
   FAKE_VLLM_IGNORE_SIGTERM=1  ignore SIGTERM (the launcher must SIGKILL)
@@ -94,6 +95,7 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 self.reply(404, {"detail": "Not Found"})
                 return
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            time.sleep(float(os.environ.get("FAKE_VLLM_LATENCY", "0")))
             if body.get("model") != served:
                 msg = f"The model `{body.get('model')}` does not exist."
                 self.reply(404, {"error": {"message": msg, "type": "NotFoundError", "code": 404}})

@@ -76,6 +76,13 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.backends", "duckdb"),
     ("synthgen.backends", "synthgen.store"),
     ("synthgen.backends", "synthgen.engine"),
+    ("synthgen.engine", "synthgen.batch"),
+    ("synthgen.store", "synthgen.batch"),
+    ("synthgen.backends", "synthgen.batch"),
+    ("synthgen.batch", "aiohttp"),
+    ("synthgen.batch", "synthgen.engine"),
+    ("synthgen.batch", "synthgen.run"),
+    ("synthgen.batch", "synthgen.cli"),
     ("synthgen.types", "aiohttp"),
     ("synthgen.types", "duckdb"),
     ("synthgen.run", "synthgen.student"),
@@ -90,10 +97,33 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.recipes.filters", "duckdb"),
     ("synthgen.recipes.filters", "synthgen.store"),
     ("synthgen.store", "synthgen.recipes"),
+    # the Ray room is reached from the CLI only, when a command asks for Ray
+    ("synthgen.engine", "synthgen.cluster"),
+    ("synthgen.store", "synthgen.cluster"),
+    ("synthgen.plan", "synthgen.cluster"),
+    ("synthgen.run", "synthgen.cluster"),
+    ("synthgen.sharding", "synthgen.cluster"),
+    ("synthgen.teacher", "synthgen.cluster"),
+    # the report and the viewer read the store and nothing else
+    *[(room, forbidden) for room in ("synthgen.report", "synthgen.view")
+      for forbidden in ("synthgen.engine", "synthgen.backends", "synthgen.run", "synthgen.plan",
+                        "synthgen.student", "synthgen.teacher", "aiohttp", "httpx", "torch", "openai")],
+    ("synthgen.view", "matplotlib"),
+    ("synthgen.store", "synthgen.report"),
+    ("synthgen.store", "synthgen.view"),
 ])
 def test_a_room_never_imports_what_it_must_not(room, forbidden):
     offenders = {n: reaches(deps, forbidden) for n, deps in imported_by(room).items()}
     assert not {n: d for n, d in offenders.items() if d}, f"{room} must not import {forbidden}"
+
+
+def test_only_the_cluster_room_imports_ray():
+    """Ray is the [ray] extra: any other module importing it (lazily or not) would break a
+    command for everyone who installed synthgen without it."""
+    offenders = {n: reaches(deps, "ray") for n, deps in GRAPH.items()
+                 if n != "synthgen.cluster" and not n.startswith("synthgen.cluster.")}
+    assert not {n: d for n, d in offenders.items() if d}, "only synthgen.cluster may import ray"
+    assert any(reaches(deps, "ray") for deps in imported_by("synthgen.cluster").values())
 
 
 def test_no_two_modules_import_each_other():
@@ -109,10 +139,8 @@ def test_no_two_modules_import_each_other():
 def test_library_code_never_prints():
     printing = []
     for name, path in modules().items():
-        if name.startswith(("synthgen.cli", "synthgen.student")):
-            # the CLI is where output belongs; the student's own silence lands with issue 15's
-            # branch (its CLI moves under cli/ then)
-            continue
+        if name.startswith("synthgen.cli"):
+            continue  # the CLI is where output belongs
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 printing.append(f"{name}:{node.lineno}")
@@ -123,7 +151,9 @@ def test_library_code_never_prints():
 
 
 def test_only_the_http_backend_reads_status_codes():
-    """A reaction decided by status code anywhere else is a second, diverging policy."""
+    """A reaction decided by status code anywhere else is a second, diverging policy.
+    The backends room reads them (chat requests in `http`, the Batch API's control calls
+    and file lines in `openai_batch`, which maps them with http's own `fault_for_status`)."""
     def numeric(node: ast.AST) -> bool:
         if isinstance(node, ast.Constant):
             return isinstance(node.value, int)
@@ -133,7 +163,7 @@ def test_only_the_http_backend_reads_status_codes():
 
     suspects = []
     for name, path in modules().items():
-        if name in ("synthgen.backends.http", "synthgen.errors"):
+        if name.startswith("synthgen.backends.") or name == "synthgen.errors":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Compare):
@@ -177,7 +207,7 @@ import synthgen
 summary = synthgen.generate(input=Path(sys.argv[1]), db=Path(sys.argv[2]), model="m",
                             base_urls=[sys.argv[3]])
 assert summary.answered == 5, summary
-heavy = sorted(m for m in ("torch", "openai", "transformers", "rich", "pyarrow", "pandas", "jinja2")
+heavy = sorted(m for m in ("torch", "openai", "transformers", "rich", "pyarrow", "pandas", "jinja2", "ray")
                if m in sys.modules)
 print(",".join(heavy))
 """

@@ -125,7 +125,7 @@ def test_a_bad_schema_file_is_one_clear_error_before_anything_is_sent(teacher, t
 
 
 def test_a_missing_schema_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"response-schema: .*nope.json: cannot read the schema file"):
+    with pytest.raises(ConfigError, match=r"response[-_]schema: .*nope.json: cannot read the schema file"):
         sg.generate(input=tmp_path / "x.jsonl", db=tmp_path / "c.duckdb",
                     response_schema=tmp_path / "nope.json")
 

@@ -144,7 +144,7 @@ def test_the_cli_module_does_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys, synthgen.student.cli; "
+        "import sys, synthgen.cli.student; "
         "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -72,7 +72,7 @@ def test_teacher_tokens_line_up_with_the_students_even_without_ids() -> None:
     from synthgen.student.presets import teacher_tokenizer
     from synthgen.student.render import render
     from synthgen.student.rows import Row
-    from synthgen.student.teacher import Vocab, targets_for
+    from synthgen.student.targets import Vocab, targets_for
 
     tok = teacher_tokenizer()
     answer = "Honey is sweet."
@@ -107,3 +107,56 @@ def test_teacher_tokens_line_up_with_the_students_even_without_ids() -> None:
     ]
     partial = targets_for(split, rendered, vocab)
     assert partial.positions == with_ids.positions[1:]
+
+
+def exact_divergence(student_logits, teacher_logprobs, temperature: float, kind: str, beta: float = 0.5):
+    """T^2 * reverse KL or GKD's generalized JSD on the full vocabulary, from the definitions."""
+    t = torch.log_softmax(teacher_logprobs / temperature, -1).exp()
+    s = torch.log_softmax(student_logits / temperature, -1).exp()
+    if kind == "reverse":
+        value = (s * (s.log() - t.log())).sum(-1)
+    else:
+        m = beta * t + (1 - beta) * s
+        value = beta * (t * (t.log() - m.log())).sum(-1) + (1 - beta) * (s * (s.log() - m.log())).sum(-1)
+    return value.mean() * temperature**2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize(("kind", "beta"), [("reverse", 0.5), ("jsd", 0.5), ("jsd", 0.1), ("jsd", 0.9)])
+def test_reverse_kl_and_jsd_equal_the_exact_values_on_the_full_vocab(
+    logits, kind: str, beta: float, temperature: float
+) -> None:
+    student, teacher = logits
+    ids = torch.stack([torch.randperm(V, generator=torch.Generator().manual_seed(i)) for i in range(6)])
+    sparse = sparse_kd_loss(student, ids, teacher.gather(-1, ids), temperature, kind, beta)
+    exact = exact_divergence(student, teacher, temperature, kind, beta)
+    assert torch.allclose(sparse, exact, atol=1e-5), (sparse.item(), exact.item())
+    sparse.backward()
+    grad_sparse = student.grad.clone()
+    student.grad = None
+    exact.backward()
+    assert torch.allclose(grad_sparse, student.grad, atol=1e-5)
+
+
+def test_the_divergences_differ_and_vanish_at_the_teacher(logits) -> None:
+    student, teacher = logits
+    top = teacher.topk(5, -1)
+    values = {k: sparse_kd_loss(student, top.indices, top.values, 1.0, k).item() for k in KINDS}
+    assert len({round(v, 4) for v in values.values()}) == 3 and all(v > 0 for v in values.values())
+    for kind in KINDS:
+        at_teacher = sparse_kd_loss(teacher, top.indices, top.values, 1.0, kind)
+        assert at_teacher.item() == pytest.approx(0, abs=1e-4), kind
+
+
+def test_reverse_kl_stays_finite_when_the_teacher_tail_is_empty() -> None:
+    # The teacher's top-2 hold all its mass; the student puts mass elsewhere.
+    student = torch.zeros(1, 8, requires_grad=True)
+    ids = torch.tensor([[0, 1]])
+    lps = torch.log(torch.tensor([[0.5, 0.5]]))
+    loss = sparse_kd_loss(student, ids, lps, 1.0, "reverse")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    assert student.grad[0, 2:].gt(0).all()  # the student is pushed off the tokens the teacher excludes
+
+
+KINDS = ("forward", "reverse", "jsd")

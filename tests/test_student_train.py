@@ -105,7 +105,8 @@ def test_round_trip_train_save_load_eval(db, tmp_path, monkeypatch, capsys) -> N
         "SELECT label, rows FROM evals WHERE eval_id = ? ORDER BY label", [result["eval_id"]]
     ).fetchall()
     con.close()
-    assert labels == [("trained", 6), ("untrained", 6)]
+    assert labels == [("teacher", 6), ("trained", 6), ("untrained", 6)]
+    assert result["teacher"]["loss_source"] == "teacher-forced"  # tiny: the bundled teacher
 
 
 class Interrupt(TrainerCallback):

@@ -35,6 +35,7 @@ from ..errors import (
     StatusFault,
     TeacherFault,
     TimeoutFault,
+    TooLarge,
 )
 from ..types import Answer, Request
 from ..urls import strip_credentials
@@ -87,15 +88,9 @@ class HttpTransport:
             self._session = None
 
     def body(self, request: Request) -> bytes:
-        """The stored canonical JSON spliced in as is: no parse and re-dump per request
-        (except a request with a response schema, written the way this server wants it)."""
-        params = request.params
-        if _SCHEMA_MARK in params:
-            params = _params_with_schema(params, self.dialect)
-        inner = params[1:-1]
-        sep = b"," if inner else b""
-        return b'{"model":%s,"messages":%s%s%s}' % (
-            self._model, request.messages.encode(), sep, inner.encode())
+        """What is POSTed for `request` (see `chat_body`), a response schema written the
+        way this server wants it."""
+        return chat_body(self._model, request, self.dialect)
 
     async def send(self, request: Request) -> Answer:
         status, raw, headers = await self._exchange("POST", self.url, self.body(request))
@@ -180,6 +175,20 @@ def _params_with_schema(params: str, dialect: str) -> str:
     return orjson.dumps(data).decode()
 
 
+def chat_body(model_json: bytes, request: Request, dialect: str = "openai") -> bytes:
+    """The chat completion body of a request: the stored canonical JSON spliced in as is
+    (no parse and re-dump per request; a request with a response schema has it written in
+    `dialect`, see structured.py). `model_json` is the model name as JSON. The one body
+    format: a Batch API file line carries exactly this body (OpenAI's form of a schema)."""
+    params = request.params
+    if _SCHEMA_MARK in params:
+        params = _params_with_schema(params, dialect)
+    inner = params[1:-1]
+    sep = b"," if inner else b""
+    return b'{"model":%s,"messages":%s%s%s}' % (model_json, request.messages.encode(), sep,
+                                                 inner.encode())
+
+
 def fault_for_status(status: int, raw: bytes, headers: Any) -> TeacherFault:
     """The one map from an HTTP status to what it means."""
     message = f"HTTP {status}: {error_text(raw)}"
@@ -198,6 +207,8 @@ def fault_for_status(status: int, raw: bytes, headers: Any) -> TeacherFault:
                           "pass the final URL as --base-url", status)
     if status in (401, 403):
         return AuthFault(message, status)
+    if status == 413:
+        return TooLarge(message, status)
     if 400 <= status < 500:
         return RejectedFault(message, status)
     return StatusFault(message, status, None)  # 1xx, other 2xx: odd, but worth another try
@@ -251,8 +262,14 @@ def parse_answer(raw: bytes, endpoint: str) -> Answer:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidResponse(f"response is not valid JSON ({len(raw)} bytes)") from None
+    return answer_from(data, endpoint)
+
+
+def answer_from(data: Any, endpoint: str) -> Answer:
+    """A parsed chat completion object -> Answer (what `parse_answer` and a batch output
+    line's `response.body` share); anything unusable is an InvalidResponse."""
     if isinstance(data, dict) and "choices" not in data and "error" in data:
-        raise InvalidResponse(f"the teacher answered 200 with an error: {error_text(raw)}")
+        raise InvalidResponse(f"the teacher answered 200 with an error: {error_text(orjson.dumps(data))}")
     try:
         choice = data["choices"][0]
         message = choice["message"]

@@ -20,10 +20,14 @@ COMMANDS = {
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",
+    "merge": "synthgen.cli.merge:merge",
+    "report": "synthgen.cli.report:report",
+    "view": "synthgen.cli.view:view",
+    "batch": "synthgen.cli.batch:batch",
     "teacher": "synthgen.cli.teacher:teacher",
     "demo": "synthgen.cli.teacher:demo",
-    "train": "synthgen.student.cli:train",
-    "eval": "synthgen.student.cli:eval_command",
+    "train": "synthgen.cli.student:train",
+    "eval": "synthgen.cli.student:eval_command",
 }
 
 
@@ -38,13 +42,27 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        from .help import decorate
+
+        return decorate(getattr(importlib.import_module(module), attr), name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="synthgen")
 def cli() -> None:
-    """Build distillation corpora from an OpenAI-compatible teacher into DuckDB."""
+    """Build distillation corpora from an OpenAI-compatible teacher into DuckDB.
+
+    Run `synthgen COMMAND --help` for a command's options and examples.
+    """
+
+
+def _top_help() -> None:
+    from .help import top_level
+
+    top_level(cli)
+
+
+_top_help()
 
 
 def main() -> None:

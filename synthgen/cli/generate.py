@@ -38,23 +38,23 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--input-sql", help="A DuckDB query whose rows are the prompts.")
 @click.option("--template", help="Render prompts/NAME.jinja (or .yaml) with each row's fields.")
 @click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where templates live (default: ./prompts).")
+              help="Where templates live.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), help="The DuckDB store.")
 @click.option("--model", help="Model name the teacher serves.")
 @click.option("--base-url", "base_urls", multiple=True,
               help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Repeat for "
                    "several replicas. Without it the bundled local teacher is started.")
-@click.option("--api-key-env", help="Environment variable holding the API key "
-                                    "(default OPENAI_API_KEY). The key is never stored.")
+@click.option("--api-key-env", help="Environment variable holding the API key. "
+                                    "The key is never stored.")
 @click.option("--skip-preflight", is_flag=True, default=None,
               help="Do not check the endpoints, the key and the model name before sending.")
-@click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
-@click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
-@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5); "
+@click.option("--concurrency", help="Requests in flight, or 'auto' (found by measurement).")
+@click.option("--timeout", type=float, help="Seconds per attempt.")
+@click.option("--max-attempts", type=int, help="Attempts per request before it fails; "
                                                "429s (rate limits) do not count, see --rate-limit-wait.")
 @click.option("--rate-limit-wait", type=float,
-              help="Seconds one request keeps waiting out 429s before it fails (default 1800).")
-@click.option("--n", type=int, help="Samples per prompt (default 1).")
+              help="Seconds one request keeps waiting out 429s before it fails.")
+@click.option("--n", type=int, help="Samples per prompt.")
 @click.option("--temperature", type=float)
 @click.option("--top-p", type=float)
 @click.option("--max-tokens", type=int)
@@ -75,11 +75,42 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
 @click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
 @click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--batch", is_flag=True, default=None,
+              help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
+                   "at its discount) instead of one request at a time. Same plan, ids and store; "
+                   "rerun the same command to re-attach after a stop.")
+@click.option("--batch-discount", type=float,
+              help="Batch price as a discount off --price-in/--price-out (default 0.5; 0 when the "
+                   "prices given are batch prices already).")
+@click.option("--batch-poll-interval", type=float,
+              help="Seconds before the first poll of a batch; doubles up to --batch-poll-max (default 15).")
+@click.option("--batch-poll-max", type=float, help="Longest wait between polls, seconds (default 300).")
+@click.option("--batch-max-requests", type=int, help="Requests per batch file (default and most: 50,000).")
+@click.option("--batch-max-bytes", type=int, help="Bytes per batch file (default 200,000,000).")
 @click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
 @click.option("--progress-interval", type=float,
               help="Seconds between progress lines when not on a terminal (default 10).")
 @click.option("-v", "--verbose", count=True, help="More detail in the summary.")
-def generate(config_file: Path | None, progress_interval: float | None, **flags) -> None:
+@click.option("--teacher", "teacher_name", metavar="NAME",
+              help="Use the teacher `synthgen teacher start` recorded as NAME (its base URLs and "
+                   "model), e.g. 'fleet' for a Ray fleet.")
+@click.option("--teacher-state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where --teacher looks [default: ~/.cache/synthgen/teachers].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              metavar="[ADDRESS]",
+              help="Run --shards client actors on the Ray cluster at ADDRESS [default: the one "
+                   "`ray start` made here, or RAY_ADDRESS, else a local one]. Needs the [ray] extra.")
+@click.option("--shards", type=click.IntRange(min=1),
+              help="With --ray: client processes, each sending a disjoint hash range of the pending "
+                   "requests into its own shard store, folded into --db at the end.")
+@click.option("--shard-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where the shard stores go [default: beside --db]; on a cluster, a directory "
+                   "every node sees at the same path.")
+@click.option("--keep-shards", is_flag=True,
+              help="Keep the shard stores after they were folded into --db.")
+def generate(config_file: Path | None, progress_interval: float | None, teacher_name: str | None,
+             teacher_state_dir: Path | None, ray_address: str | None, shards: int | None,
+             shard_dir: Path | None, keep_shards: bool, **flags) -> None:
     """Send every prompt of the input to the teacher; store each answer once in --db.
 
     Running the same command again resumes: answered requests are never sent twice.
@@ -95,11 +126,25 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         overrides["verbose"] = None
     if not file_values.get("db") and not overrides.get("db"):
         raise ConfigError("--db is required (the DuckDB file to write)")
+    if teacher_name is not None:
+        _use_recorded_teacher(overrides, file_values, teacher_name, teacher_state_dir)
+    if (ray_address is None) != (shards is None):
+        raise click.UsageError("--ray and --shards go together: --ray [ADDRESS] --shards N runs N "
+                               "client actors on a Ray cluster (for a fleet of teachers, see "
+                               "`synthgen teacher start --ray`)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_generate(cfg, **shown)
+            if shards is not None:
+                from ..cluster.shards import generate_sharded
+
+                summary = generate_sharded(
+                    cfg, shards=shards, address=None if ray_address == "auto" else ray_address,
+                    shard_dir=shard_dir, keep_shards=keep_shards,
+                    announce=lambda line: click.echo(line, err=True))
+            else:
+                summary = run_generate(cfg, **shown)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:
@@ -107,10 +152,19 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
     _print_summary(summary, cfg.verbose, cfg.db)
+    if summary.status == "aborted":  # a shard ended early; what it stored is in --db
+        click.secho(f"stopped early: {summary.message}", fg="red", err=True)
+        click.echo(f"The store is consistent ({summary.pending:,} requests pending). Resume with:\n"
+                   f"  {resume}", err=True)
+        sys.exit(3)
     if summary.status == "interrupted":
         click.echo(f"Interrupted with {summary.pending:,} requests pending. Resume with:\n  {resume}",
                    err=True)
         sys.exit(130)
+    if summary.status == "cancelled":
+        click.echo(f"A batch was cancelled: what it answered is stored, {summary.pending:,} requests "
+                   f"stay pending. To send them after all:\n  {resume}", err=True)
+        sys.exit(1)
     if summary.all_failed_alike:
         [(kind, count)] = summary.failed_by_kind.items()
         click.secho(f"every request of this run failed the same way ({kind}, {count:,}): most likely a "
@@ -119,6 +173,23 @@ def generate(config_file: Path | None, progress_interval: float | None, **flags)
         sys.exit(1)
     if summary.pending:
         sys.exit(1)
+
+
+def _use_recorded_teacher(overrides: dict, file_values: dict, name: str, state_dir: Path | None) -> None:
+    """--teacher NAME: the base URLs and model `synthgen teacher start` recorded."""
+    from ..teacher.paths import state_dir as default_state_dir
+    from ..teacher.state import load
+
+    if overrides.get("base_urls") or file_values.get("base_urls"):
+        raise click.UsageError("give --teacher or --base-url, not both")
+    states = state_dir or default_state_dir()
+    record = load(states, name)
+    if record is None:
+        raise click.UsageError(f"--teacher {name}: no teacher of that name is recorded in {states} "
+                               f"(start one with: {synthgen_command()} teacher start ... --name {name})")
+    overrides["base_urls"] = record.base_urls
+    if not overrides.get("model") and not file_values.get("model"):
+        overrides["model"] = record.model
 
 
 def resume_hint(argv: list[str]) -> str:
@@ -143,8 +214,15 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
         f"  tokens: {s.prompt_tokens:,} in, {s.completion_tokens:,} out; "
         f"{s.requests_per_s:,.1f} requests/s",
     ]
+    if s.batch:
+        lines.append(f"  batches: {s.batches_submitted:,} submitted by this run, {s.batches_open:,} still "
+                     "running at the API" + (" (they go on, and are paid for: the same command collects "
+                                             "them, `synthgen batch cancel --db "
+                                             f"{shlex.quote(str(db))}` cancels them)"
+                                             if s.batches_open else ""))
     if s.cost is not None:
-        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given)")
+        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given"
+                     + (", less the batch discount)" if s.batch else ")"))
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:

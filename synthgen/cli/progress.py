@@ -1,5 +1,6 @@
-"""The CLI's view of a running generate: a live bar on a terminal, plain lines otherwise
-(logs, CI, nohup), and the library's warnings printed as they come."""
+"""The CLI's view of a running generate: a live display on a terminal, plain lines otherwise
+(logs, CI, nohup), and the library's warnings printed as they come. `status --watch`
+draws another process's run with the same display (cli/watch.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from ..engine.progress import describe
+from ..engine.progress import Snapshot, duration, eta, fields_of, snapshot
 from ..types import Stats
 
 
@@ -29,30 +30,79 @@ def progress_options(interval: float | None = None, stream: TextIO | None = None
 
 
 class LiveBar:
-    """A rich progress bar fed by `generate(on_progress=...)`; transient (gone at the end)."""
+    """The live display of `generate(on_progress=...)`: rich's bar, percentage and
+    done/total columns, then every other number of the progress line, laid out to the
+    terminal's width (an 80-column terminal gets more lines, not fewer numbers).
+    Transient: gone at the end, where the summary takes its place."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, transient: bool = True):
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn
 
-        self._progress = Progress(
-            BarColumn(bar_width=16), TextColumn("{task.fields[line]}"),
-            console=Console(file=stream), transient=True, auto_refresh=False,
-        )
-        self._task = self._progress.add_task("generate", total=1, line="")
+        self._display = _make_display(Console(file=stream), transient)
         self._started = False
 
     def __call__(self, stats: Stats) -> None:
+        self.show(snapshot(stats))
+
+    def show(self, snap: Snapshot) -> None:
+        """Draw `snap` (this process's stats, or another's through `status --watch`)."""
         if not self._started:
-            self._progress.start()
+            self._display.start()
             self._started = True
-        self._progress.update(self._task, completed=stats.done, total=stats.total or 1,
-                              line=describe(stats))
-        self._progress.refresh()
+        self._display.snap = snap
+        self._display.update(self._display.task, completed=snap.done, total=snap.total or 1,
+                             elapsed=duration(snap.elapsed), eta=eta(snap))
+        self._display.refresh()
 
     def close(self) -> None:
         if self._started:
-            self._progress.stop()
+            self._display.stop()
+
+
+# Shown on the bar's own line (rich columns), so left out of the lines below it.
+_ON_THE_BAR = {"done", "eta", "elapsed"}
+_GAP = "  "
+
+
+def detail_lines(snap: Snapshot, width: int) -> list[str]:
+    """Every number the bar's line does not show, packed into lines of at most `width`
+    columns; a piece is never split unless it alone is wider than the terminal."""
+    pieces = [text for name, text in fields_of(snap) if name not in _ON_THE_BAR]
+    if snap.planning:
+        pieces.insert(0, "planning (total grows)")
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and len(lines[-1]) + len(_GAP) + len(piece) <= width:
+            lines[-1] += _GAP + piece
+        else:
+            lines.append(piece)
+    return lines
+
+
+def _make_display(console, transient: bool):
+    """rich is imported here, when a terminal is there to draw on."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.text import Text
+
+    class Display(Progress):
+        """rich's Progress with the run's other numbers drawn below the bar."""
+
+        def __init__(self, console, transient: bool):
+            self.snap: Snapshot | None = None  # before rich's first draw, in super().__init__
+            super().__init__(
+                BarColumn(bar_width=20), TaskProgressColumn(), MofNCompleteColumn(separator="/"),
+                TextColumn("elapsed {task.fields[elapsed]}"), TextColumn("ETA {task.fields[eta]}"),
+                console=console, transient=transient, auto_refresh=False,
+            )
+            self.task = self.add_task("generate", total=1, elapsed="0s", eta="-")
+
+        def get_renderables(self):
+            yield self.make_tasks_table(self.tasks)
+            if self.snap is not None:
+                width = max(20, self.console.width - 1)
+                yield Text("\n".join(detail_lines(self.snap, width)), no_wrap=False)
+
+    return Display(console, transient)
 
 
 @contextlib.contextmanager

@@ -108,9 +108,25 @@ def _short(value: object, limit: int = 200) -> str:
 @click.command()
 @DB
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
-def status(db: Path, as_json: bool) -> None:
+@click.option("--watch", is_flag=True,
+              help="Follow the run writing --db live (the display its own terminal shows) until "
+                   "it ends, then print the status.")
+@click.option("--interval", type=float, default=None,
+              help="With --watch: seconds between redraws [default: 0.5 on a terminal, 10 otherwise].")
+def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None:
     """Per run: done, pending, failed by kind, tokens (and cost where prices were given);
     per recipe stage: planned, answered, failed, kept."""
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch draws a live display; --json prints once: use one of them")
+        if interval is not None and interval <= 0:
+            raise click.BadParameter("must be above 0", param_hint="--interval")
+        from .watch import watch as watch_run
+
+        if not Path(db).exists():
+            raise StoreError(f"{db}: no such database")
+        if not watch_run(db, interval):
+            click.echo(f"no run is writing {db} now; its runs:", err=True)
     runs, stages = status_and_stages(db)
     if as_json:
         for run in runs:
@@ -131,7 +147,7 @@ def status(db: Path, as_json: bool) -> None:
         tokens = f"  this run: {r['run_answered'] or 0:,} answered, {r['run_failed'] or 0:,} failed, " \
                  f"tokens {r['prompt_tokens'] or 0:,} in / {r['completion_tokens'] or 0:,} out"
         if r["cost"] is not None:
-            tokens += f", estimated cost ${r['cost']:,.4f}"
+            tokens += f", estimated cost ${r['cost']:,.4f}" + (" (batch prices)" if r.get("batch") else "")
         click.echo(tokens)
         if r["message"]:
             click.echo(f"  {r['message'].splitlines()[0]}")

@@ -2,7 +2,8 @@
 
 `start` leaves the server running in the background (recorded in a state file)
 for several `generate --base-url` runs; `generate` without `--base-url` and
-`demo` instead start a teacher for one run and stop it at the end.
+`demo` instead start a teacher for one run and stop it at the end. `start --ray`
+starts a fleet of vLLM replicas as Ray actors (synthgen.cluster, imported only then).
 """
 
 from __future__ import annotations
@@ -48,8 +49,20 @@ state_option = click.option(
     help="Where running teachers are recorded [default: ~/.cache/synthgen/teachers].",
 )
 name_option = click.option(
-    "--name", default="default", show_default=True, help="Name of the recorded teacher."
+    "--name",
+    default=None,
+    help="Name of the recorded teacher [default: 'default', else 'fleet' (a Ray fleet)].",
 )
+FLEET_NAME = "fleet"
+
+
+def recorded_name(states: Path, name: str | None) -> str:
+    """The teacher a command without --name means: 'default' if recorded, else the fleet."""
+    if name is not None:
+        return name
+    if load(states, "default") is None and load(states, FLEET_NAME) is not None:
+        return FLEET_NAME
+    return "default"
 
 
 @click.group()
@@ -74,6 +87,28 @@ def teacher() -> None:
 @click.option("--parallel", type=int, help="Parallel slots of the local server [default: 4].")
 @click.option("--port", type=int, help="First port to use [default: a free one].")
 @click.option("--health-timeout", type=float, help="Seconds to wait for the server to be ready.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Start the vLLM replicas as Ray actors on the cluster at ADDRESS [default: the one "
+    "`ray start` made here, or RAY_ADDRESS]. Needs the [ray] extra.",
+)
+@click.option(
+    "--gpus-per-replica",
+    type=int,
+    help="With --ray: GPUs Ray gives each replica [default: --tensor-parallel-size].",
+)
+@click.option(
+    "--max-restarts",
+    type=int,
+    default=3,
+    show_default=True,
+    help="With --ray: how often Ray restarts a replica that died.",
+)
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @name_option
 @state_option
@@ -88,8 +123,11 @@ def start(
     parallel: int | None,
     port: int | None,
     health_timeout: float | None,
+    ray_address: str | None,
+    gpus_per_replica: int | None,
+    max_restarts: int,
     extra_args: tuple[str, ...],
-    name: str,
+    name: str | None,
     state_dir: Path | None,
 ) -> None:
     """Start a teacher in the background and print its base URL(s).
@@ -97,12 +135,29 @@ def start(
     Arguments after `--` go to the server unchanged (e.g. `-- --dtype half`).
     """
     states = state_dir or default_state_dir()
+    name = name or (FLEET_NAME if ray_address is not None else "default")
     existing = load(states, name)
-    if existing and any(s.running() for s in existing.servers):
+    if existing and (existing.on_ray or any(s.running() for s in existing.servers)):
         raise TeacherError(
             f"teacher {name!r} is already running at {' '.join(existing.base_urls)}; "
-            f"stop it first ({synthgen_command()} teacher stop) or pick another --name"
+            f"stop it first ({synthgen_command()} teacher stop"
+            + ("" if name == "default" else f" --name {shlex.quote(name)}")
+            + ") or pick another --name"
         )
+    if ray_address is not None:
+        from .fleet import start_fleet
+
+        record = start_fleet(
+            backend, model, replicas, tensor_parallel_size, gpus_per_replica, max_restarts,
+            gpu_memory_utilization, max_model_len, port, health_timeout, extra_args, name,
+            ray_address,
+        )
+        save(states, record)
+        _print_use(record.base_urls, record.model, name, state_dir)
+        return
+    if gpus_per_replica is not None:
+        raise click.UsageError("--gpus-per-replica is for --ray fleets; without Ray each replica "
+                               "gets --tensor-parallel-size GPUs of this machine")
     t = launch_teacher(
         backend,
         model=model,
@@ -128,17 +183,26 @@ def start(
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     save(states, record)
-    flags = " ".join(f"--base-url {url}" for url in t.base_urls)
+    _print_use(t.base_urls, t.model, name, state_dir)
+
+
+def _print_use(base_urls: list[str], model: str, name: str, state_dir: Path | None) -> None:
+    """How to use and stop a started teacher (on stderr), then its URLs (stdout, one a line)."""
+    flags = " ".join(f"--base-url {url}" for url in base_urls)
     prog = synthgen_command()
     _echo_err(
-        f"use it with (any --input and --db): {prog} generate {flags} --model {shlex.quote(t.model)} "
+        f"use it with (any --input and --db): {prog} generate {flags} --model {shlex.quote(model)} "
         f"--input {shlex.quote(str(demo_file('seeds.jsonl')))} --db corpus.duckdb"
     )
     where = ("" if name == "default" else f" --name {shlex.quote(name)}") + (
         f" --state-dir {shlex.quote(str(state_dir))}" if state_dir else ""
     )
+    if name != "default":
+        _echo_err(f"or with: {prog} generate --teacher {shlex.quote(name)}"
+                  + (f" --teacher-state-dir {shlex.quote(str(state_dir))}" if state_dir else "")
+                  + " --input ... --db ...")
     _echo_err(f"stop it with: {prog} teacher stop{where}")
-    for url in t.base_urls:
+    for url in base_urls:
         click.echo(url)
 
 
@@ -152,12 +216,22 @@ def start(
 )
 @name_option
 @state_option
-def stop(grace: float, name: str, state_dir: Path | None) -> None:
+def stop(grace: float, name: str | None, state_dir: Path | None) -> None:
     """Stop a teacher started with `synthgen teacher start`."""
     states = state_dir or default_state_dir()
+    name = recorded_name(states, name)
     record = load(states, name)
     if record is None:
         click.echo(f"no teacher {name!r} recorded in {states}")
+        return
+    if record.on_ray:
+        from ..cluster.fleet import stop_fleet
+
+        assert record.ray_address is not None
+        for line in stop_fleet(record.ray_address, record.ray_namespace or "synthgen", record.actors,
+                               grace):
+            click.echo(line)
+        forget(states, name)
         return
     for server in record.servers:
         if server.running():
@@ -171,18 +245,26 @@ def stop(grace: float, name: str, state_dir: Path | None) -> None:
 @teacher.command()
 @name_option
 @state_option
-def status(name: str, state_dir: Path | None) -> None:
+def status(name: str | None, state_dir: Path | None) -> None:
     """Show whether a started teacher is running and healthy. Exit 1 if it is not."""
     import httpx
 
     states = state_dir or default_state_dir()
+    name = recorded_name(states, name)
     record = load(states, name)
     if record is None:
         click.echo(f"teacher {name!r}: not running (nothing recorded in {states})")
         raise SystemExit(1)
     click.echo(
         f"teacher {name!r}: backend {record.backend}, model {record.model}, started {record.started_at}"
+        + (f", on the Ray cluster at {record.ray_address}" if record.on_ray else "")
     )
+    if record.on_ray:
+        from .fleet import fleet_status
+
+        if not fleet_status(record, states):
+            raise SystemExit(1)
+        return
     healthy = True
     for server in record.servers:
         state = "stopped"

@@ -134,6 +134,21 @@ class Governor:
             await asyncio.sleep(wait)
         self.pause_until = 0.0
 
+    def pacing(self) -> dict[str, float]:
+        """What paces sending now, for the progress display: the --rpm/--tpm limits (per
+        minute), a pace learned from 429s (per second), and a shared pause still to run."""
+        out: dict[str, float] = {}
+        if self.throttle is not None:
+            if self.throttle.requests is not None:
+                out["rpm_limit"] = self.throttle.requests.rate * 60
+            if self.throttle.tokens is not None:
+                out["tpm_limit"] = self.throttle.tokens.rate * 60
+        if self.learned is not None and self.learned.rate is not None:
+            out["learned_rps"] = self.learned.rate
+        if (left := self.pause_until - time.monotonic()) > 0:
+            out["paused_s"] = left
+        return out
+
     async def aclose(self) -> None:
         if self.health is not None:
             await self.health.aclose()

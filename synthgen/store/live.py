@@ -7,6 +7,10 @@ readers (`status`, `sql`, `export`, `open_store()`) use it when they find the fi
     reader ──(query, params)──> socket in a private directory ──> the run's DuckDB
            <──(Arrow IPC stream)──  cursor in a READ ONLY transaction
 
+Besides queries it answers `ping` (which run, which process) and `progress`: the run's live
+progress numbers (a JSON object, what `synthgen status --watch` draws), from a callable
+the run passes in, so the store knows nothing of the engine.
+
 Nothing a reader sends can write: each query runs in its own cursor inside a transaction
 DuckDB opened READ ONLY, it must be one SELECT (or EXPLAIN) statement (no SET, PRAGMA,
 ATTACH, COPY), and the run's database has no access to other files. The socket lives in
@@ -28,6 +32,7 @@ import socketserver
 import stat
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +72,12 @@ def _private_dir(path: Path, create: bool) -> bool:
 class LiveServer:
     """Serves read-only queries on `con`'s database until `close()`."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, db: str | Path, info: dict[str, Any]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, db: str | Path, info: dict[str, Any],
+                 progress: Callable[[], dict[str, Any]] | None = None):
         self.path = socket_path(db)
         self._con = con
         self._info = {"pid": os.getpid(), **info}
+        self._progress = progress
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -83,7 +90,7 @@ class LiveServer:
             self.path.unlink()  # a run that was killed left it; we hold the store's lock now
         server = _Server(str(self.path), _Handler)
         os.chmod(self.path, 0o600)
-        server.con, server.info = self._con.cursor(), self._info
+        server.con, server.info, server.progress = self._con.cursor(), self._info, self._progress
         server.lock = threading.Lock()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -106,6 +113,7 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     con: duckdb.DuckDBPyConnection  # this server's own cursor; each query gets one of its own
     info: dict[str, Any]
+    progress: Callable[[], dict[str, Any]] | None
     lock: threading.Lock  # a connection is not thread-safe: one cursor made at a time
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -125,10 +133,14 @@ class _Handler(socketserver.StreamRequestHandler):
             request = json.loads(self.rfile.readline(MAX_REQUEST))
         except (ValueError, OSError):
             return
-        if request.get("ping"):
-            self._header({"ok": True, **self.server.info})  # type: ignore[attr-defined]
-            return
         server: _Server = self.server  # type: ignore[assignment]
+        if request.get("ping"):
+            self._header({"ok": True, **server.info})
+            return
+        if request.get("progress"):
+            live = server.progress() if server.progress is not None else None
+            self._header({"ok": live is not None, **server.info, "progress": live})
+            return
         with server.lock:
             cur = server.con.cursor()
         try:
@@ -174,12 +186,22 @@ class _Handler(socketserver.StreamRequestHandler):
 
 def ping(db: str | Path) -> dict[str, Any] | None:
     """The live run serving `db` ({pid, run_id, ...}), or None when there is none."""
+    return _ask(db, {"ping": True})
+
+
+def progress(db: str | Path) -> dict[str, Any] | None:
+    """The live progress of the run writing `db` ({pid, run_id, progress: {...}}), or None
+    when no run is writing it (or it ended meanwhile)."""
+    return _ask(db, {"progress": True})
+
+
+def _ask(db: str | Path, request: dict[str, Any]) -> dict[str, Any] | None:
     path = socket_path(db)
     if not _private_dir(path.parent, create=False) or not path.exists():
         return None
     try:
         with _connect(path) as sock:
-            sock.sendall(b'{"ping": true}\n')
+            sock.sendall(json.dumps(request).encode() + b"\n")
             line = sock.makefile("rb").readline(MAX_REQUEST)
         return json.loads(line) if line else None
     except (OSError, ValueError):

@@ -13,6 +13,9 @@ Everything synthgen knows lives in one DuckDB file:
     invalid_inputs  input lines skipped by --skip-invalid, with the reason
     duplicate_inputs  lines that repeat an earlier line's request, with their own metadata
     evals           student evaluations (written by `synthgen eval`)
+    batches         one row per Batch API batch: our key, the API's ids, state, counts
+    batch_requests  which requests each batch carries (its file's lines, in order)
+    batch_errors    every retryable error line of a batch (what counts a request's attempts)
     stages          one row per recipe stage: its recipe, plan, status, rows and kept
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
@@ -221,7 +224,58 @@ def _m004_duplicate_inputs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _m005_recipes(con: duckdb.DuckDBPyConnection) -> None:
+def _m005_batch_api(con: duckdb.DuckDBPyConnection) -> None:
+    """Batch API batches, recorded before anything is uploaded so that a killed run
+    re-attaches to what it submitted instead of paying for it twice.
+
+    `batch_key` is synthgen's own name for a batch, sent as the batch's metadata: a batch
+    created just before a kill (its id never recorded) is found again by it. `state` is
+    ours (preparing: rows written, nothing uploaded; uploaded: the input file id is known;
+    submitted: the batch id is known; ingested: its output and error files are stored;
+    lost: the API no longer knows it), `status` the API's last word. A request is in
+    flight while a batch of it is not ingested or lost.
+    """
+    con.execute(
+        """
+        CREATE TABLE batches (
+            batch_key VARCHAR PRIMARY KEY,
+            run_id INTEGER,
+            plan_key VARCHAR,
+            endpoint VARCHAR,
+            state VARCHAR,
+            status VARCHAR,
+            batch_id VARCHAR,
+            input_file_id VARCHAR,
+            output_file_id VARCHAR,
+            error_file_id VARCHAR,
+            requests INTEGER,
+            bytes BIGINT,
+            completed INTEGER,
+            failed INTEGER,
+            message VARCHAR,
+            created_at TIMESTAMPTZ,
+            polled_at TIMESTAMPTZ,
+            ended_at TIMESTAMPTZ
+        );
+        CREATE TABLE batch_requests (
+            batch_key VARCHAR,
+            request_id VARCHAR,
+            position INTEGER
+        );
+        CREATE TABLE batch_errors (
+            batch_key VARCHAR,
+            request_id VARCHAR,
+            error_type VARCHAR,
+            status_code INTEGER,
+            message VARCHAR,
+            created_at TIMESTAMPTZ,
+            PRIMARY KEY (batch_key, request_id)
+        );
+        """
+    )
+
+
+def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
     """What recipes (`synthgen run`) add. A stage is a plan of its own (or, without a
     template, a choice of rows already stored); each stage's rows, with their parent and
     whether its `keep` kept them, are `stage_rows`, and a view named after the stage shows
@@ -277,7 +331,8 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("002_requests_without_index", _m002_requests_without_index),
     ("003_answer_parts", _m003_answer_parts),
     ("004_duplicate_inputs", _m004_duplicate_inputs),
-    ("005_recipes", _m005_recipes),
+    ("005_batch_api", _m005_batch_api),
+    ("006_recipes", _m006_recipes),
 ]
 
 

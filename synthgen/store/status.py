@@ -59,6 +59,7 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
             run["failed_by_kind"] = dict(con.execute(FAILED_KINDS_SQL, [run["plan_key"]]).fetchall())
             total = run["total"] or 0
             run["pending"] = total - (run["answered"] or 0) - (run["failed"] or 0)
+            run["batch"] = bool(config.get("batch"))
             run["cost"] = _cost(run, config)
             stage = by_plan.get(run["plan_key"])
             run["recipe"], run["stage"] = (stage["recipe"], stage["stage"]) if stage else (None, None)
@@ -68,8 +69,12 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 
 
 def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
+    """At the run's prices; a batch run's at the batch discount off them."""
     price_in, price_out = config.get("price_in"), config.get("price_out")
     if price_in is None and price_out is None:
         return None
-    return ((run["prompt_tokens"] or 0) * (price_in or 0)
+    cost = ((run["prompt_tokens"] or 0) * (price_in or 0)
             + (run["completion_tokens"] or 0) * (price_out or 0)) / 1e6
+    if config.get("batch"):
+        cost *= 1 - float(config.get("batch_discount") or 0)
+    return cost

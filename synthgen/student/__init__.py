@@ -8,12 +8,13 @@ Small files, one idea each:
     guards.py    checks that fail loudly before training (masking, EOS, BOS, length)
     presets.py   students: `tiny`, a local Hugging Face directory, a GGUF file
     kd.py        sparse KL on the teacher's top-K plus a tail bucket
-    teacher.py   teacher logprobs -> per-position top-K targets; tokenizer compatibility
+    targets.py   teacher logprobs -> per-position top-K targets; tokenizer compatibility
     trainer.py   SFTTrainer subclass with the KD loss, collator, progress callback
     train.py     the training run: config, output directory, resume
     evaluate.py  held-out metrics for trained and untrained students, written to `evals`
     rouge.py     ROUGE-L (longest common subsequence), no dependency
-    cli.py       `synthgen train` and `synthgen eval`
+    log.py       progress to the caller's callback or the `synthgen.student` logger
+    cli.py       `synthgen train` and `synthgen eval`: the only place that prints
 
 Nothing here is imported by the engine: torch and transformers are imported inside
 functions or in modules only the student CLI imports.

@@ -1,4 +1,5 @@
-"""SFT-only against SFT+KD on the same data, same steps, same seed: the README's demo."""
+"""SFT-only against SFT+KD on the same data, same steps, same seed: the README's demo; and
+the tables `synthgen eval` prints (with the teacher's row and the student/teacher ratios)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .log import quiet
 
 COLUMNS = (
     ("loss", "loss", "{:.3f}"),
@@ -26,14 +29,34 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def report(result: dict[str, Any], name: str = "trained") -> str:
+    """`synthgen eval`'s table (untrained, trained, teacher) and how close the student is."""
+    from .closeness import summary_line
+
+    rows = {"untrained": result["untrained"], name: result["trained"]}
+    teacher = result.get("teacher")
+    if teacher and teacher.get("loss") is not None:
+        rows["teacher"] = teacher
+    text = table(rows)
+    if teacher and teacher.get("loss") is not None:
+        text += "\n\n" + summary_line(name, result["trained"], teacher)
+        if teacher.get("loss_source") != "teacher-forced":
+            text += " (teacher loss from its stored logprobs)"
+    return text
+
+
 def _drop(before: float, after: float) -> float:
     return (before - after) / before if before else 0.0
 
 
-def compare_kd(cfg: Any, echo: Callable[[str], None]) -> str:
+@quiet()
+def compare_kd(cfg: Any, echo: Callable[[str], None] | None = None, speed_tokens: int = 32) -> str:
     """Train OUT/sft and OUT/kd, evaluate both on the same held-out rows, return the report."""
     from .evaluate import evaluate
+    from .log import echo_or_log
     from .train import train
+
+    echo = echo_or_log(echo)
 
     out = Path(cfg.out)
     runs = {}
@@ -41,11 +64,17 @@ def compare_kd(cfg: Any, echo: Callable[[str], None]) -> str:
         echo(f"== {name}: {'SFT + KD' if kd else 'SFT only'}")
         runs[name] = train(dataclasses.replace(cfg, out=str(out / name), kd=kd), echo)
     echo("== eval")
-    sft = evaluate(cfg.db, str(out / "sft"), label="sft", echo=echo)
-    kd = evaluate(cfg.db, str(out / "kd"), label="sft+kd", echo=echo, untrained=sft["untrained"])
+    sft = evaluate(cfg.db, str(out / "sft"), label="sft", echo=echo, speed_tokens=speed_tokens)
+    kd = evaluate(
+        cfg.db, str(out / "kd"), label="sft+kd", echo=echo, untrained=sft["untrained"],
+        speed_tokens=speed_tokens,
+    )
     base = sft["untrained"]["loss"]
     label_kd = "SFT+KD" if runs["kd"]["kd_used"] else "SFT+KD (refused: ran as SFT)"
     results = {"untrained": sft["untrained"], "SFT": sft["trained"], label_kd: kd["trained"]}
+    teacher = kd.get("teacher")
+    if teacher and teacher.get("loss") is not None:
+        results["teacher"] = teacher
     s_loss, k_loss = sft["trained"]["loss"], kd["trained"]["loss"]
     verdict = (
         f"held-out loss vs untrained: SFT {-_drop(base, s_loss):+.0%}, "
@@ -57,5 +86,10 @@ def compare_kd(cfg: Any, echo: Callable[[str], None]) -> str:
     agree_s, agree_k = sft["trained"]["top1_agreement"], kd["trained"]["top1_agreement"]
     if agree_s is not None and agree_k is not None:
         verdict += f", top-1 agreement with the teacher {agree_k - agree_s:+.3f}"
+    if teacher and teacher.get("loss") is not None:
+        from .closeness import summary_line
+
+        verdict += "\n" + summary_line("SFT", sft["trained"], sft["teacher"])
+        verdict += "\n" + summary_line(label_kd, kd["trained"], teacher)
     seconds = runs["sft"]["seconds"] + runs["kd"]["seconds"]
     return f"{table(results)}\n\n{verdict}\ntraining time {seconds:.0f}s (both runs)"

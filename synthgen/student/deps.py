@@ -7,7 +7,7 @@ import importlib.util
 from ..errors import SynthgenError
 from ..hints import pip_install
 
-TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate")
+TRAIN_MODULES = ("torch", "transformers", "trl", "peft", "accelerate", "rouge_score")
 
 
 class TrainExtraMissing(SynthgenError):

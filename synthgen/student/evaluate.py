@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .deps import StudentError, require_train_extra
+from .log import echo_or_log, quiet
 from .render import IGNORE, render, truncate
 from .rouge import rouge_l
 from .rows import Row, Split, heldout_rows
@@ -38,10 +38,8 @@ def load_trained(model_dir: Path, cfg: dict[str, Any]) -> tuple[Any, Any]:
     if (model_dir / "adapter_config.json").exists():
         from peft import PeftModel
 
-        from .presets import load_student
-
-        base = load_student(cfg["student"], seed=cfg["seed"], tiny_overrides=cfg.get("tiny"))
-        model = PeftModel.from_pretrained(base.model, str(model_dir))
+        run = json.loads((model_dir / CONFIG_FILE).read_text())
+        model = PeftModel.from_pretrained(base_student(run).model, str(model_dir))
     elif (model_dir / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     else:
@@ -60,7 +58,7 @@ def metrics(
     """Every metric above for one model on `rows`."""
     import torch
 
-    from .teacher import Vocab, targets_for
+    from .targets import Vocab, targets_for
 
     vocab = Vocab(tok)
     nll = 0.0
@@ -122,6 +120,40 @@ def _rouge(model: Any, tok: Any, rows: list[Row], max_new_tokens: int) -> float 
     return sum(scores) / len(scores) if scores else None
 
 
+def base_student(run: dict[str, Any]) -> Any:
+    """The student before training: `tiny` rebuilt from its seed, the given base model, or
+    the teacher cut to the recorded layers (no influence to measure again)."""
+    from .presets import load_student
+
+    cfg, pruning = run["config"], run.get("pruning")
+    if pruning:
+        from .prune import keep_layers
+        from .reference import load_teacher
+
+        teacher = load_teacher(pruning["teacher"])
+        keep_layers(teacher.model, pruning["kept"])
+        return teacher
+    return load_student(cfg["student"], seed=cfg["seed"], tiny_overrides=cfg.get("tiny"))
+
+
+BUNDLED = "bundled"
+
+
+def teacher_spec(run: dict[str, Any], override: str | None) -> str | None:
+    """The local teacher to compare with: --teacher-model, the one a pruned student was cut
+    from, the run's --teacher-model, the bundled one for `tiny` (whose tokenizer is the
+    bundled teacher's), or None: then only the stored logprobs speak for the teacher."""
+    cfg = run["config"]
+    if override:
+        return override
+    if run.get("pruning"):
+        return run["pruning"]["teacher"]
+    if cfg.get("teacher_model"):
+        return cfg["teacher_model"]
+    return BUNDLED if cfg.get("student") == "tiny" else None
+
+
+@quiet()
 def evaluate(
     db: str,
     model_dir: str,
@@ -131,12 +163,23 @@ def evaluate(
     label: str = "trained",
     echo: Callable[[str], None] | None = None,
     untrained: dict[str, Any] | None = None,
+    teacher_model: str | None = None,
+    with_teacher: bool = True,
+    speed_tokens: int = 32,
 ) -> dict[str, Any]:
-    """Evaluate `model_dir` and its untrained student; record both in `evals`."""
-    require_train_extra()
-    from .presets import load_student, prepare_tokenizer
+    """Evaluate `model_dir`, its untrained student and the teacher; record them in `evals`.
 
-    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    `untrained` takes the result of an earlier call on the same rows (compare reuses it);
+    the teacher is measured on the same rows from its stored logprobs and, when a local
+    model is known (`teacher_spec`), teacher-forced; `speed_tokens` new tokens per prompt
+    time student and teacher decoding side by side (0: skip).
+    """
+    require_train_extra()
+    from .closeness import decode_speeds, paired_speed_ratio, ratios, stored_nll
+    from .presets import prepare_tokenizer
+    from .reference import parameters
+
+    echo = echo_or_log(echo)
     path = Path(model_dir)
     cfg_path = path / CONFIG_FILE
     if not cfg_path.exists():
@@ -148,15 +191,50 @@ def evaluate(
     echo(f"eval: {len(rows)} held-out rows")
     model, tok = load_trained(path, cfg)
     prepare_tokenizer(tok)
-    result = {
-        "trained": metrics(model, tok, rows, cfg["max_length"], gen_rows, max_new_tokens),
-    }
+    trained = metrics(model, tok, rows, cfg["max_length"], gen_rows, max_new_tokens)
+    trained["parameters"] = parameters(model)
     if untrained is None:
-        base = load_student(cfg["student"], seed=cfg["seed"], tiny_overrides=cfg.get("tiny"))
+        base = base_student(run)
         prepare_tokenizer(base.tokenizer)
         base.model.eval()
         untrained = metrics(base.model, base.tokenizer, rows, cfg["max_length"], gen_rows, max_new_tokens)
-    result["untrained"] = untrained
+        untrained["parameters"] = parameters(base.model)
+    speed_rows = rows[: max(1, gen_rows)]
+    teacher = None
+    spec = teacher_spec(run, teacher_model) if with_teacher else None
+    if with_teacher:
+        stored, stored_tokens = stored_nll(rows)
+        teacher = {"loss": stored, "loss_source": "stored logprobs", "loss_stored": stored}
+        teacher["stored_tokens"] = stored_tokens
+    if spec is not None and teacher is not None:
+        from .reference import load_teacher
+
+        ref = load_teacher(None if spec == BUNDLED else spec)
+        prepare_tokenizer(ref.tokenizer)
+        echo(f"eval: teacher {ref.spec}")
+        forced = metrics(ref.model, ref.tokenizer, rows, cfg["max_length"], 0, max_new_tokens)
+        teacher.update(
+            model=ref.spec,
+            parameters=parameters(ref.model),
+            loss=forced["loss"],
+            loss_source="teacher-forced",
+            loss_teacher_forced=forced["loss"],
+            perplexity=forced["perplexity"],
+            token_accuracy=forced["token_accuracy"],
+            tokens=forced["tokens"],
+            same_tokenizer=ref.tokenizer.get_vocab() == tok.get_vocab(),
+        )
+        if speed_tokens:
+            echo(f"eval: decode speed, {len(speed_rows)} prompts x {speed_tokens} new tokens")
+            speeds, times = decode_speeds(
+                {"student": (model, tok), "teacher": (ref.model, ref.tokenizer)}, speed_rows, speed_tokens
+            )
+            trained["tokens_per_s"], teacher["tokens_per_s"] = speeds["student"], speeds["teacher"]
+            trained["speed_ratio"] = paired_speed_ratio(times["student"], times["teacher"])
+    result: dict[str, Any] = {"trained": trained, "untrained": untrained}
+    if teacher is not None:
+        result["teacher"] = {**teacher, **ratios(trained, teacher)}
+        result["teacher"]["untrained_nll_ratio"] = ratios(untrained, teacher)["nll_ratio"]
     result["model_dir"] = str(path)
     result["kd_used"] = run.get("kd_used", False)
     result["heldout_rows"] = len(rows)
@@ -171,7 +249,9 @@ def record(db: str, model_dir: str, label: str, query: str, rows: int, result: d
     eval_id = uuid.uuid4().hex[:16]
     con = connect(db)
     try:
-        for name, key in ((label, "trained"), ("untrained", "untrained")):
+        for name, key in ((label, "trained"), ("untrained", "untrained"), ("teacher", "teacher")):
+            if key not in result:
+                continue
             con.execute(
                 "INSERT INTO evals VALUES (?, now(), ?, ?, ?, ?, ?)",
                 [eval_id, model_dir, name, query, rows, json.dumps(result[key])],

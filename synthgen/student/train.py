@@ -14,20 +14,26 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .deps import StudentError, require_train_extra
 from .guards import GuardReport, check_rows
+from .log import echo_or_log, quiet
 from .presets import Student, load_student, prepare_tokenizer
+from .prune import Pruning, parse_spec, pruned_student
 from .render import Rendered, preview, render
 from .rows import Row, load_rows, split_rows
 
 CONFIG_FILE = "synthgen_train.json"
+# Learning rates when --lr is not given: 1e-3 suits the randomly initialized `tiny` (and
+# stays the default for given models, as before); a pruned teacher is healed, not trained
+# from scratch: PRUNED_LR won bench/distill's small sweep (3e-4 over 1e-4, bench/DISTILL.md).
+DEFAULT_LR = 1e-3
+PRUNED_LR = 3e-4
 
 
 @dataclass
@@ -38,15 +44,19 @@ class TrainConfig:
     out: str
     query: str | None = None
     student: str = "tiny"
+    teacher_model: str | None = None  # for prune:K students and eval's reference
+    prune_by: str = "influence"
     lora: bool = False
     lora_rank: int = 16
     merge_lora: bool = False
     kd: bool = False
     kd_weight: float = 0.5
     temperature: float = 1.0
+    kd_loss: str = "forward"
+    jsd_beta: float = 0.5
     epochs: float | None = None
     max_steps: int | None = None
-    lr: float = 1e-3
+    lr: float | None = None  # None: DEFAULT_LR for tiny and given models, PRUNED_LR for prune:K
     batch_size: int = 4
     max_length: int = 512
     overflow: str = "truncate"
@@ -70,6 +80,23 @@ class Prepared:
     rendered: list[Rendered]
     report: GuardReport
     split: Any
+    pruning: Pruning | None = None
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Defaults that depend on the student, and choices checked before anything loads."""
+    from .kd import KD_LOSSES
+    from .prune import PRUNE_BY
+
+    if cfg.prune_by not in PRUNE_BY:
+        raise StudentError(f"--prune-by {cfg.prune_by!r}: expected one of {', '.join(PRUNE_BY)}")
+    if cfg.kd_loss not in KD_LOSSES:
+        raise StudentError(f"--kd-loss {cfg.kd_loss!r}: expected one of {', '.join(KD_LOSSES)}")
+    if not 0.0 < cfg.jsd_beta < 1.0:
+        raise StudentError(f"--jsd-beta must be strictly between 0 and 1, got {cfg.jsd_beta}")
+    if cfg.lr is None:
+        cfg = replace(cfg, lr=PRUNED_LR if parse_spec(cfg.student) else DEFAULT_LR)
+    return cfg
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -81,13 +108,22 @@ def prepare(cfg: TrainConfig) -> Prepared:
         torch.set_num_threads(cfg.threads)
     rows = load_rows(cfg.db, cfg.query)
     train_rows, heldout, split = split_rows(rows, cfg.holdout, cfg.seed, cfg.query)
-    student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
+    k = parse_spec(cfg.student)
+    if k is not None:
+        from .reference import load_teacher
+
+        student = load_teacher(cfg.teacher_model)
+    else:
+        student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
     prepare_tokenizer(student.tokenizer)
     if cfg.with_reasoning and not any(r.reasoning for r in train_rows):
         raise StudentError("--with-reasoning: no training row has a reasoning trace (the "
                            "`reasoning` column is empty); the teacher gave none")
     rendered = [render(student.tokenizer, r.conversation(cfg.with_reasoning), r.finished)
                 for r in train_rows]
+    pruning = None
+    if k is not None:  # block influence is measured on the training rows, as ShortGPT does
+        student, pruning = pruned_student(student, k, cfg.prune_by, [r.input_ids for r in rendered])
     kept, report = check_rows(
         student.tokenizer,
         rendered,
@@ -97,7 +133,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         extra_stop_ids=_generation_eos(student.model),
     )
     kept_rows = [train_rows[i] for i in report.kept]
-    return Prepared(student, kept_rows, heldout, kept, report, split)
+    return Prepared(student, kept_rows, heldout, kept, report, split, pruning)
 
 
 def _generation_eos(model: Any) -> list[int]:
@@ -107,6 +143,7 @@ def _generation_eos(model: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
+@quiet()
 def preview_text(cfg: TrainConfig, color: bool = False) -> str:
     """`--preview`: the guard report and the first training example, tokens marked."""
     prep = prepare(cfg)
@@ -114,7 +151,7 @@ def preview_text(cfg: TrainConfig, color: bool = False) -> str:
 
 
 def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | None:
-    from .teacher import Vocab, check_compatible
+    from .targets import Vocab, check_compatible
 
     targets, reason = check_compatible(prep.train_rows, prep.rendered, Vocab(prep.student.tokenizer))
     if reason:
@@ -129,6 +166,7 @@ def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | Non
     return targets
 
 
+@quiet()
 def train(
     cfg: TrainConfig,
     echo: Callable[[str], None] | None = None,
@@ -138,9 +176,10 @@ def train(
 
     `callbacks` are extra transformers TrainerCallbacks (tests use one to interrupt a run).
     """
-    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    echo = echo_or_log(echo)
     if (cfg.epochs is None) == (cfg.max_steps is None):
         raise StudentError("give exactly one of --epochs and --max-steps")
+    cfg = resolve(cfg)
     started = time.time()
     prep = prepare(cfg)
     echo(f"data: {prep.report.summary()}; {len(prep.heldout_rows)} rows held out")
@@ -212,6 +251,8 @@ def train(
         data_collator=collator,
         kd_weight=cfg.kd_weight if targets is not None else 0.0,
         temperature=cfg.temperature,
+        kd_loss=cfg.kd_loss,
+        jsd_beta=cfg.jsd_beta,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -240,6 +281,7 @@ def train(
         "parameters": sum(p.numel() for p in model.parameters()),
         "guards": asdict(prep.report) | {"kept": len(prep.report.kept)},
         "kd_used": targets is not None,
+        "pruning": prep.pruning.to_dict() if prep.pruning else None,
         "train_rows": len(prep.train_rows),
         "heldout_rows": len(prep.heldout_rows),
         "steps": result.global_step,

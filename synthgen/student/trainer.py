@@ -7,7 +7,6 @@ targets take the KD path, which computes (1 - w) * CE + w * KD on the same logit
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .kd import sparse_kd_loss
+from .log import echo_or_log
 from .render import IGNORE
 
 
@@ -50,10 +50,20 @@ class Collator:
 class KDTrainer(SFTTrainer):
     """SFTTrainer whose loss mixes cross-entropy with sparse KL to the teacher's top-K."""
 
-    def __init__(self, *args: Any, kd_weight: float = 0.5, temperature: float = 1.0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        kd_weight: float = 0.5,
+        temperature: float = 1.0,
+        kd_loss: str = "forward",
+        jsd_beta: float = 0.5,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.kd_weight = kd_weight
         self.temperature = temperature
+        self.kd_loss = kd_loss
+        self.jsd_beta = jsd_beta
 
     def compute_loss(
         self,
@@ -80,7 +90,9 @@ class KDTrainer(SFTTrainer):
         has_kd = trained & (ids >= 0).any(-1)
         loss = ce
         if bool(has_kd.any()):
-            kd = sparse_kd_loss(logits[has_kd], ids[has_kd], lps[has_kd], self.temperature)
+            kd = sparse_kd_loss(
+                logits[has_kd], ids[has_kd], lps[has_kd], self.temperature, self.kd_loss, self.jsd_beta
+            )
             loss = (1 - self.kd_weight) * ce + self.kd_weight * kd
             self._metrics[mode]["kd_loss"].append(float(kd.detach()))
         self._metrics[mode]["ce_loss"].append(float(ce.detach()))
@@ -98,7 +110,7 @@ class Progress(TrainerCallback):
 
     def __init__(self, collator: Collator, echo: Any = None):
         self.collator = collator
-        self.echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.echo = echo_or_log(echo)
         self.history: list[dict[str, float]] = []
         self._t0 = self._last_t = time.perf_counter()
         self._last_tokens = 0

@@ -4,13 +4,17 @@ A started teacher outlives the command that started it, so its pids, ports,
 base URLs and log paths are written to a small JSON file. Before signalling a
 recorded pid we check that it is still the server we started (its command
 line names our port), because pids are reused after a reboot or a crash.
+
+A fleet on Ray (`teacher start --ray`) is recorded the same way plus the cluster's
+address and its actors' names: its servers run on other nodes, so it is stopped and
+inspected through Ray (synthgen.cluster), never by pid.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .process import pid_alive
@@ -42,10 +46,18 @@ class TeacherRecord:
     model: str
     servers: list[ServerRecord]
     started_at: str
+    # A Ray fleet: where its cluster is and which named actors hold its replicas.
+    ray_address: str | None = None
+    ray_namespace: str | None = None
+    actors: list[str] = field(default_factory=list)
 
     @property
     def base_urls(self) -> list[str]:
         return [s.base_url for s in self.servers]
+
+    @property
+    def on_ray(self) -> bool:
+        return self.ray_address is not None
 
 
 def state_path(state_dir: Path, name: str) -> Path:

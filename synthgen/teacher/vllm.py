@@ -92,27 +92,51 @@ def vllm_servers(options: VllmOptions, log_dir: Path) -> list[ServerProcess]:
     else:
         ports = free_ports(options.replicas)
     tp = options.tensor_parallel_size
-    servers = []
-    for i, port in enumerate(ports):
-        argv = [executable, "serve", options.model, "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--tensor-parallel-size", str(tp)]
-        if options.gpu_memory_utilization is not None:
-            argv += ["--gpu-memory-utilization", str(options.gpu_memory_utilization)]
-        if options.max_model_len is not None:
-            argv += ["--max-model-len", str(options.max_model_len)]
-        if options.served_model_name:
-            argv += ["--served-model-name", options.served_model_name]
-        argv += list(options.extra_args)
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[i * tp : (i + 1) * tp]))
-        servers.append(
-            ServerProcess(
-                name=f"vllm[{i}]" if options.replicas > 1 else "vllm",
-                argv=argv,
-                port=port,
-                log_path=log_dir / f"vllm-{port}.log",
-                health_url=f"http://127.0.0.1:{port}/health",
-                base_url=f"http://127.0.0.1:{port}/v1",
-                env=env,
-            )
+    return [
+        replica_server(
+            options,
+            executable=executable,
+            host="127.0.0.1",
+            port=port,
+            log_dir=log_dir,
+            name=f"vllm[{i}]" if options.replicas > 1 else "vllm",
+            env=dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[i * tp : (i + 1) * tp])),
         )
-    return servers
+        for i, port in enumerate(ports)
+    ]
+
+
+def serve_argv(options: VllmOptions, executable: str, host: str, port: int) -> list[str]:
+    """The `vllm serve` command line of one replica (the same wherever it runs)."""
+    argv = [executable, "serve", options.model, "--host", host, "--port", str(port)]
+    argv += ["--tensor-parallel-size", str(options.tensor_parallel_size)]
+    if options.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(options.gpu_memory_utilization)]
+    if options.max_model_len is not None:
+        argv += ["--max-model-len", str(options.max_model_len)]
+    if options.served_model_name:
+        argv += ["--served-model-name", options.served_model_name]
+    return argv + list(options.extra_args)
+
+
+def replica_server(
+    options: VllmOptions,
+    *,
+    executable: str,
+    host: str,
+    port: int,
+    log_dir: Path,
+    name: str = "vllm",
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """One replica as a ServerProcess: here (one per GPU slice) or inside a Ray actor on
+    whatever node Ray chose, which sets CUDA_VISIBLE_DEVICES itself (`env` None)."""
+    return ServerProcess(
+        name=name,
+        argv=serve_argv(options, executable, host, port),
+        port=port,
+        log_path=log_dir / f"vllm-{port}.log",
+        health_url=f"http://{host}:{port}/health",
+        base_url=f"http://{host}:{port}/v1",
+        env=env,
+    )

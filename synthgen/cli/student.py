@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .deps import StudentError, require_train_extra
+from ..student.deps import StudentError, require_train_extra
 
 
 def _echo(message: str) -> None:
@@ -24,16 +24,38 @@ def _echo(message: str) -> None:
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="The store.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model directory.")
 @click.option("--query", default=None, help="SQL choosing the rows (default: corpus, stop).")
-@click.option("--student", default="tiny", show_default=True, help="tiny, an HF dir or a .gguf.")
+@click.option(
+    "--student", default="tiny", show_default=True, help="tiny, prune:K, an HF dir or a .gguf."
+)
+@click.option(
+    "--prune-by",
+    type=click.Choice(["influence", "even"]),
+    default="influence",
+    show_default=True,
+    help="prune:K keeps the K layers of most block influence, or K evenly spaced.",
+)
+@click.option(
+    "--teacher-model",
+    default=None,
+    help="Teacher DIR or FILE.gguf that prune:K cuts and eval compares with [default: bundled].",
+)
 @click.option("--lora", is_flag=True, help="Train LoRA adapters instead of all weights.")
 @click.option("--lora-rank", default=16, show_default=True)
 @click.option("--merge-lora", is_flag=True, help="Merge the adapters into the saved model.")
 @click.option("--kd", is_flag=True, help="Add sparse KL to the teacher's stored top-K logprobs.")
 @click.option("--kd-weight", default=0.5, show_default=True, help="KD share of the loss.")
 @click.option("--temperature", default=1.0, show_default=True, help="KD temperature.")
+@click.option(
+    "--kd-loss",
+    type=click.Choice(["forward", "reverse", "jsd"]),
+    default="forward",
+    show_default=True,
+    help="KL(teacher||student), KL(student||teacher) or GKD's generalized JSD.",
+)
+@click.option("--jsd-beta", default=0.5, show_default=True, help="The JSD's teacher weight.")
 @click.option("--epochs", type=float, default=None, help="Epochs (default 3).")
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (instead of epochs).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; 3e-4 for prune:K].")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option(
@@ -59,8 +81,8 @@ def _echo(message: str) -> None:
 def train(**opts: Any) -> None:
     """Train a student on teacher answers chosen by SQL."""
     require_train_extra()
-    from .train import TrainConfig, preview_text
-    from .train import train as run_train
+    from ..student.train import TrainConfig, preview_text
+    from ..student.train import train as run_train
 
     preview, compare = opts.pop("preview"), opts.pop("compare_kd")
     if opts["epochs"] is not None and opts["max_steps"] is not None:
@@ -72,7 +94,7 @@ def train(**opts: Any) -> None:
         click.echo(preview_text(cfg, color=sys.stdout.isatty()))
         return
     if compare:
-        from .compare import compare_kd
+        from ..student.compare import compare_kd
 
         click.echo(compare_kd(cfg, _echo))
         return
@@ -85,20 +107,53 @@ def train(**opts: Any) -> None:
 @click.option("--query", default=None, help="Rows to evaluate (prompts not trained on).")
 @click.option("--gen-rows", type=int, default=8, show_default=True, help="Rows for ROUGE-L.")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option(
+    "--teacher-model",
+    default=None,
+    help="Teacher DIR or FILE.gguf to compare with [default: the run's, bundled for tiny].",
+)
+@click.option("--no-teacher", is_flag=True, help="Skip the teacher comparison.")
+@click.option(
+    "--speed-tokens",
+    type=int,
+    default=32,
+    show_default=True,
+    help="New tokens per prompt when timing decode speed (0: skip).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(
-    db: str, model_dir: str, query: str | None, gen_rows: int, max_new_tokens: int, as_json: bool
+    db: str,
+    model_dir: str,
+    query: str | None,
+    gen_rows: int,
+    max_new_tokens: int,
+    teacher_model: str | None,
+    no_teacher: bool,
+    speed_tokens: int,
+    as_json: bool,
 ) -> None:
-    """Evaluate a trained student and its untrained self on held-out teacher answers."""
+    """Evaluate a trained student, its untrained self and the teacher on held-out answers."""
     require_train_extra()
-    from .evaluate import evaluate
+    from ..student.evaluate import evaluate
 
     if not Path(model_dir).is_dir():
         raise StudentError(f"{model_dir}: no such model directory")
-    result = evaluate(db, model_dir, query, gen_rows, max_new_tokens, echo=_echo)
+    if speed_tokens < 0:
+        raise StudentError(f"--speed-tokens must be 0 or more, got {speed_tokens}")
+    result = evaluate(
+        db,
+        model_dir,
+        query,
+        gen_rows,
+        max_new_tokens,
+        echo=_echo,
+        teacher_model=teacher_model,
+        with_teacher=not no_teacher,
+        speed_tokens=speed_tokens,
+    )
     if as_json:
         click.echo(json.dumps(result))
     else:
-        from .compare import table
+        from ..student.compare import report
 
-        click.echo(table({"untrained": result["untrained"], "trained": result["trained"]}))
+        click.echo(report(result))

@@ -1,0 +1,411 @@
+"""`generate --batch`: the plan's pending requests through a Batch API, at its discount.
+
+    re-attach   batches recorded by an earlier run of this store: polled, not sent again
+    pass        pending requests (Planner.pending) -> files of <= 50,000 lines / 200 MB
+                -> recorded -> POST /files -> recorded -> POST /batches -> recorded
+    poll        GET /batches/{id} with backoff (doubling up to --batch-poll-max)
+    ingest      a finished batch's output and error files -> the store, by fault class;
+                what is left (retryable errors, requests an expired batch never ran) goes
+                into the next pass
+
+Every step that costs money is recorded in the store first (batch/records.py), so a run
+killed anywhere is continued by the same command without a second batch for the same
+requests: a batch created but never recorded is found again by its key (metadata) or its
+input file. A batch cancelled (`synthgen batch cancel`, or the API's dashboard) stops new
+submissions; what it did answer is stored. The control calls (upload, create, poll,
+download) retry retryable faults with backoff; a refused key stops the run, resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from ..backends.openai_batch import BatchClient, BatchInfo, request_line
+from ..errors import (
+    AuthFault,
+    EndpointRefused,
+    InvalidResponse,
+    NotRun,
+    Redirected,
+    RejectedFault,
+    RetryableFault,
+    TeacherFault,
+    TooLarge,
+)
+from ..types import Answer, Request, Stats
+from . import records
+from .files import BatchFile, Splitter
+from .ingest import CHUNK, Context, Tally, ingest_file, store_outcomes
+
+log = logging.getLogger("synthgen")
+T = TypeVar("T")
+
+CONTROL_ATTEMPTS = 8  # tries of one control call (upload, create, poll, download)
+
+
+class _Abort(Exception):
+    """Stop the run: the store is consistent, the same command continues."""
+
+
+class _Stopped(Exception):
+    """A signal asked the run to stop."""
+
+
+@dataclass
+class Settings:
+    max_requests: int = 50_000
+    max_bytes: int = 200_000_000
+    poll_interval: float = 15.0
+    poll_max: float = 300.0
+    max_attempts: int = 5
+
+
+class BatchRunner:
+    """One `generate --batch` run against one Batch API endpoint."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: BatchClient,
+                 pending: Callable[[], Iterator[list[Request]]], body: Callable[[Request], bytes],
+                 run_id: int, plan_key: str | None, settings: Settings, stats: Stats,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 notify: Callable[[str], None] = log.info,
+                 on_progress: Callable[[], None] = lambda: None):
+        self.cur = con.cursor()
+        self.client = client
+        self.endpoint = client.endpoint
+        self.pending = pending
+        self.body = body
+        self.run_id = run_id
+        self.plan_key = plan_key
+        self.settings = settings
+        self.max_bytes = settings.max_bytes
+        self.stats = stats
+        self.should_stop = should_stop
+        self.notify = notify
+        self.on_progress = on_progress
+        self.open: list[records.BatchRow] = []
+        self.cancelled: str | None = None  # the batch whose cancellation stops submissions
+        self.submitted = 0  # batches this run created
+        self.need_pass = True
+        self._wait = settings.poll_interval
+        self._workdir = Path(tempfile.mkdtemp(prefix="synthgen-batch-"))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> str | None:
+        """None when every request is settled; "interrupted", "cancelled" or the reason
+        the run stopped early otherwise."""
+        try:
+            await self._reattach()
+            while True:
+                self._check_stop()
+                if self.need_pass and self.cancelled is None:
+                    self.need_pass = False
+                    await self._submit_pass()
+                if not self.open:
+                    if self.need_pass and self.cancelled is None:
+                        continue
+                    break
+                if await self._poll_all():
+                    self._wait = self.settings.poll_interval
+                else:
+                    await self._sleep(self._wait)
+                    self._wait = min(2 * self._wait, self.settings.poll_max)
+            return "cancelled" if self.cancelled is not None else None
+        except _Stopped:
+            return "interrupted"
+        except _Abort as exc:
+            return str(exc)
+        finally:
+            self.stats.in_flight = sum(r.requests for r in self.open)
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self.cur.close()
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise _Stopped
+
+    async def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._check_stop()
+            await asyncio.sleep(min(left, 0.1))
+        self._check_stop()
+
+    def _in_flight(self, delta: int) -> None:
+        self.stats.in_flight += delta
+        self.stats.limit = self.stats.in_flight
+
+    # -- re-attach ------------------------------------------------------------------------
+
+    async def _reattach(self) -> None:
+        rows = await asyncio.to_thread(records.open_batches, self.cur)
+        elsewhere = [r for r in rows if r.endpoint != self.endpoint]
+        if elsewhere:
+            where = ", ".join(sorted({r.endpoint for r in elsewhere}))
+            log.warning(f"{len(elsewhere)} batches ({sum(r.requests for r in elsewhere):,} requests) "
+                        f"are in flight at {where}: their requests are not sent again; run with "
+                        "that --base-url to collect them, or `synthgen batch cancel`")
+        for row in rows:
+            if row.endpoint != self.endpoint:
+                continue
+            if row.state == "preparing":
+                # Its file never reached the API (the file id is recorded before the batch
+                # is created): nothing to find there; its requests go into this run's pass.
+                await asyncio.to_thread(records.discard, self.cur, row.batch_key)
+            elif row.state == "uploaded":
+                assert row.input_file_id is not None
+                await self._create(row.batch_key, row.input_file_id, row.requests, resumed=True)
+            else:
+                self.open.append(row)
+                self._in_flight(row.requests)
+        if self.open:
+            self.notify(f"re-attached to {len(self.open)} batches in flight "
+                        f"({sum(r.requests for r in self.open):,} requests); none is submitted again")
+
+    # -- submit ---------------------------------------------------------------------------
+
+    async def _submit_pass(self) -> None:
+        splitter = Splitter(self._workdir, self.settings.max_requests, self.max_bytes)
+        ready: deque[BatchFile] = deque()
+        pending = self.pending()
+        try:
+            while True:
+                self._check_stop()
+                splitter.max_bytes = self.max_bytes
+                batch_file = await asyncio.to_thread(self._next_file, pending, splitter, ready)
+                if batch_file is None:
+                    break
+                await self._submit_file(batch_file)
+        finally:
+            splitter.discard()
+            close = getattr(pending, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+        if splitter.oversized:
+            fault = TooLarge(f"the request alone is larger than a batch file may be "
+                             f"({self.max_bytes:,} bytes)", 413)
+            await self._store([(rid, fault) for rid in splitter.oversized], None)
+
+    def _next_file(self, pending: Iterator[list[Request]], splitter: Splitter,
+                   ready: deque[BatchFile]) -> BatchFile | None:
+        """The next full file (on a worker thread: reading the plan blocks)."""
+        while not ready:
+            batch = next(pending, None)
+            if batch is None:
+                return splitter.finish()
+            held = records.held_back(self.cur, [r.request_id for r in batch], self.run_id)
+            for request in batch:
+                if request.request_id in held:
+                    continue
+                done = splitter.add(request.request_id, request_line(request.request_id, self.body(request)))
+                if done is not None:
+                    ready.append(done)
+        return ready.popleft()
+
+    async def _submit_file(self, batch_file: BatchFile) -> None:
+        key = records.new_key(self.run_id)
+        n = len(batch_file.request_ids)
+        await asyncio.to_thread(records.record_new, self.cur, key, self.run_id, self.plan_key,
+                                self.endpoint, batch_file.request_ids, batch_file.size)
+        try:
+            file_id = await self._call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
+                                       "uploading a batch file (POST /files)")
+        except TooLarge:
+            await asyncio.to_thread(records.discard, self.cur, key)
+            if n == 1:
+                fault = TooLarge("the endpoint refuses a batch file with this request alone (413)", 413)
+                await self._store([(batch_file.request_ids[0], fault)], None)
+                return
+            # Strictly smaller each time, so this ends: at the latest a request alone is
+            # larger than a file may be, and fails as such (Splitter.oversized).
+            self.max_bytes = min(self.max_bytes, batch_file.size // 2)
+            self.need_pass = True
+            self.notify(f"the endpoint refused a {batch_file.size:,}-byte batch file as too large "
+                        f"(413); files of this run are now at most {self.max_bytes:,} bytes")
+            return
+        except RejectedFault as exc:
+            await asyncio.to_thread(records.discard, self.cur, key)
+            raise _Abort(f"the endpoint refused the batch file upload ({exc.message}): does "
+                         f"{self.endpoint} serve the Batch API (POST /files)?") from None
+        finally:
+            with contextlib.suppress(OSError):
+                batch_file.path.unlink()
+        await asyncio.to_thread(records.set_uploaded, self.cur, key, file_id)
+        await self._create(key, file_id, n, resumed=False)
+
+    async def _create(self, key: str, file_id: str, n: int, resumed: bool) -> None:
+        """POST /batches, unless the batch exists already: after a kill, or after a create
+        whose answer was lost (a timeout does not say the batch was not made), the API's
+        list is searched for our key or our file before creating it again."""
+        info: BatchInfo | None = None
+        for attempt in range(CONTROL_ATTEMPTS):
+            if resumed or attempt:
+                info = await self._call(lambda: self.client.find(file_id, key),
+                                        "listing batches (GET /batches)")
+                if info is not None:
+                    break
+            try:
+                info = await self.client.create(file_id, key)
+                break
+            except (AuthFault, Redirected, EndpointRefused) as exc:
+                raise _Abort(f"creating a batch (POST /batches): {exc.message}") from None
+            except RejectedFault as exc:
+                await asyncio.to_thread(records.discard, self.cur, key)
+                raise _Abort(f"the endpoint refused to create a batch ({exc.message})") from None
+            except RetryableFault as exc:
+                if attempt + 1 >= CONTROL_ATTEMPTS:
+                    raise _Abort(f"creating a batch (POST /batches) failed {CONTROL_ATTEMPTS} times: "
+                                 f"{exc.message}; the same command tries again") from None
+                await self._sleep(self._backoff(attempt, exc))
+        assert info is not None
+        await asyncio.to_thread(records.set_submitted, self.cur, key, info)
+        self.submitted += 1
+        row = records.BatchRow(key, self.run_id, self.endpoint, "submitted", info.status, info.id,
+                               file_id, info.output_file_id, info.error_file_id, n,
+                               datetime.now(UTC))
+        self.open.append(row)
+        self._in_flight(n)
+        self.notify(f"batch {info.id}: {n:,} requests {'found again' if resumed else 'submitted'} "
+                    f"({info.status})")
+
+    # -- poll and ingest ------------------------------------------------------------------
+
+    async def _poll_all(self) -> bool:
+        """One look at every open batch; True when any of them moved."""
+        moved = False
+        for row in list(self.open):
+            self._check_stop()
+            assert row.batch_id is not None
+            try:
+                info = await self._call(lambda r=row: self.client.get(r.batch_id),
+                                        f"polling batch {row.batch_id}")
+            except RejectedFault as exc:  # the API does not know it (another key, deleted)
+                await asyncio.to_thread(records.set_done, self.cur, row.batch_key, "lost", exc.message)
+                self.open.remove(row)
+                self._in_flight(-row.requests)
+                self.need_pass = True
+                log.warning(f"batch {row.batch_id} is unknown to {self.endpoint} ({exc.message}); "
+                            "its requests go into a new batch")
+                moved = True
+                continue
+            if info.status != row.status:
+                moved = True
+                self.notify(f"batch {info.id}: {info.status} ({info.completed:,} done, {info.failed:,} "
+                            f"failed of {info.total or row.requests:,})")
+            row.status = info.status
+            await asyncio.to_thread(records.set_status, self.cur, row.batch_key, info)
+            if info.status in ("cancelling", "cancelled") and self.cancelled is None:
+                self.cancelled = info.id
+            if info.terminal:
+                await self._ingest(row, info)
+                self.open.remove(row)
+                moved = True
+        return moved
+
+    async def _ingest(self, row: records.BatchRow, info: BatchInfo) -> None:
+        ids = await asyncio.to_thread(records.request_ids, self.cur, row.batch_key)
+        created = row.created_at.timestamp() if row.created_at is not None else None
+        ctx = Context(self.run_id, self.settings.max_attempts, row.batch_key, set(ids),
+                      latency_ms=1000 * (time.time() - created) if created else 0.0)
+        tally = Tally()
+        for file_id in (info.output_file_id, info.error_file_id):
+            if file_id:
+                path = await self._download(file_id)
+                try:
+                    await asyncio.to_thread(ingest_file, self.cur, path, ctx, self.endpoint, tally)
+                finally:
+                    path.unlink(missing_ok=True)
+        missing = [rid for rid in ids if rid not in tally.seen]
+        if missing:
+            await self._store(self._unanswered(info, ids, missing), ctx, tally)
+        await asyncio.to_thread(records.set_done, self.cur, row.batch_key, "ingested")
+        self._in_flight(-row.requests)
+        self._count(tally)
+        if tally.requeued:
+            self.need_pass = True
+        self.notify(f"batch {info.id} {info.status}: {tally.answered:,} answers stored, "
+                    f"{tally.failed:,} failed, {tally.requeued:,} for a later batch"
+                    + (f", {tally.already:,} answered before" if tally.already else ""))
+
+    def _unanswered(self, info: BatchInfo, ids: list[str], missing: list[str]
+                    ) -> list[tuple[str, TeacherFault]]:
+        """What a request with no line in either file had, by how its batch ended."""
+        if info.status == "failed":
+            named = {ids[line - 1]: fault for line, fault in info.line_faults().items()
+                     if 0 < line <= len(ids)}
+            if named:  # the batch was refused for these lines; the others never ran
+                return [(rid, named.get(rid) or NotRun("its batch was refused for other lines"))
+                        for rid in missing]
+            return [(rid, info.failure()) for rid in missing]
+        if info.status == "completed":
+            fault: TeacherFault = InvalidResponse("the batch completed without a line for this request")
+        else:
+            fault = NotRun(f"its batch {info.status} before it ran")
+        return [(rid, fault) for rid in missing]
+
+    async def _store(self, outcomes: list[tuple[str, Answer | TeacherFault]], ctx: Context | None,
+                     tally: Tally | None = None) -> None:
+        own = tally is None
+        tally = tally if tally is not None else Tally()
+        ctx = ctx or Context(self.run_id, self.settings.max_attempts)
+        for i in range(0, len(outcomes), CHUNK):
+            await asyncio.to_thread(store_outcomes, self.cur, ctx, outcomes[i:i + CHUNK], tally)
+        if own:
+            self._count(tally)
+
+    def _count(self, tally: Tally) -> None:
+        s = self.stats
+        s.answered += tally.answered
+        s.failed += tally.failed
+        s.prompt_tokens += tally.prompt_tokens
+        s.completion_tokens += tally.completion_tokens
+        s.errors.update(tally.errors)
+        s.failures.update(tally.failures)
+        self.on_progress()
+
+    async def _download(self, file_id: str) -> Path:
+        path = self._workdir / f"{file_id}.jsonl"
+
+        async def fetch() -> int:
+            with open(path, "wb") as fh:  # a retry starts the file again
+                return await self.client.download(file_id, fh)
+
+        await self._call(fetch, f"downloading {file_id}")
+        return path
+
+    # -- control calls --------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+        """One control call, retried by class: retryable faults wait and go again, a refused
+        key or a redirect stops the run, any other refusal is the caller's to handle."""
+        for attempt in range(CONTROL_ATTEMPTS):
+            self._check_stop()
+            try:
+                return await fn()
+            except (AuthFault, Redirected, EndpointRefused) as exc:
+                raise _Abort(f"{what}: {exc.message}") from None
+            except RetryableFault as exc:
+                if attempt + 1 >= CONTROL_ATTEMPTS:
+                    raise _Abort(f"{what} failed {CONTROL_ATTEMPTS} times ({exc.message}); the "
+                                 "batches are recorded: the same command continues") from None
+                log.debug("%s: %s; retrying", what, exc.message)
+                await self._sleep(self._backoff(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, fault: RetryableFault) -> float:
+        if fault.retry_after is not None:
+            return min(fault.retry_after, self.settings.poll_max)
+        return min(self.settings.poll_interval * 2 ** attempt, self.settings.poll_max)

@@ -1,0 +1,59 @@
+"""Reaching a Ray cluster from this process: the one place synthgen calls `ray.init`.
+
+A command that must leave work running after it exits (`teacher start --ray`) needs a
+cluster that outlives it, so it only connects (`ray start --head` made one, or RAY_ADDRESS
+names one). A command that waits for its own work (`generate --ray`) may instead start a
+local cluster for its lifetime, which is how one machine with many cores runs shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import ConfigError
+from ..hints import pip_install
+
+NAMESPACE = "synthgen"
+log = logging.getLogger("synthgen.cluster")
+
+
+def import_ray() -> ModuleType:
+    """`ray`, or a clear error saying how to install it (the extra, from where synthgen came)."""
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        # Ray turns token auth on for the clusters it starts (and keeps the token there),
+        # but a driver given an explicit address uses it only when told to, before Ray is
+        # imported; without it the connect retries for ~20 s and fails.
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--ray needs Ray, the [ray] extra: {pip_install('ray')}") from None
+    return ray
+
+
+def connect(address: str | None, *, must_exist: bool, local_cpus: int | None = None) -> str:
+    """Join a cluster (once per process) and return its address, for other processes.
+
+    `address` None: the cluster RAY_ADDRESS names, or the one `ray start` made on this
+    machine; without either, a local cluster for this process's lifetime with `local_cpus`
+    CPUs (Ray's default: the machine's cores), unless `must_exist`.
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        options = {"namespace": NAMESPACE, "log_to_driver": False, "configure_logging": False}
+        try:
+            ray.init(address=address or "auto", **options)
+        except ConnectionError as exc:
+            if address is not None or must_exist:
+                where = f"at {address}" if address else "on this machine"
+                raise ConfigError(
+                    f"--ray: no Ray cluster is running {where} ({exc}); start one with "
+                    "`ray start --head` (and `ray start --address HEAD:6379` on each other node), "
+                    "or pass its address: --ray HOST:6379 (a cluster with token auth also needs "
+                    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                ) from None
+            ray.init(num_cpus=local_cpus, include_dashboard=False, **options)
+    return ray.get_runtime_context().gcs_address

@@ -1,0 +1,258 @@
+"""What the report shows, read from a store with SQL only (so it works on a `LiveConnection`
+during a run as well as on a closed file): plain lists and dicts, no plotting here.
+
+Time series are per run, in buckets of whole seconds chosen so that a run has at most
+about MAX_BUCKETS of them: a 10-second run is drawn per second, a 10-hour one per 6 min.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_BUCKETS = 120
+HIST_BINS = 40
+# What `synthgen train` writes into its model directory (student/train.py's CONFIG_FILE; named
+# here rather than imported, so the report never imports the student and its torch).
+TRAIN_FILE = "synthgen_train.json"
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+@dataclass
+class RunData:
+    """One run: its row in `runs` and the series drawn for it."""
+
+    run_id: int
+    status: str
+    model: str | None
+    started_at: Any
+    ended_at: Any
+    answered: int
+    failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    price_in: float | None
+    price_out: float | None
+    bucket_s: int = 1
+    series: list[dict[str, Any]] = field(default_factory=list)  # per bucket: t, answers, tokens, p50...
+    failures: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # kind -> (t, n)
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)  # p50, p90, p99 over the run
+    prompt_hist: list[tuple[float, float, int]] = field(default_factory=list)  # (lo, hi, n)
+    answer_hist: list[tuple[float, float, int]] = field(default_factory=list)
+    length_unit: str = "tokens"
+
+    @property
+    def cost(self) -> float | None:
+        if self.price_in is None and self.price_out is None:
+            return None
+        return ((self.prompt_tokens or 0) * (self.price_in or 0)
+                + (self.completion_tokens or 0) * (self.price_out or 0)) / 1e6
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass
+class Stage:
+    """One step of the funnel: planned -> answered -> kept (kept is None: no keep filter)."""
+
+    name: str
+    planned: int
+    answered: int
+    failed: int
+    kept: int | None
+
+
+@dataclass
+class EvalData:
+    eval_id: str
+    created_at: Any
+    model_dir: str
+    label: str
+    rows: int
+    metrics: dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    db: str
+    runs: list[RunData]
+    stages: list[Stage]
+    stage_source: str  # where the funnel's stages came from, said in the report
+    evals: list[EvalData]
+    training: dict[str, list[dict[str, float]]]  # model_dir -> loss history
+    live_run: int | None = None
+
+
+def _rows(con: Any, sql: str, params: Any = None) -> list[tuple]:
+    return con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+
+
+def columns(con: Any, relation: str) -> set[str]:
+    """The columns `relation` has in this store (schemas grow with issues 13/14)."""
+    rows = _rows(con, "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [relation])
+    return {r[0] for r in rows}
+
+
+def nice_bucket(duration_s: float) -> int:
+    want = max(1.0, duration_s / MAX_BUCKETS)
+    return next((s for s in NICE_STEPS if s >= want), int(math.ceil(want / 3600) * 3600))
+
+
+def nice_width(top: float, bins: int = HIST_BINS) -> float:
+    """A round bin width (1, 2, 5 x 10^k) that covers 0..top in about `bins` bins."""
+    if top <= 0:
+        return 1.0
+    raw = top / bins
+    power = 10 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+
+
+def load(con: Any, db: str, live_run: int | None = None) -> ReportData:
+    runs = [_run(con, row) for row in _rows(con, RUNS_SQL)]
+    stages, source = funnel(con)
+    evals, training = _evals(con)
+    return ReportData(db=db, runs=runs, stages=stages, stage_source=source, evals=evals,
+                      training=training, live_run=live_run)
+
+
+RUNS_SQL = """
+SELECT run_id, status, model, started_at, ended_at, coalesce(answered, 0), coalesce(failed, 0),
+       coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), config
+FROM runs ORDER BY run_id
+"""
+
+
+def _run(con: Any, row: tuple) -> RunData:
+    run_id, status, model, started, ended, answered, failed, pt, ct, config = row
+    cfg = json.loads(config) if isinstance(config, str) and config else {}
+    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct,
+                  cfg.get("price_in"), cfg.get("price_out"))
+    [(t0, t1)] = _rows(con, """
+        SELECT least(min(epoch_ms(created_at)), (SELECT epoch_ms(started_at) FROM runs WHERE run_id = $r)),
+               max(epoch_ms(created_at))
+        FROM (SELECT created_at FROM responses WHERE run_id = $r
+              UNION ALL SELECT created_at FROM failures WHERE run_id = $r)""", {"r": run_id})
+    if t0 is None or t1 is None:
+        return run  # nothing was stored by this run
+    run.bucket_s = b = nice_bucket((t1 - t0) / 1000)
+    params = {"r": run_id, "t0": t0, "b": b * 1000}
+    for bucket, n, ptok, ctok, p50, p90, p99, retried in _rows(con, """
+            SELECT floor((epoch_ms(created_at) - $t0) / $b)::BIGINT AS k, count(*),
+                   sum(prompt_tokens), sum(completion_tokens),
+                   quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.9),
+                   quantile_cont(latency_ms, 0.99), count(*) FILTER (WHERE attempts > 1)
+            FROM responses WHERE run_id = $r GROUP BY k ORDER BY k""", params):
+        run.series.append({"t": bucket * b, "answers_s": n / b, "tokens_s": (ctok or 0) / b,
+                           "prompt_tokens": ptok or 0, "completion_tokens": ctok or 0,
+                           "p50": p50, "p90": p90, "p99": p99, "retried": retried})
+    for bucket, kind, n in _rows(con, """
+            SELECT floor((epoch_ms(created_at) - $t0) / $b)::BIGINT AS k, error_type, count(*)
+            FROM failures WHERE run_id = $r GROUP BY ALL ORDER BY k""", params):
+        run.failures.setdefault(kind or "unknown", []).append((bucket * b, n))
+    run.finish_reasons = {(k if k is not None else "(none)"): n for k, n in _rows(con, """
+        SELECT finish_reason, count(*) FROM responses WHERE run_id = ? GROUP BY 1 ORDER BY 2 DESC""",
+        [run_id])}
+    [(p50, p90, p99)] = _rows(con, """SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.9),
+        quantile_cont(latency_ms, 0.99) FROM responses WHERE run_id = ?""", [run_id])
+    run.latency = {"p50": p50, "p90": p90, "p99": p99}
+    _lengths(con, run)
+    return run
+
+
+def _lengths(con: Any, run: RunData) -> None:
+    """Histograms of prompt and answer lengths in tokens (the teacher's usage), or in
+    characters where the teacher reported no usage."""
+    [(with_usage, n)] = _rows(con, "SELECT count(prompt_tokens), count(*) FROM responses WHERE run_id = ?",
+                              [run.run_id])
+    if not n:
+        return
+    if with_usage:
+        prompt, answer = "r.prompt_tokens", "r.completion_tokens"
+    else:
+        run.length_unit = "characters"
+        prompt, answer = "length(q.messages::VARCHAR)", "length(coalesce(r.text, ''))"
+    base = "FROM responses r JOIN requests q USING (request_id) WHERE r.run_id = $r"
+    for expr, target in ((prompt, run.prompt_hist), (answer, run.answer_hist)):
+        [(top,)] = _rows(con, f"SELECT max({expr}) {base}", {"r": run.run_id})
+        width = nice_width(float(top or 0))
+        for k, count in _rows(con, f"SELECT floor({expr} / $w)::BIGINT AS k, count(*) {base} "
+                                   "AND k IS NOT NULL GROUP BY k ORDER BY k", {"r": run.run_id, "w": width}):
+            target.append((k * width, (k + 1) * width, count))
+
+
+def funnel(con: Any) -> tuple[list[Stage], str]:
+    """Per stage: requests planned, answered, failed, and kept.
+
+    Recipes (issue 14) are not built yet. A stage is read from a `stage` column of `plans`
+    where the store has one (what a recipe's runner is to record per plan), and kept from
+    a boolean `kept` column of `responses` where there is one; without them each plan (one
+    input with one config) is a stage named after its source, and kept is unknown (no keep
+    filter: everything answered is in the corpus).
+    """
+    plan_cols, response_cols = columns(con, "plans"), columns(con, "responses")
+    name = "coalesce(p.stage, p.source)" if "stage" in plan_cols else "p.source"
+    kept = "count(*) FILTER (WHERE r.kept)" if "kept" in response_cols else "NULL"
+    rows = _rows(con, f"""
+        SELECT {name} AS stage, min(p.created_at) AS first, count(*) AS planned,
+               count(r.request_id) AS answered,
+               count(*) FILTER (WHERE r.request_id IS NULL AND f.request_id IS NOT NULL) AS failed,
+               {kept} AS kept
+        FROM plans p JOIN plan_requests pr USING (plan_key)
+             LEFT JOIN responses r USING (request_id) LEFT JOIN failures f USING (request_id)
+        GROUP BY 1 ORDER BY first""")
+    stages = [Stage(_short_source(name), planned, answered, failed, k)
+              for name, _, planned, answered, failed, k in rows]
+    source = ("the stage column of plans" if "stage" in plan_cols else
+              "one stage per plan (input and config): the store has no recipe stages yet")
+    return stages, source
+
+
+def _short_source(source: str | None) -> str:
+    if not source:
+        return "(unnamed)"
+    return source if len(source) <= 60 else "…" + source[-59:]
+
+
+def _evals(con: Any) -> tuple[list[EvalData], dict[str, list[dict[str, float]]]]:
+    evals = []
+    for eval_id, created, model_dir, label, rows, metrics in _rows(con, """
+            SELECT eval_id, created_at, model_dir, label, rows, metrics FROM evals
+            ORDER BY created_at, label"""):
+        data = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
+        evals.append(EvalData(eval_id, created, model_dir or "", label or "", rows or 0,
+                              data if isinstance(data, dict) else {}))
+    return evals, _training(evals)
+
+
+def _training(evals: list[EvalData]) -> dict[str, list[dict[str, float]]]:
+    """Each evaluated model's loss history: `metrics.history` where the eval stored it, else
+    the `history` that `synthgen train` wrote to its model directory."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for ev in evals:
+        if ev.label in ("untrained", "teacher") or ev.model_dir in out:
+            continue
+        history = ev.metrics.get("history")
+        if not isinstance(history, list):
+            history = _history_file(ev.model_dir)
+        steps = [h for h in history or [] if isinstance(h, dict) and "step" in h and "loss" in h]
+        if steps:
+            out[ev.model_dir] = steps
+    return out
+
+
+def _history_file(model_dir: str) -> list | None:
+    path = Path(model_dir) / TRAIN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    history = data.get("history") if isinstance(data, dict) else None
+    return history if isinstance(history, list) else None
