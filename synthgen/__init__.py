@@ -39,8 +39,12 @@ _LAZY = {
     "Transport": "synthgen.backends.base",
     "generate": "synthgen.run",
     "export": "synthgen.store.export",
+    "to_dataset": "synthgen.store.dataset",
     "status": "synthgen.store.status",
     "open_store": "synthgen.store",
+    "load_recipe": "synthgen.recipes",
+    "find_recipe": "synthgen.recipes",
+    "run_recipe": "synthgen.recipes",
 }
 
 if TYPE_CHECKING:
@@ -48,8 +52,10 @@ if TYPE_CHECKING:
     from .backends.mock import MockTransport
     from .config import GenerateConfig
     from .engine.core import Engine
+    from .recipes import find_recipe, load_recipe, run_recipe
     from .run import RunSummary, generate
     from .store import open_store
+    from .store.dataset import to_dataset
     from .store.export import export
     from .store.status import status
     from .types import Answer, Request, Stats
@@ -70,9 +76,13 @@ __all__ = [
     "TeacherError",
     "Transport",
     "export",
+    "find_recipe",
     "generate",
+    "load_recipe",
     "open_store",
+    "run_recipe",
     "status",
+    "to_dataset",
 ]
 
 

@@ -12,10 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .types import SCHEMA_KEY
 from .urls import looks_secret, normalize_base_url, strip_credentials
 
 # Fields that shape the request itself: a change to any of them makes new request ids.
-REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body")
+REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body",
+                  "response_schema")
 
 
 class GenerateConfig(BaseModel):
@@ -50,6 +52,9 @@ class GenerateConfig(BaseModel):
     stop: list[str] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # A JSON Schema every answer must fit (a file path, a dict, or a pydantic model class);
+    # part of the params, so another schema makes other requests.
+    response_schema: dict[str, Any] | None = None
 
     # engine
     concurrency: int | Literal["auto"] = 64
@@ -113,6 +118,11 @@ class GenerateConfig(BaseModel):
                 "every request: pass the key through --api-key-env (it is never stored)")
         return body
 
+    @field_validator("response_schema", mode="before")
+    @classmethod
+    def _load_schema(cls, value: Any) -> Any:
+        return load_schema(value)
+
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
@@ -143,6 +153,14 @@ class GenerateConfig(BaseModel):
             params["logprobs"] = True
             params["top_logprobs"] = self.logprobs
         params.update(self.extra_body)
+        if self.response_schema is not None:
+            # As JSON text in the schema's own key order: the params are canonical (sorted
+            # keys), but the order of a schema's properties is the order servers that
+            # constrain decoding (llama.cpp, vLLM, OpenAI strict) generate them in, so two
+            # orders are two requests, and the order given is the order sent.
+            import orjson
+
+            params[SCHEMA_KEY] = orjson.dumps(self.response_schema).decode()
         return params
 
     def public_dict(self) -> dict[str, Any]:
@@ -151,6 +169,40 @@ class GenerateConfig(BaseModel):
         data = self.model_dump(mode="json")
         data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
         return data
+
+
+def load_schema(value: Any) -> dict[str, Any] | None:
+    """A response schema from a JSON file's path, a pydantic model class or a dict,
+    checked to be a valid JSON Schema; ValueError names the file and what is wrong."""
+    if value is None:
+        return None
+    where = "the schema"
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        value = value.model_json_schema()  # a pydantic model
+    elif isinstance(value, str | Path):
+        where = str(value)
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read the schema file ({exc.strerror})") from None
+        import orjson
+
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
+    from jsonschema.exceptions import SchemaError
+
+    from .engine.schema import validator
+
+    try:
+        validator(value)
+    except SchemaError as exc:
+        at = "/".join(str(p) for p in exc.path) or "the top level"
+        raise ValueError(f"{where}: not a valid JSON Schema at {at}: {exc.message}") from None
+    return value
 
 
 def _walk(value: Any, path: str = "", top: bool = True) -> list[tuple[str, str, Any]]:

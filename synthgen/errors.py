@@ -13,6 +13,7 @@
     │   ├── ConnectionFault       refused, reset, dropped mid-body
     │   ├── TimeoutFault          no complete answer within --timeout
     │   ├── InvalidResponse       200 with a truncated or malformed body
+    │   │   └── SchemaMismatch    an answer that does not parse or fit --response-schema
     │   ├── StatusFault           an HTTP status that means "not now" (408, 409, odd 1xx/3xx)
     │   │   ├── RateLimited       429: a quota is spent (carries Retry-After)
     │   │   └── ServerFault       5xx: the server failed this attempt
@@ -118,6 +119,14 @@ class TimeoutFault(RetryableFault):
 
 class InvalidResponse(RetryableFault):
     kind = "invalid_response"
+
+
+class SchemaMismatch(InvalidResponse):
+    """The answer is not JSON, or not JSON that fits the run's response schema. Another
+    attempt is another sample (the teacher may well get it right), so it is retried; one
+    that never fits is filed under failures as 'schema' with the validator's message."""
+
+    kind = "schema"
 
 
 class StatusFault(RetryableFault):

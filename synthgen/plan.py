@@ -34,6 +34,7 @@ import orjson
 from .config import GenerateConfig
 from .errors import ConfigError, InputError
 from .inputs import BadRow, messages_of, read_rows, to_messages
+from .inputs.readers import drop_snapshots, snapshot_sql
 from .store.memory import retry_out_of_memory
 from .types import Request, Stats
 
@@ -125,6 +126,9 @@ class Planner:
         else:
             self.fingerprint, reusable = fingerprint(cfg)
             self.key = plan_key(cfg, self.fingerprint, template)
+        # A query is run once, on the store, before anything reads it (readers.snapshot_sql)
+        self._snapshot = (snapshot_sql(con, cfg.input_sql, run_id)
+                          if cfg.input_sql is not None and cfg.given_plan is None else None)
         row = con.execute("SELECT total, invalid FROM plans WHERE plan_key = ?", [self.key]).fetchone()
         if row is None and cfg.given_plan is not None:
             raise ConfigError(f"{cfg.db}: this store has no plan {cfg.given_plan} (a shard's plan is "
@@ -146,6 +150,25 @@ class Planner:
     def plan(self) -> Plan:
         return Plan(self.key, self.total, self.invalid, self.reused, self.duplicates)
 
+    def rows(self, con: duckdb.DuckDBPyConnection) -> Iterator[tuple[int, Any]]:
+        """The input's rows: the file's, or the query's snapshot, read on a cursor of its
+        own (the planner writes batches on `con` while the snapshot streams)."""
+        if self._snapshot is None:
+            yield from read_rows(self.cfg.input, None)
+            return
+        cur = con.cursor()
+        try:
+            yield from read_rows(None, f'SELECT * FROM "{self._snapshot}"', cur)
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        """Drop the query's snapshot (after the run: the plan holds what it needs)."""
+        if self._snapshot is not None:
+            with contextlib.suppress(duckdb.Error):  # a failed store: the next run drops it
+                drop_snapshots(self.con)
+            self._snapshot = None
+
     def validate(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Read the whole input once with the planner's own rules; raise InputError naming
         the bad lines (unless --skip-invalid). Nothing is written. False when `should_stop`
@@ -154,7 +177,7 @@ class Planner:
             return True
         bad = Problems()
         valid = 0
-        for line, fields in read_rows(self.cfg.input, self.cfg.input_sql):
+        for line, fields in self.rows(self.con):
             if line % 4096 == 0 and should_stop():
                 return False
             try:
@@ -228,7 +251,7 @@ class Planner:
         cfg, key = self.cfg, self.key
         _forget_unfinished(con, key, self.run_id, replan=self.fingerprint.startswith("sql:"))
         model = cfg.model or ""
-        for batch in _batches(cfg, self.template, self._bad):
+        for batch in _batches(cfg, self.template, self._bad, self.rows(con)):
             if self._stop:
                 return
             retry_out_of_memory(con, lambda b=batch: _insert_batch(con, key, self.run_id, model, b))
@@ -297,8 +320,11 @@ def make_plan(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
               template: Template | None) -> Plan:
     """Validate and plan the whole input on this thread (no request is sent)."""
     planner = Planner(con, cfg, run_id, template)
-    planner.validate()
-    return planner.plan_all()
+    try:
+        planner.validate()
+        return planner.plan_all()
+    finally:
+        planner.close()
 
 
 def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, replan: bool) -> None:
@@ -369,7 +395,8 @@ class Problems:
 FIRST_BATCH_ROWS = 256
 
 
-def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems) -> Iterator[list[tuple]]:
+def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems,
+             rows: Iterator[tuple[int, Any]]) -> Iterator[list[tuple]]:
     """Yield lists of (request_id, line, sample_index, messages_json, params_json, metadata_json).
 
     The first batch is small and each next one twice as large up to BATCH_ROWS: the engine
@@ -379,7 +406,7 @@ def _batches(cfg: GenerateConfig, template: Template | None, bad: Problems) -> I
     batch: list[tuple] = []
     valid = 0
     size = min(FIRST_BATCH_ROWS, BATCH_ROWS)
-    for line, fields in read_rows(cfg.input, cfg.input_sql):
+    for line, fields in rows:
         try:
             if isinstance(fields, BadRow):
                 raise fields

@@ -24,9 +24,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import duckdb
 import orjson
@@ -44,6 +44,7 @@ from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
 from .engine.progress import report, snapshot
+from .engine.schema import SchemaCheck
 from .errors import ConfigError, InputError, RunAborted, StoreWriteError
 from .plan import Planner, plan_counts
 from .store import recovery
@@ -51,6 +52,9 @@ from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.writer import Writer
 from .types import Stats
+
+if TYPE_CHECKING:
+    from .inputs.templates import Template
 
 log = logging.getLogger("synthgen")
 
@@ -111,7 +115,7 @@ class _Reporting:
 def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None = None,
              progress_interval: float | None = None,
              on_progress: Callable[[Stats], None] | None = None, retry_sleep=None,
-             **options: Any) -> RunSummary:
+             prompt_template: Template | None = None, **options: Any) -> RunSummary:
     """Send every pending request of the input to the teacher and store the answers.
 
     Pass a `GenerateConfig`, or its fields as keywords:
@@ -122,6 +126,8 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     Nothing is written to stdout or stderr: pass `progress` (a text stream: a plain line
     every `progress_interval` seconds, default 10) or `on_progress` (called with the live
     `Stats` every `progress_interval`, default 0.25 s) to follow the run.
+    `prompt_template` is a compiled template (a recipe's inline one) used instead of
+    `config.template`.
     """
     if config is None:
         try:
@@ -131,17 +137,29 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     elif options:
         config = config.model_copy(update=options)
     reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep)
-    if not config.base_urls:
-        from .teacher import start_teacher
+    given = "concurrency" in config.model_fields_set
+    with teacher_settings(config.base_urls, config.threads, given) as update:
+        return _generate(config.model_copy(update=update), reporting, prompt_template)
 
-        with start_teacher("local", threads=config.threads, announce=log.info) as teacher:
-            update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
-            if "concurrency" not in config.model_fields_set and teacher.concurrency_hint:
-                # 64 requests queued on 4 CPU slots only slow Ctrl-C down.
-                update["concurrency"] = teacher.concurrency_hint
-            local = config.model_copy(update=update)
-            return _generate(local, reporting)
-    return _generate(config, reporting)
+
+@contextlib.contextmanager
+def teacher_settings(base_urls: list[str], threads: int | None = None,
+                     concurrency_given: bool = False) -> Iterator[dict[str, Any]]:
+    """The settings that point a run at its teacher: none when `base_urls` are given;
+    else the bundled local teacher is started (and stopped when the block ends), and
+    these are its URL, its model name and, unless one was given, a concurrency that suits
+    it (64 requests queued on 4 CPU slots only slow Ctrl-C down). Recipes start it once
+    for all their stages."""
+    if base_urls:
+        yield {}
+        return
+    from .teacher import start_teacher
+
+    with start_teacher("local", threads=threads, announce=log.info) as teacher:
+        update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
+        if not concurrency_given and teacher.concurrency_hint:
+            update["concurrency"] = teacher.concurrency_hint
+        yield update
 
 
 def plan_only(cfg: GenerateConfig) -> RunSummary:
@@ -169,6 +187,8 @@ def plan_only(cfg: GenerateConfig) -> RunSummary:
             summary.status, summary.message = "invalid_input", str(exc)
             _close_run(con, summary)
             raise
+        finally:
+            planner.close()  # an --input-sql snapshot is not needed once planned
         counts = plan_counts(con, plan.key, plan.total)
         summary.status, summary.total, summary.invalid = "planned", plan.total, plan.invalid
         summary.already_done, summary.pending = counts["answered"] + counts["failed"], counts["pending"]
@@ -181,9 +201,8 @@ def plan_only(cfg: GenerateConfig) -> RunSummary:
             con.close()
 
 
-def _generate(cfg: GenerateConfig, reporting: _Reporting) -> RunSummary:
-    template = None
-    if cfg.template and cfg.given_plan is None:  # a given plan is already rendered
+def _generate(cfg: GenerateConfig, reporting: _Reporting, template: Template | None = None) -> RunSummary:
+    if template is None and cfg.template and cfg.given_plan is None:  # a given plan is rendered
         from .inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)
@@ -269,7 +288,23 @@ async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, templ
     run_id = _open_run(con, cfg)
     summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
     started = time.monotonic()
-    planner = Planner(con, cfg, run_id, template)
+    try:
+        planner = Planner(con, cfg, run_id, template)
+    except ConfigError as exc:  # the input file is missing, the input query fails
+        summary.status, summary.message = "invalid_input", str(exc)
+        _close_run(con, summary)
+        raise
+    try:
+        return await _plan_and_send(con, cfg, run_id, planner, summary, started, transports,
+                                    reporting, stop, client)
+    finally:
+        planner.close()
+
+
+async def _plan_and_send(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
+                         planner: Planner, summary: RunSummary, started: float,
+                         transports: list[HttpTransport], reporting: _Reporting,
+                         stop: _StopFlag, client: BatchClient | None = None) -> RunSummary:
     try:
         finished = planner.validate(should_stop=stop.is_set)
     except InputError as exc:
@@ -383,7 +418,9 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback,
                                           pacing=governor.pacing))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
-    engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), governor, writer, limit=limit,
+    # A response schema is checked on every answer, outside the governor (engine/schema.py)
+    sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
+    engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), sender, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,
                     on_stop=planner.stop, rate_limit_wait=cfg.rate_limit_wait)
     plan_failed: duckdb.Error | None = None

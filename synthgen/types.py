@@ -14,6 +14,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+# The key under which a request's canonical params carry its response schema (JSON Schema):
+# the planner puts it there (so it is part of the request id), the backend writes it the
+# way its server wants it (backends/structured.py).
+SCHEMA_KEY = "response_schema"
+
 
 class Request(NamedTuple):
     """One pending request, as the planner stored it.

@@ -36,8 +36,9 @@ def synthgen(*args: str, env: dict[str, str] | None = None, timeout: float = 120
     )
 
 
-def start_synthgen(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_synthgen(*args: str, env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "synthgen", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=cwd,
     )

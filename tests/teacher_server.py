@@ -15,6 +15,13 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
 503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
+
+Structured output: a request that carries a JSON schema (in any server's form) is answered
+`{"answer": "ANSWER[...]", "words": N}`, unless the prompt scripts a misfit per attempt:
+`#schema=notjson,wrongtype` (attempt 1 not JSON, attempt 2 `answer` a number, then a fit)
+or `#schemaalways=wrongtype`. `reasoning_field` ("reasoning_content" or "reasoning", as
+newer vLLM names it) adds `THINK[prompt]` to every answer under that name. `owned_by` is
+what `GET /models` says the server is.
 """
 
 from __future__ import annotations
@@ -29,6 +36,46 @@ from typing import Any
 from aiohttp import web
 
 DIRECTIVE = re.compile(r"#(fault|always)=([\w,]+)")
+SCHEMA_DIRECTIVE = re.compile(r"#(schema|schemaalways)=([\w,]+)")
+
+
+def think(prompt: str) -> str:
+    return f"THINK[{prompt}]"
+
+
+SEED_IN_PROMPT = re.compile(r"/seed=(\d+)")
+
+
+def fitting(schema: dict, prompt: str) -> object:
+    """An object that fits a simple schema, derived from the prompt: an integer is its
+    minimum plus the last `/seed=K` in the prompt (a judged loopback answer carries one),
+    so a judge's scores differ by sample, deterministically."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        return {k: fitting(v, prompt) for k, v in schema.get("properties", {}).items()}
+    if kind == "integer":
+        seeds = SEED_IN_PROMPT.findall(prompt)
+        low, high = schema.get("minimum", 0), schema.get("maximum", 10**9)
+        return min(high, low + (int(seeds[-1]) if seeds else 0))
+    if kind == "number":
+        return float(schema.get("minimum", 0))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    return f"because of {len(prompt)} characters"
+
+
+def requested_schema(body: dict) -> dict | None:
+    """The schema a request asks for, whichever server's form it is written in."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["schema"]
+    if "structured_outputs" in body:
+        return body["structured_outputs"]["json"]
+    return body.get("json_schema")
 
 
 def answer(prompt: str, seed: Any = None) -> str:
@@ -48,6 +95,8 @@ class TeacherServer:
         self.keep_bodies = True
         self.urls: list[str] = []  # path and query of every chat request
         self.redirect_to = ""
+        self.reasoning_field: str | None = None
+        self.owned_by: str | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -100,7 +149,8 @@ class TeacherServer:
     async def _models(self, request: web.Request) -> web.Response:
         if self.status_all is not None:
             return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
-        data = [{"id": m, "object": "model"} for m in self.models]
+        data = [{"id": m, "object": "model", **({"owned_by": self.owned_by} if self.owned_by else {})}
+                for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -126,12 +176,19 @@ class TeacherServer:
                 fault = kinds[attempt - 1]
         if fault is not None:
             return await self._fault(request, fault)
-        return web.json_response(self._completion(body, prompt))
+        return web.json_response(self._completion(body, prompt, attempt))
 
-    def _completion(self, body: dict, prompt: str) -> dict:
+    def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:
         text = answer(prompt, body.get("seed"))
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": "stop"}
+        schema = requested_schema(body)
+        if schema is not None and set(schema.get("properties", {})) - {"answer", "words"}:
+            text = json.dumps(fitting(schema, prompt))
+        elif schema is not None:
+            text = self._structured(prompt, text, attempt)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.reasoning_field:
+            message[self.reasoning_field] = think(prompt)
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
         if body.get("logprobs"):
             k = body.get("top_logprobs") or 0
             choice["logprobs"] = {"content": [
@@ -146,6 +203,21 @@ class TeacherServer:
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
                       "total_tokens": len(prompt.split()) + len(text.split())},
         }
+
+    def _structured(self, prompt: str, text: str, attempt: int) -> str:
+        misfit = None
+        m = SCHEMA_DIRECTIVE.search(prompt) if self.faults else None
+        if m:
+            kinds = m.group(2).split(",")
+            if m.group(1) == "schemaalways":
+                misfit = kinds[0]
+            elif attempt <= len(kinds):
+                misfit = kinds[attempt - 1]
+        if misfit == "notjson":
+            return "Sure! Here is the JSON: {"
+        if misfit == "wrongtype":
+            return json.dumps({"answer": 42, "words": "many"})
+        return json.dumps({"answer": text, "words": len(prompt.split())})
 
     async def _fault(self, request: web.Request, fault: str) -> web.StreamResponse:
         if fault.isdigit():

@@ -87,6 +87,16 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.types", "duckdb"),
     ("synthgen.run", "synthgen.student"),
     ("synthgen.run", "torch"),
+    # recipes are a use of the engine through run.generate(): no HTTP, no engine parts of
+    # their own; the store knows stages, not recipes; filters see rows, not the database
+    ("synthgen.recipes", "aiohttp"),
+    ("synthgen.recipes", "httpx"),
+    ("synthgen.recipes", "synthgen.backends"),
+    ("synthgen.recipes", "synthgen.engine"),
+    ("synthgen.recipes", "synthgen.student"),
+    ("synthgen.recipes.filters", "duckdb"),
+    ("synthgen.recipes.filters", "synthgen.store"),
+    ("synthgen.store", "synthgen.recipes"),
     # the Ray room is reached from the CLI only, when a command asks for Ray
     ("synthgen.engine", "synthgen.cluster"),
     ("synthgen.store", "synthgen.cluster"),

@@ -13,6 +13,7 @@ answer from somewhere else would be stored as the teacher's).
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 from typing import Any
@@ -38,6 +39,7 @@ from ..errors import (
 )
 from ..types import Answer, Request
 from ..urls import strip_credentials
+from .structured import SCHEMA_KEY, dialect_for, schema_fields
 
 # What a gateway's refusal of GET /models is about, when it says so in words.
 _AUTH_WORDS = re.compile(r"api[ _-]?key|unauthori[sz]ed|authenticat|\bauth\b|credential|"
@@ -68,6 +70,8 @@ class HttpTransport:
         self._model = orjson.dumps(model)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        # How this server wants a response schema (structured.py); learned from GET /models
+        self.dialect = "openai"
 
     async def __aenter__(self) -> HttpTransport:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -84,8 +88,9 @@ class HttpTransport:
             self._session = None
 
     def body(self, request: Request) -> bytes:
-        """What is POSTed for `request` (see `chat_body`)."""
-        return chat_body(self._model, request)
+        """What is POSTed for `request` (see `chat_body`), a response schema written the
+        way this server wants it."""
+        return chat_body(self._model, request, self.dialect)
 
     async def send(self, request: Request) -> Answer:
         status, raw, headers = await self._exchange("POST", self.url, self.body(request))
@@ -115,9 +120,14 @@ class HttpTransport:
             raise fault
         try:
             data = orjson.loads(raw)
-            return [str(m["id"]) for m in data.get("data", [])]
+            models = data.get("data", [])
+            ids = [str(m["id"]) for m in models]
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return None
+        owners = {m.get("owned_by") for m in models if isinstance(m, dict)}
+        if len(owners) == 1:
+            self.dialect = dialect_for(owners.pop())
+        return ids
 
     async def probe(self) -> bool:
         """Does the endpoint answer at all? (Any status below 500 counts as alive.)"""
@@ -148,11 +158,32 @@ class HttpTransport:
             raise ConnectionFault(f"{type(exc).__name__}: {exc}") from None
 
 
-def chat_body(model_json: bytes, request: Request) -> bytes:
+_SCHEMA_MARK = f'"{SCHEMA_KEY}":'
+
+
+@functools.lru_cache(maxsize=256)
+def _params_with_schema(params: str, dialect: str) -> str:
+    """The params with the canonical `response_schema` replaced by `dialect`'s own fields
+    (cached: every request of a run carries the same schema)."""
+    data = orjson.loads(params)
+    schema = data.pop(SCHEMA_KEY, None) if isinstance(data, dict) else None
+    if schema is None:
+        return params  # the mark was inside some other value
+    if isinstance(schema, str):  # stored as text, in the schema's own key order
+        schema = orjson.loads(schema)
+    data.update(schema_fields(schema, dialect))
+    return orjson.dumps(data).decode()
+
+
+def chat_body(model_json: bytes, request: Request, dialect: str = "openai") -> bytes:
     """The chat completion body of a request: the stored canonical JSON spliced in as is
-    (no parse and re-dump per request). `model_json` is the model name as JSON. The one
-    body format: a Batch API file line carries exactly this body."""
-    inner = request.params[1:-1]
+    (no parse and re-dump per request; a request with a response schema has it written in
+    `dialect`, see structured.py). `model_json` is the model name as JSON. The one body
+    format: a Batch API file line carries exactly this body (OpenAI's form of a schema)."""
+    params = request.params
+    if _SCHEMA_MARK in params:
+        params = _params_with_schema(params, dialect)
+    inner = params[1:-1]
     sep = b"," if inner else b""
     return b'{"model":%s,"messages":%s%s%s}' % (model_json, request.messages.encode(), sep,
                                                  inner.encode())

@@ -16,6 +16,7 @@ from ..errors import SynthgenError
 # name -> "module:attribute"; each module owns its own click command.
 COMMANDS = {
     "generate": "synthgen.cli.generate:generate",
+    "run": "synthgen.cli.run:run",
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",

@@ -63,6 +63,9 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--logprobs", type=int, help="Store the teacher's top-K logprobs per token.")
 @click.option("--extra-body", callback=_json_object,
               help="JSON object merged into each request (vLLM's top_k, min_p, guided_json...).")
+@click.option("--response-schema", type=click.Path(path_type=Path, dir_okay=False),
+              help="JSON Schema file: every answer must be JSON that fits it (sent the way the "
+                   "server wants it; a misfit is retried, then filed as 'schema').")
 @click.option("--limit", type=int, help="Only the first N valid prompts.")
 @click.option("--skip-invalid", is_flag=True, default=None,
               help="Record invalid input rows and go on with the valid ones.")

@@ -84,7 +84,7 @@ GENERATE = Spec(
         ("Teacher", ["model", "base_urls", "teacher_name", "teacher_state_dir", "api_key_env",
                      "skip_preflight", "threads"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
-                                                    "stop", "logprobs", "extra_body"]),
+                                                    "stop", "logprobs", "extra_body", "response_schema"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),
         ("Batch API (half the price, answers within 24 h)",
          ["batch", "batch_discount", "batch_poll_interval", "batch_poll_max", "batch_max_requests",
@@ -115,7 +115,18 @@ SPECS: dict[str, Spec] = {
                      "synthgen export --db corpus.duckdb --out train.jsonl"),
                     ("Only finished answers, as Parquet:",
                      "synthgen export --db corpus.duckdb --out train.parquet \\\n"
-                     "    --where \"finish_reason = 'stop'\"")]),
+                     "    --where \"finish_reason = 'stop'\""),
+                    ("Prompt and completion apart (TRL then trains only the answer); DPO pairs:",
+                     "synthgen export --db corpus.duckdb --out sft.jsonl --format prompt-completion\n"
+                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference")]),
+    "run": Spec([("Self-Instruct on the bundled teacher, offline (seeds -> instructions -> answers):",
+                  "synthgen run self-instruct --db si.duckdb"),
+                 ("A built-in recipe against any teacher, with its settings changed:",
+                  "synthgen run self-instruct --db si.duckdb --set prompts=200 --set samples=4 \\\n"
+                  "    --set answers.max_tokens=512 --model gpt-4o-mini --base-url https://api.openai.com/v1"),
+                 ("Your own recipe, then the funnel of its stages:",
+                  "synthgen run prompts/mine.yaml --db c.duckdb\nsynthgen status --db c.duckdb")],
+                env=["OPENAI_API_KEY", "SYNTHGEN_LLAMA_SERVER"]),
     "merge": Spec([("Fold shard stores into the main store (running it again changes nothing):",
                     "synthgen merge --db corpus.duckdb corpus.shard-1-of-2.duckdb "
                     "corpus.shard-2-of-2.duckdb")]),

@@ -12,9 +12,10 @@ import orjson
 
 from .. import store
 from ..errors import StoreError
+from ..store.export import FORMATS
 from ..store.export import export as export_corpus
 from ..store.readonly import read_statements
-from ..store.status import status as store_status
+from ..store.status import status_and_stages
 
 DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="The DuckDB store.")
@@ -113,7 +114,8 @@ def _short(value: object, limit: int = 200) -> str:
 @click.option("--interval", type=float, default=None,
               help="With --watch: seconds between redraws [default: 0.5 on a terminal, 10 otherwise].")
 def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None:
-    """Per run: done, pending, failed by kind, tokens (and cost where prices were given)."""
+    """Per run: done, pending, failed by kind, tokens (and cost where prices were given);
+    per recipe stage: planned, answered, failed, kept."""
     if watch:
         if as_json:
             raise click.UsageError("--watch draws a live display; --json prints once: use one of them")
@@ -125,7 +127,7 @@ def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None
             raise StoreError(f"{db}: no such database")
         if not watch_run(db, interval):
             click.echo(f"no run is writing {db} now; its runs:", err=True)
-    runs = store_status(db)
+    runs, stages = status_and_stages(db)
     if as_json:
         for run in runs:
             click.echo(orjson.dumps(run, default=str).decode())
@@ -135,8 +137,9 @@ def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None
         return
     for r in runs:
         ended = r["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if r["ended_at"] else "-"
+        of = f"  (recipe {r['recipe']}, stage {r['stage']})" if r["stage"] else ""
         click.echo(f"run {r['run_id']}  {r['status']}  model {r['model']}  "
-                   f"started {r['started_at']:%Y-%m-%d %H:%M:%S}  ended {ended}")
+                   f"started {r['started_at']:%Y-%m-%d %H:%M:%S}  ended {ended}{of}")
         if r["total"] is not None:
             kinds = ", ".join(f"{k} {v:,}" for k, v in r["failed_by_kind"].items())
             click.echo(f"  plan: {r['total']:,} requests, {r['answered']:,} done, "
@@ -148,21 +151,41 @@ def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None
         click.echo(tokens)
         if r["message"]:
             click.echo(f"  {r['message'].splitlines()[0]}")
+    _stages(stages)
+
+
+def _stages(stages: list[dict]) -> None:
+    """Each recipe's funnel, stage by stage."""
+    recipe = None
+    for s in stages:
+        if s["recipe"] != recipe:
+            recipe = s["recipe"]
+            click.echo(f"recipe {recipe}")
+        kept = "not settled yet" if s["kept"] is None else f"{s['kept']:,} kept"
+        removed = ", ".join(f"{rule} {n:,}" for rule, n in s["removed"].items())
+        click.echo(f"  stage {s['position']} {s['stage']}: {s['planned']:,} planned, "
+                   f"{s['answered']:,} answered, {s['failed']:,} failed, {kept}"
+                   + (f" (removed: {removed})" if removed else ""))
 
 
 @click.command()
 @DB
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="FILE.jsonl or FILE.parquet")
-@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\".")
+@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\" "
+                              "(over the pairs with --format preference).")
 @click.option("--all-plans", is_flag=True,
               help="Every answer in the store, not only the latest plan's (the last input run).")
-def export(db: Path, out: Path, where: str | None, all_plans: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
+              help="messages: the conversation; prompt-completion: TRL trains only the answer; "
+                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
+def export(db: Path, out: Path, where: str | None, all_plans: bool, fmt: str) -> None:
     """Write one chat-format row per answer (messages + assistant answer + metadata).
 
     By default the answers of the latest plan: an answer to a prompt since edited in the
     input is not exported (--all-plans exports it too).
     """
-    count = export_corpus(db, out, where, all_plans=all_plans)
-    click.echo(f"wrote {count:,} rows to {out}" + ("" if all_plans else " (the latest plan; "
-               "--all-plans for every answer in the store)"), err=True)
+    count = export_corpus(db, out, where, all_plans=all_plans, format=fmt)
+    scope = ("" if all_plans or fmt == "preference" else
+             " (the latest plan; --all-plans for every answer in the store)")
+    click.echo(f"wrote {count:,} {'pairs' if fmt == 'preference' else 'rows'} to {out}{scope}", err=True)

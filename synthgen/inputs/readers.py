@@ -21,9 +21,11 @@ from ..errors import ConfigError
 from .messages import BadRow, Fields
 
 
-def read_rows(path: Path | None, sql: str | None) -> Iterator[tuple[int, Fields | BadRow]]:
+def read_rows(path: Path | None, sql: str | None, con=None) -> Iterator[tuple[int, Fields | BadRow]]:
+    """The rows of a file, or of a query (on `con`, a store connection, where given; in an
+    empty in-memory DuckDB otherwise)."""
     if sql is not None:
-        return _read_sql(sql)
+        return _read_sql(sql, con)
     assert path is not None
     if not path.is_file():
         raise ConfigError(f"input: {path}: no such file")
@@ -131,19 +133,62 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
             yield row_no, fields
 
 
-def _read_sql(sql: str) -> Iterator[tuple[int, Fields | BadRow]]:
+def _read_sql(sql: str, store=None) -> Iterator[tuple[int, Fields | BadRow]]:
     import duckdb
 
     from ..store import arrow_batches
 
-    con = duckdb.connect()
+    con = store if store is not None else duckdb.connect()
     try:
-        reader = arrow_batches(con, sql)
+        try:
+            reader = arrow_batches(con, sql)
+        except duckdb.Error as exc:
+            raise ConfigError(f"input-sql: the query failed: {str(exc).splitlines()[0]}") from None
+        row_no = 0
+        for batch in reader:
+            for fields in batch.to_pylist():
+                row_no += 1
+                yield row_no, fields
+    finally:
+        if store is None:
+            con.close()
+
+
+SNAPSHOT_PREFIX = "_input_sql_"
+
+
+def snapshot_sql(con, sql: str, run_id: int) -> str:
+    """Run an --input-sql query once, on the store itself (so `FROM corpus` or a recipe
+    stage's view works), into a table both passes of the planner read: validation, then
+    planning on its own thread while the engine sends (by then the run has turned the
+    store's external access off, so the query could not be run again, and the rows it
+    sees must be the ones validated). Returns the table's name; `drop_snapshots` removes
+    it (and any a killed run left)."""
+    import duckdb
+
+    from ..store.memory import retry_out_of_memory
+    from ..store.readonly import read_statements
+
+    try:
+        [query] = read_statements(sql)
+    except ValueError:
+        raise ConfigError("input-sql: give one query (a single SELECT)") from None
+    except Exception as exc:  # StoreError: not a read; said in the store's words
+        raise ConfigError(f"input-sql: {str(exc).removeprefix('sql: ')}") from None
+    table = f"{SNAPSHOT_PREFIX}{run_id}"
+    drop_snapshots(con)
+    create = f'CREATE TABLE "{table}" AS SELECT * FROM ({query.strip().rstrip(";")}) AS q'
+    try:  # a run's memory limit is small; reading a JSON file wants 32 MB of buffer
+        retry_out_of_memory(con, lambda: con.execute(create))
     except duckdb.Error as exc:
-        raise ConfigError(f"input-sql: the query failed: {str(exc).splitlines()[0]}") from None
-    row_no = 0
-    for batch in reader:
-        for fields in batch.to_pylist():
-            row_no += 1
-            yield row_no, fields
-    con.close()
+        raise ConfigError(f"input-sql: the query failed: {str(exc).strip().splitlines()[0]}") from None
+    return table
+
+
+def drop_snapshots(con) -> None:
+    """Drop every input snapshot in the store (one process writes a store at a time, so
+    none of them belongs to a run still going)."""
+    tables = con.execute("SELECT table_name FROM information_schema.tables "
+                         "WHERE starts_with(table_name, ?)", [SNAPSHOT_PREFIX]).fetchall()
+    for (name,) in tables:
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')

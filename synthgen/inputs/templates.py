@@ -26,10 +26,12 @@ TEXT_SUFFIXES = (".jinja", ".j2", ".txt")
 class Template:
     """A compiled prompt template: `render(row)` returns an OpenAI messages list."""
 
-    def __init__(self, name: str, path: Path, parts: list[tuple[str, Any]]):
+    def __init__(self, name: str, path: Path | None, parts: list[tuple[str, Any]],
+                 source: str | None = None):
         self.name = name
         self.path = path
-        self.source = path.read_text(encoding="utf-8")
+        # what the plan key hashes: the file's text, or an inline template's own
+        self.source = source if source is not None else path.read_text(encoding="utf-8")
         self._parts = parts
 
     def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
@@ -41,8 +43,38 @@ class Template:
             raise RenderError(f"template {self.name!r}: {exc}") from None
 
 
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+
+
+def inline_template(name: str, spec: Any, where: str) -> Template:
+    """A template written in place (a recipe stage's `template:`): a string is one user
+    message, a list of {role, content} is the messages. `where` (file:line) names it in
+    errors."""
+    import orjson
+
+    env = _environment()
+    try:
+        if isinstance(spec, str):
+            parts = [("user", env.from_string(spec.strip()))]
+        elif isinstance(spec, list) and spec:
+            parts = []
+            for i, msg in enumerate(spec, 1):
+                if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(
+                        msg.get("content"), str):
+                    raise ConfigError(f"{where}: template message {i} needs a role in {sorted(ROLES)} "
+                                      "and a content string")
+                parts.append((msg["role"], env.from_string(msg["content"])))
+        else:
+            raise ConfigError(f"{where}: a template is a string (one user message) or a list of "
+                              "{role, content} messages")
+    except TemplateError as exc:
+        raise ConfigError(f"{where}: template syntax error: {exc}") from None
+    return Template(name, None, parts, source=orjson.dumps(spec).decode())
+
+
 def load_template(name: str, prompts_dir: Path) -> Template:
-    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+    env = _environment()
     candidates = [prompts_dir / f"{name}{s}" for s in (*TEXT_SUFFIXES, ".yaml", ".yml")]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:

@@ -16,7 +16,13 @@ Everything synthgen knows lives in one DuckDB file:
     batches         one row per Batch API batch: our key, the API's ids, state, counts
     batch_requests  which requests each batch carries (its file's lines, in order)
     batch_errors    every retryable error line of a batch (what counts a request's attempts)
+    stages          one row per recipe stage: its recipe, plan, status, rows and kept
+    stage_rows      every row of every stage: its parent, kept or the rule that removed it
+    pass_rates      verified samples per prompt (best-of-n)
+    preference_pairs  chosen/rejected answers to one prompt, from judge scores
     corpus          VIEW: responses joined to their requests, the thing people query
+    stage_requests  VIEW: which requests belong to which recipe stage's plan
+    <stage name>    VIEW per recipe stage: its kept rows, corpus's columns + parent_request_id
 
 Schema changes are ordered, named migrations recorded in `schema_migrations`,
 never "delete your database".
@@ -269,6 +275,56 @@ def _m005_batch_api(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
+    """What recipes (`synthgen run`) add. A stage is a plan of its own (or, without a
+    template, a choice of rows already stored); each stage's rows, with their parent and
+    whether its `keep` kept them, are `stage_rows`, and a view named after the stage shows
+    the kept ones with corpus's columns. Verifiers record pass rates per prompt, judges the
+    preference pairs that `export --format preference` writes."""
+    con.execute(
+        """
+        CREATE TABLE stages (
+            stage VARCHAR PRIMARY KEY,
+            recipe VARCHAR,
+            position INTEGER,
+            plan_key VARCHAR,
+            status VARCHAR,
+            spec JSON,
+            rows BIGINT,
+            kept BIGINT,
+            updated_at TIMESTAMPTZ
+        );
+        CREATE TABLE stage_rows (
+            stage VARCHAR,
+            request_id VARCHAR,
+            parent_request_id VARCHAR,
+            kept BOOLEAN,
+            rule VARCHAR,
+            detail VARCHAR,
+            other_request_id VARCHAR
+        );
+        CREATE TABLE pass_rates (
+            stage VARCHAR,
+            prompt JSON,
+            samples INTEGER,
+            passed INTEGER,
+            pass_rate DOUBLE
+        );
+        CREATE TABLE preference_pairs (
+            stage VARCHAR,
+            chosen_request_id VARCHAR,
+            rejected_request_id VARCHAR,
+            chosen_score DOUBLE,
+            rejected_score DOUBLE,
+            created_at TIMESTAMPTZ
+        );
+        CREATE VIEW stage_requests AS
+        SELECT s.recipe, s.stage, p.request_id
+        FROM stages s JOIN plan_requests p USING (plan_key);
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -276,6 +332,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("003_answer_parts", _m003_answer_parts),
     ("004_duplicate_inputs", _m004_duplicate_inputs),
     ("005_batch_api", _m005_batch_api),
+    ("006_recipes", _m006_recipes),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from . import LiveConnection, connect
+from . import stages as stage_store
 
 RUNS_SQL = """
 WITH plan AS (
@@ -34,9 +35,17 @@ GROUP BY 1 ORDER BY 2 DESC
 
 
 def status(db: str | Path) -> list[dict[str, Any]]:
-    """One dict per run: the run's own counts and its plan's done/pending/failed."""
+    """One dict per run: the run's own counts and its plan's done/pending/failed (and the
+    recipe stage it ran, where it was one)."""
+    return status_and_stages(db)[0]
+
+
+def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs (as `status`) and the recipe stages: planned, answered, failed, rows, kept."""
     con = connect(db, read_only=True)
     try:
+        stages = stage_store.status(con)
+        by_plan = {s["plan_key"]: s for s in stages if s["plan_key"]}
         cur = con.execute(RUNS_SQL)
         cols = [d[0] for d in cur.description]
         runs = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
@@ -52,7 +61,9 @@ def status(db: str | Path) -> list[dict[str, Any]]:
             run["pending"] = total - (run["answered"] or 0) - (run["failed"] or 0)
             run["batch"] = bool(config.get("batch"))
             run["cost"] = _cost(run, config)
-        return runs
+            stage = by_plan.get(run["plan_key"])
+            run["recipe"], run["stage"] = (stage["recipe"], stage["stage"]) if stage else (None, None)
+        return runs, stages
     finally:
         con.close()
 

@@ -5,6 +5,8 @@ nothing, never learns to stop, or sees a doubled BOS.
     end of turn trained     each assistant turn ends with a trained stop token (except
                             an answer the teacher did not finish: cut by max_tokens)
     exactly one BOS         a BOS token starts the sequence once (when the model uses one)
+    reasoning kept          with --with-reasoning, the teacher's reasoning is in the rendered
+                            text and every token of it is trained
     length                  rows over --max-length are counted and truncated or dropped
 """
 
@@ -75,6 +77,23 @@ def check_bos(tokenizer: Any, rendered: Rendered, label: str) -> None:
         )
 
 
+def check_reasoning(rendered: Rendered, label: str) -> None:
+    """A row rendered with its reasoning trains on all of it: a template that dropped it,
+    or a rendering that put it outside the trained turn, would train an answer without
+    the reasoning the run asked for."""
+    at = rendered.reasoning_at
+    if at is None:
+        return
+    if at == (-1, -1):
+        raise GuardError(f"{label}: the chat template dropped the teacher's reasoning from the "
+                         "rendered conversation; --with-reasoning cannot train on it")
+    inside = [t for t, (s, e) in enumerate(rendered.offsets) if e > s and s >= at[0] and e <= at[1]]
+    untrained = [t for t in inside if rendered.labels[t] == IGNORE]
+    if not inside or untrained:
+        raise GuardError(f"{label}: {len(untrained) if inside else 'all'} tokens of the teacher's reasoning "
+                         "are not trained: the template renders it outside the assistant's turn")
+
+
 def check_rows(
     tokenizer: Any,
     rendered: list[Rendered],
@@ -108,6 +127,7 @@ def check_rows(
                     "tokenizer's eos_token"
                 )
         check_bos(tokenizer, r, lab)
+        check_reasoning(r, lab)
 
     out: list[Rendered] = []
     for i, r in enumerate(rendered):

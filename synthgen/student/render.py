@@ -44,6 +44,9 @@ class Rendered:
     offsets: list[tuple[int, int]] = field(default_factory=list)
     answer_start: int = -1
     finished: bool = True
+    # Where the last turn's reasoning lies in the rendered text (characters), when the row
+    # was rendered with it; (-1, -1) when the template lost it. The guards check it is trained.
+    reasoning_at: tuple[int, int] | None = None
 
     @property
     def trained(self) -> int:
@@ -68,13 +71,35 @@ def wants_bos(tokenizer: Any) -> bool:
     return bool(ids) and ids[0] == bos
 
 
+THINK = "<think>\n{reasoning}\n</think>\n\n{content}"
+
+
+def with_reasoning(tokenizer: Any, conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation as the student's template will show the last turn's
+    `reasoning_content`: as is where the template renders that field (reasoning chat
+    templates do), else inside the content as `<think>...</think>`, the form R1-style
+    students are trained on. A conversation without reasoning is returned unchanged."""
+    last = conversation[-1] if conversation else {}
+    reasoning = last.get("reasoning_content")
+    if not reasoning:
+        return conversation
+    if reasoning in _template(tokenizer, conversation, generation_prompt=False):
+        return conversation
+    inline = {"role": "assistant", "content": THINK.format(reasoning=reasoning, content=last["content"])}
+    return [*conversation[:-1], inline]
+
+
 def render(tokenizer: Any, conversation: list[dict[str, str]], finished: bool = True) -> Rendered:
     """Render and tokenize `conversation`, marking the assistant turns as trained.
 
     `finished=False` is for an answer the teacher did not end (cut by max_tokens): its
     text is trained but not the end-of-turn the template writes after it, so the student
-    is not taught to stop where the teacher was stopped.
+    is not taught to stop where the teacher was stopped. A last turn carrying
+    `reasoning_content` is trained with its reasoning (see `with_reasoning`).
     """
+    answer = conversation[-1]["content"] if conversation else ""
+    reasoning = conversation[-1].get("reasoning_content") if conversation else None
+    conversation = with_reasoning(tokenizer, conversation)
     text = _template(tokenizer, conversation, generation_prompt=False)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(conversation):
@@ -111,17 +136,23 @@ def render(tokenizer: Any, conversation: list[dict[str, str]], finished: bool = 
         if first is not None and end is not None:
             turns.append((first, end))
     answer_start = -1
+    reasoning_at = None if not reasoning else (-1, -1)
     if spans and conversation[-1]["role"] == "assistant":
-        answer_start = text.find(conversation[-1]["content"], spans[-1][0])
+        # the answer itself, after any reasoning: where the teacher's logprobs line up
+        after = spans[-1][0]
+        if reasoning and (at := text.find(reasoning, after)) >= 0:
+            after = at + len(reasoning)
+            reasoning_at = (at, after)
+        answer_start = text.find(answer, after)
     if not finished and turns and answer_start >= 0:
-        cut = answer_start + len(conversation[-1]["content"])
+        cut = answer_start + len(answer)
         first, end = turns[-1]
         for t in range(first, end):
             if offsets[t][0] >= cut:
                 labels[t] = IGNORE
         kept = [t for t in range(first, end) if labels[t] != IGNORE]
         turns[-1:] = [(kept[0], kept[-1] + 1)] if kept else []
-    return Rendered(ids, labels, turns, len(ids), offsets, answer_start, finished)
+    return Rendered(ids, labels, turns, len(ids), offsets, answer_start, finished, reasoning_at)
 
 
 def truncate(rendered: Rendered, max_length: int) -> Rendered:
@@ -135,6 +166,7 @@ def truncate(rendered: Rendered, max_length: int) -> Rendered:
         offsets=rendered.offsets[:max_length],
         answer_start=rendered.answer_start,
         finished=rendered.finished,
+        reasoning_at=rendered.reasoning_at,
     )
 
 

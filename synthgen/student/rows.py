@@ -33,10 +33,15 @@ class Row:
     logprobs: list[dict[str, Any]] | None = None
     key: str = field(default="")
     finished: bool = True  # False when the teacher was cut off (finish_reason 'length')
+    reasoning: str | None = None  # the teacher's reasoning trace (the `reasoning` column)
 
-    def conversation(self) -> list[dict[str, str]]:
-        """The prompt plus the teacher's answer as the final assistant turn."""
-        return [*self.messages, {"role": "assistant", "content": self.response}]
+    def conversation(self, with_reasoning: bool = False) -> list[dict[str, str]]:
+        """The prompt plus the teacher's answer as the final assistant turn; with its
+        reasoning as `reasoning_content` (what reasoning chat templates read) if asked."""
+        turn = {"role": "assistant", "content": self.response}
+        if with_reasoning and self.reasoning:
+            turn["reasoning_content"] = self.reasoning
+        return [*self.messages, turn]
 
 
 def prompt_key(messages: list[dict[str, str]]) -> str:
@@ -91,6 +96,7 @@ def _parse(index: int, rec: dict[str, Any]) -> Row:
         logprobs=rec.get("logprobs"),
         key=prompt_key(messages),
         finished=rec.get("finish_reason") != "length",
+        reasoning=rec.get("reasoning") if isinstance(rec.get("reasoning"), str) else None,
     )
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     logging_steps: int = 10
     bf16: bool = False
     tiny: dict[str, int] = field(default_factory=dict)
+    with_reasoning: bool = False  # train on the teacher's reasoning (the `reasoning` column)
 
 
 @dataclass
@@ -115,7 +116,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
     else:
         student = load_student(cfg.student, seed=cfg.seed, tiny_overrides=cfg.tiny)
     prepare_tokenizer(student.tokenizer)
-    rendered = [render(student.tokenizer, r.conversation(), r.finished) for r in train_rows]
+    if cfg.with_reasoning and not any(r.reasoning for r in train_rows):
+        raise StudentError("--with-reasoning: no training row has a reasoning trace (the "
+                           "`reasoning` column is empty); the teacher gave none")
+    rendered = [render(student.tokenizer, r.conversation(cfg.with_reasoning), r.finished)
+                for r in train_rows]
     pruning = None
     if k is not None:  # block influence is measured on the training rows, as ShortGPT does
         student, pruning = pruned_student(student, k, cfg.prune_by, [r.input_ids for r in rendered])

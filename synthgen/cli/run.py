@@ -1,0 +1,69 @@
+"""`synthgen run RECIPE --db FILE [--set key=value]`: every stage of a recipe, in order."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import InputError, RunAborted
+from ..hints import quote, synthgen_command
+from .generate import resume_hint
+from .progress import progress_options, show_library_messages
+
+
+@click.command("run")
+@click.argument("recipe")
+@click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The DuckDB store.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A recipe setting (prompts=8), or a stage's sampling key (answers.max_tokens=128). "
+                   "Repeatable.")
+@click.option("--model", help="Model name the teacher serves.")
+@click.option("--base-url", "base_urls", multiple=True,
+              help="OpenAI-compatible endpoint (repeat for replicas). Without it the bundled local "
+                   "teacher is started once for all stages.")
+@click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
+@click.option("--skip-preflight", is_flag=True, default=None, help="Do not check the endpoints first.")
+@click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
+@click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
+@click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")
+@click.option("--rpm", type=float, help="Requests per minute, client side.")
+@click.option("--tpm", type=float, help="Tokens per minute, client side.")
+@click.option("--retry-failed", is_flag=True, default=None, help="Send what failed in each stage again.")
+@click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
+@click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("prompts"),
+              show_default=True, help="Where recipes and templates are looked up by name first.")
+@click.option("--progress-interval", type=float,
+              help="Seconds between progress lines when not on a terminal (default 10).")
+def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progress_interval: float | None,
+        **options) -> None:
+    """Run RECIPE (prompts/NAME.yaml, a built-in name, or a path) into --db.
+
+    Each stage's rows become a view named after it. Kill it anywhere and run the same
+    command again: it continues in the stage it was in, and no row is sent twice.
+    """
+    from ..recipes import find_recipe, load_recipe, run_recipe
+
+    spec = load_recipe(find_recipe(recipe, prompts_dir), list(sets), prompts_dir)
+    options["base_urls"] = list(options.pop("base_urls")) or None
+    resume = resume_hint(sys.argv[1:])
+    try:
+        with show_library_messages(), progress_options(progress_interval) as shown:
+            summary = run_recipe(spec, db, options, announce=lambda m: click.echo(m, err=True), **shown)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except RunAborted as exc:
+        click.secho(f"stopped early: {exc}", fg="red", err=True)
+        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
+        sys.exit(3)
+    if summary.status == "interrupted":
+        click.echo(f"Interrupted in stage {summary.stages[-1].name}. Resume with:\n  {resume}", err=True)
+        sys.exit(130)
+    last = summary.stages[-1].name
+    click.echo(f"recipe {spec.name}: done in {summary.elapsed:.1f}s; {summary.stages[-1].kept:,} rows kept "
+               f"in the last stage", err=True)
+    click.echo(f"  see them: {synthgen_command()} sql --db {quote(str(db))} {quote(f'SELECT * FROM {last}')}",
+               err=True)
+    click.echo(f"  every stage: {synthgen_command()} status --db {quote(str(db))}", err=True)

@@ -1,0 +1,72 @@
+"""`SchemaCheck(sender, schema)`: every answer must be JSON that fits the run's schema.
+
+It is itself a transport (`send(request) -> Answer`) wrapped around the governor, so the
+check is one more reaction to an answer and nothing else changes: a misfit raises
+`SchemaMismatch`, a retryable fault, and `retry.Attempts` sends the request again as a new
+attempt (another sample); one that never fits within --max-attempts ends in `failures`
+with error_type 'schema' and the validator's message. A fitting answer carries the parsed
+object in `Answer.json` (the store's `json` column). Outside the governor on purpose: an
+answer of the wrong shape says nothing about the endpoint's health or the rate limits.
+
+Servers that constrain decoding to the schema (backends/structured.py) rarely miss, but
+a truncated answer (max_tokens), a server that ignores the field, or a refusal would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import SchemaMismatch
+from ..types import Answer, Request
+
+if TYPE_CHECKING:
+    from ..backends.base import Transport
+
+SHOWN_CHARS = 80
+SHOWN_ERRORS = 3
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema validator for `schema` (its own $schema draft, else 2020-12), with
+    format checks. Raises jsonschema's SchemaError when `schema` is not a valid schema."""
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    cls = validator_for(schema, default=Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+class SchemaCheck:
+    def __init__(self, inner: Transport, schema: dict[str, Any]):
+        self.inner = inner
+        self.validator = validator(schema)
+
+    async def send(self, request: Request) -> Answer:
+        answer = await self.inner.send(request)
+        answer.json = self.parse(answer)
+        return answer
+
+    def parse(self, answer: Answer) -> Any:
+        """The answer's object, or SchemaMismatch saying why it is not one."""
+        if answer.text is None:
+            what = "a refusal" if answer.refusal else "tool calls"
+            raise SchemaMismatch(f"the answer is {what}, not JSON")
+        try:
+            obj = orjson.loads(answer.text)
+        except orjson.JSONDecodeError as exc:
+            cut = " (cut by max_tokens)" if answer.finish_reason == "length" else ""
+            raise SchemaMismatch(f"the answer is not JSON{cut}: {exc}; it begins "
+                                 f"{answer.text[:SHOWN_CHARS]!r}") from None
+        errors = sorted(self.validator.iter_errors(obj), key=lambda e: e.json_path)
+        if errors:
+            said = "; ".join(f"at {e.json_path if e.path else 'the top level'}: {_short(e.message)}"
+                             for e in errors[:SHOWN_ERRORS])
+            more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+            raise SchemaMismatch(f"the answer does not fit the schema {said}{more}")
+        return obj
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
