@@ -195,7 +195,7 @@ def load_schema(value: Any) -> dict[str, Any] | None:
         raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
     from jsonschema.exceptions import SchemaError
 
-    from .engine.schema import validator
+    from .fit import validator
 
     try:
         validator(value)

@@ -44,8 +44,8 @@ from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
 from .engine.progress import report, snapshot
-from .engine.schema import SchemaCheck
 from .errors import ConfigError, InputError, RunAborted, StoreWriteError
+from .fit import SchemaCheck
 from .plan import Planner, plan_counts
 from .store import recovery
 from .store.live import LiveServer
@@ -418,7 +418,7 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     reporter = asyncio.create_task(report(stats, reporting.stream, reporting.interval, reporting.callback,
                                           pacing=governor.pacing))
     recorder = asyncio.create_task(_record_progress(con, run_id, writer, stats))
-    # A response schema is checked on every answer, outside the governor (engine/schema.py)
+    # A response schema is checked on every answer, outside the governor (fit.py)
     sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), sender, writer, limit=limit,
                     stats=stats, max_attempts=cfg.max_attempts, retry_sleep=reporting.retry_sleep,

@@ -228,3 +228,18 @@ def test_batch_settings_are_checked_with_their_names(tmp_path):
     with pytest.raises(synthgen.ConfigError, match="batch_max_requests"):  # the Python API names fields
         synthgen.generate(input=tmp_path / "in.jsonl", db=tmp_path / "c.duckdb", model="m", batch=True,
                           base_urls=["http://127.0.0.1:9/v1"], batch_max_requests=50_001)
+
+
+def test_batch_answers_are_held_to_the_response_schema_as_online_ones(api, tmp_path):
+    # The fake Batch API answers plain text, which never fits: each try is a new batch line
+    # until --max-attempts, then a 'schema' failure; nothing is stored as an answer.
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(3)])
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    summary = run_batch(api, tmp_path / "in.jsonl", tmp_path / "c.duckdb", response_schema=schema,
+                        max_attempts=2)
+    assert (summary.answered, summary.failed) == (0, 3)
+    assert api.batch_posts == 2, "a misfit is retried in a later batch, up to --max-attempts"
+    assert rows(tmp_path / "c.duckdb", "SELECT count(*) FROM responses") == [(0,)]
+    failed = rows(tmp_path / "c.duckdb", "SELECT error_type, message FROM failures")
+    assert len(failed) == 3 and {f[0] for f in failed} == {"schema"}
+    assert all("not JSON" in f[1] for f in failed)

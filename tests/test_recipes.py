@@ -161,7 +161,10 @@ stages:
     # was not stored (at most those in flight)
     assert all(teacher.received[p] == 2 for p in teacher.received if not p.startswith("Q"))
     resent = sum(1 for p, n in teacher.received.items() if p.startswith("Q") and n > 1)
-    assert resent <= 4 + 1, resent
+    # in flight at the kill (4), plus what was answered but not yet committed: the writer
+    # commits every 0.1 s; at 4 slots of 0.15 s that is ~3 answers, given 0.3 s on a
+    # loaded machine
+    assert resent <= 4 + 8, resent
     assert all(teacher.received[p] - sent_before.get(p, 0) <= 1 for p in teacher.received)
     # every row of every stage is stored once, next to its own prompt
     assert query(db, "SELECT count(*), count(DISTINCT request_id) FROM responses") == [(78, 78)]

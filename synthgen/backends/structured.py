@@ -13,7 +13,7 @@ answers). What the wire carries depends on the server, and that is the backend's
     llamacpp   json_schema: schema                  (llama.cpp's server, turned into a grammar)
 
 Which server an endpoint is comes from its `GET /models` (`owned_by`), read by the
-preflight. Whatever the server does, every answer is still validated (engine/schema.py).
+preflight. Whatever the server does, every answer is still validated (fit.py).
 """
 
 from __future__ import annotations

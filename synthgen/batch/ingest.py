@@ -28,10 +28,11 @@ from pathlib import Path
 import duckdb
 
 from ..backends.openai_batch import BadLine, outcome
-from ..errors import NotRun, RejectedFault, RetryableFault, TeacherFault
+from ..errors import NotRun, RejectedFault, RetryableFault, SchemaMismatch, TeacherFault
+from ..fit import AnswerSchema
 from ..store.commit import commit
 from ..store.memory import retry_out_of_memory
-from ..types import Answer, Failure
+from ..types import SCHEMA_KEY, Answer, Failure
 from .files import read_lines
 
 CHUNK = 5_000
@@ -79,11 +80,12 @@ class Context:
     latency_ms: float = 0.0
 
 
-KNOWN_SQL = """
+KNOWN_SQL = f"""
 SELECT q.request_id, q.sample_index, q.messages::VARCHAR,
        EXISTS (SELECT 1 FROM responses s WHERE s.request_id = q.request_id),
        (SELECT count(*) FROM batch_errors e
-        WHERE e.request_id = q.request_id AND e.batch_key IS DISTINCT FROM $key)
+        WHERE e.request_id = q.request_id AND e.batch_key IS DISTINCT FROM $key),
+       q.params->>'{SCHEMA_KEY}'
 FROM requests q WHERE q.request_id IN (SELECT unnest($ids))
 """
 
@@ -112,8 +114,13 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
         if cid in tally.seen:
             continue  # a second line for one request: the first one counts
         tally.seen.add(cid)
-        sample_index, messages, answered, prior = known[cid]
+        sample_index, messages, answered, prior, schema = known[cid]
         attempts = prior + 1
+        if isinstance(result, Answer) and schema is not None and not answered:
+            try:  # the request asked for a schema: a batch answer must fit it as an online one
+                result.json = AnswerSchema.of_text(schema).parse(result)
+            except SchemaMismatch as misfit:
+                result = misfit
         if isinstance(result, Answer):
             if answered:
                 tally.already += 1

@@ -1,12 +1,13 @@
-"""`SchemaCheck(sender, schema)`: every answer must be JSON that fits the run's schema.
+"""Does an answer fit the run's schema? `AnswerSchema(schema).parse(answer)` gives the
+parsed object, or raises `SchemaMismatch` (a retryable fault, kind 'schema') saying why.
 
-It is itself a transport (`send(request) -> Answer`) wrapped around the governor, so the
-check is one more reaction to an answer and nothing else changes: a misfit raises
-`SchemaMismatch`, a retryable fault, and `retry.Attempts` sends the request again as a new
+One check for every way an answer arrives: online through `SchemaCheck`, a transport
+wrapped around the governor, and from Batch API output files (batch/ingest.py, which
+finds each request's schema in its stored params). A misfit is sent again as a new
 attempt (another sample); one that never fits within --max-attempts ends in `failures`
-with error_type 'schema' and the validator's message. A fitting answer carries the parsed
-object in `Answer.json` (the store's `json` column). Outside the governor on purpose: an
-answer of the wrong shape says nothing about the endpoint's health or the rate limits.
+with error_type 'schema' and the validator's message. Online the check sits outside the
+governor on purpose: an answer of the wrong shape says nothing about the endpoint's
+health or the rate limits.
 
 Servers that constrain decoding to the schema (backends/structured.py) rarely miss, but
 a truncated answer (max_tokens), a server that ignores the field, or a refusal would.
@@ -14,15 +15,16 @@ a truncated answer (max_tokens), a server that ignores the field, or a refusal w
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import SchemaMismatch
-from ..types import Answer, Request
+from .errors import SchemaMismatch
+from .types import Answer, Request
 
 if TYPE_CHECKING:
-    from ..backends.base import Transport
+    from .backends.base import Transport
 
 SHOWN_CHARS = 80
 SHOWN_ERRORS = 3
@@ -38,15 +40,15 @@ def validator(schema: dict[str, Any]) -> Any:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-class SchemaCheck:
-    def __init__(self, inner: Transport, schema: dict[str, Any]):
-        self.inner = inner
+class AnswerSchema:
+    def __init__(self, schema: dict[str, Any]):
         self.validator = validator(schema)
 
-    async def send(self, request: Request) -> Answer:
-        answer = await self.inner.send(request)
-        answer.json = self.parse(answer)
-        return answer
+    @classmethod
+    @functools.lru_cache(maxsize=64)
+    def of_text(cls, schema_json: str) -> AnswerSchema:
+        """The check of a schema stored as JSON text (a request's params), built once."""
+        return cls(orjson.loads(schema_json))
 
     def parse(self, answer: Answer) -> Any:
         """The answer's object, or SchemaMismatch saying why it is not one."""
@@ -66,6 +68,19 @@ class SchemaCheck:
             more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
             raise SchemaMismatch(f"the answer does not fit the schema {said}{more}")
         return obj
+
+
+class SchemaCheck:
+    """A transport whose answers must fit `schema`: the inner transport's, checked."""
+
+    def __init__(self, inner: Transport, schema: dict[str, Any]):
+        self.inner = inner
+        self.schema = AnswerSchema(schema)
+
+    async def send(self, request: Request) -> Answer:
+        answer = await self.inner.send(request)
+        answer.json = self.schema.parse(answer)
+        return answer
 
 
 def _short(text: str, limit: int = 200) -> str:
