@@ -184,7 +184,8 @@ def launch_teacher(
         stop_grace=stop_grace,
         announce=announce,
     )
-    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started, hint, model_path)
+    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started,
+                      concurrency_hint=hint, model_path=model_path)
     if announce:
         urls = " ".join(teacher.base_urls)
         announce(f"teacher ready in {teacher.startup_s:.1f}s: model {served} at {urls}")

@@ -93,8 +93,8 @@ def find_by_url(state_dir: Path, base_url: str) -> tuple[TeacherRecord, ServerRe
     for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
         try:
             record = load(state_dir, path.stem)
-        except (ValueError, TypeError):
-            continue  # a file from another version: not ours to judge here
+        except (ValueError, TypeError, KeyError):
+            continue  # not a record this version wrote: not ours to judge here
         for server in record.servers if record else []:
             if server.base_url.rstrip("/") == wanted:
                 return record, server
