@@ -117,3 +117,62 @@ def test_build_falls_back_to_source_when_the_prebuilt_server_fails(tmp_path: Pat
     assert checked == ["prebuilt", "source build"]
     assert "SIGILL" in result.stderr and "compiling one instead" in result.stderr
     assert result.stdout.strip() == str(tmp_path / "llama-server")
+
+
+QUANTIZE_C = '#include <stdio.h>\nint main(void) { puts("fake llama-quantize"); return 0; }\n'
+
+
+def test_llama_quantize_builds_from_the_cached_sdist_beside_llama_server(tmp_path: Path, monkeypatch) -> None:
+    """`student export --quant q4_k_m` needs llama-quantize: the same four steps, its own log,
+    cached beside llama-server; the sdist is downloaded once into the cache and reused."""
+    from synthgen.teacher import build, sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sdist = make_sdist(tmp_path / "sdist.tar.gz", {
+        "vendor/llama.cpp/CMakeLists.txt": CMAKELISTS + "add_executable(llama-quantize quantize.c)\n",
+        "vendor/llama.cpp/server.c": SERVER_C,
+        "vendor/llama.cpp/quantize.c": QUANTIZE_C,
+    })
+    cached = sources.sources_dir() / sources.SDIST_NAME
+    cached.parent.mkdir(parents=True)
+    shutil.copy(sdist, cached)  # as if `pip download` had run once before
+    said: list[str] = []
+    built = build.build_llama_tool(build.QUANTIZE, jobs=1, announce=said.append)
+    assert built == build.cached_binary_path(build.QUANTIZE) == built.parent / "llama-quantize"
+    assert built.parent == build.cached_binary_path().parent and build.cached_binary() is None
+    assert (built.parent / "build-llama-quantize.log").is_file()
+    assert said[1].startswith(f"[1/4] sources: {cached}")
+    assert any("compile llama-quantize (4-8 min" in line for line in said)
+    assert build.cached_binary(build.QUANTIZE) == built
+
+
+def test_the_converter_is_unpacked_from_the_top_vendor_tree_only(tmp_path: Path, monkeypatch) -> None:
+    """The real sdist also holds the submodule's git data under .git/modules/vendor/llama.cpp/;
+    the converter and what it imports come from the top-level vendor/llama.cpp, nothing else."""
+    from synthgen.teacher import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sdist = make_sdist(tmp_path / "sdist.tar.gz", {
+        ".git/modules/vendor/llama.cpp/config": "[core]",
+        "vendor/llama.cpp/convert_hf_to_gguf.py": "print('converter')",
+        "vendor/llama.cpp/conversion/__init__.py": "",
+        "vendor/llama.cpp/gguf-py/gguf/__init__.py": "",
+        "vendor/llama.cpp/models/ggml-vocab-big.gguf": "x" * 1000,
+        "vendor/llama.cpp/src/llama.cpp": "int x;",
+    })
+    got = sources.converter_dir(sdist)
+    assert got == sources.sources_dir() / "convert"
+    files = sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file())
+    assert files == ["conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert sources.converter_dir() == got  # cached: no sdist needed the second time
+    bad = make_sdist(tmp_path / "bad.tar.gz", {"README": ""})
+    with tarfile.open(bad) as tar, pytest.raises(TeacherError, match=r"no vendor/llama\.cpp"):
+        sources.vendored_root(tar, bad)
+
+
+def test_quantizer_progress_lines_are_read() -> None:
+    from synthgen.teacher.gguf_tools import TENSOR_LINE
+
+    line = "[  12/ 272]                  blk.0.attn_k.weight - [  576,   192,     1,     1], type =    f32"
+    assert TENSOR_LINE.match(line).groups() == ("12", "272")
+    assert TENSOR_LINE.match("llama_model_quantize_impl: model size = 513.1 MB") is None

@@ -145,3 +145,38 @@ def test_real_local_teacher_answers_with_logprobs_and_n() -> None:
         assert all(s["logprob"] <= 0 for s in steps)
     assert body["usage"]["completion_tokens"] > 0
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_another_gguf_is_served_the_same_way_under_its_stem(monkeypatch, tmp_path: Path) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SYNTHGEN_LLAMA_SERVER", str(fake))
+    gguf = tmp_path / "student-q4.gguf"
+    argv = " ".join(local_server(LocalOptions(model=gguf), tmp_path).argv)
+    assert f"--model {gguf} --alias student-q4 --host 127.0.0.1" in argv and "--jinja" in argv
+    assert "--alias s1" in " ".join(local_server(LocalOptions(model=gguf, alias="s1"), tmp_path).argv)
+
+
+def test_the_local_backend_takes_a_gguf_file_or_nothing(tmp_path: Path) -> None:
+    from synthgen.teacher import local_gguf
+
+    assert local_gguf(None) is None and local_gguf(MODEL_NAME) is None
+    with pytest.raises(TeacherError, match=r"--model Qwen/Qwen2\.5.*bundled .* or a \.gguf file"):
+        local_gguf("Qwen/Qwen2.5-7B-Instruct")
+    with pytest.raises(TeacherError, match=r"--model .*nope\.gguf: no such GGUF file"):
+        local_gguf(str(tmp_path / "nope.gguf"))
+    (tmp_path / "s.gguf").write_bytes(b"GGUF")
+    assert local_gguf(str(tmp_path / "s.gguf")) == tmp_path / "s.gguf"
+
+
+def test_a_recorded_teacher_is_found_by_its_url(tmp_path: Path) -> None:
+    from synthgen.teacher.state import ServerRecord, TeacherRecord, find_by_url, save
+
+    server = ServerRecord(os.getpid(), 1234, "http://127.0.0.1:1234/v1", "http://127.0.0.1:1234/health", "l")
+    save(tmp_path, TeacherRecord("s", "local", "student", [server], "now", model_path="/m/s.gguf"))
+    (tmp_path / "broken.json").write_text("{}")
+    record, found = find_by_url(tmp_path, "http://127.0.0.1:1234/v1/")
+    assert record.model_path == "/m/s.gguf" and found.pid == os.getpid()
+    assert find_by_url(tmp_path, "http://127.0.0.1:9/v1") is None
+    assert find_by_url(tmp_path / "none", "http://127.0.0.1:1234/v1") is None

@@ -28,6 +28,8 @@ COMMANDS = {
     "demo": "synthgen.cli.teacher:demo",
     "train": "synthgen.cli.student:train",
     "eval": "synthgen.cli.student:eval_command",
+    "student": "synthgen.cli.export_gguf:student",
+    "compare": "synthgen.cli.compare:compare",
 }
 
 

@@ -177,8 +177,26 @@ SPECS: dict[str, Spec] = {
                     "--query \"SELECT * FROM corpus WHERE finish_reason = 'stop'\"")],
                   env=["SYNTHGEN_CACHE"]),
     "eval": Spec([("Held-out metrics of a trained student (recorded in evals):",
-                   "synthgen eval --db demo.duckdb --model runs/demo/kd")],
+                   "synthgen eval --db demo.duckdb --model runs/demo/kd"),
+                  ("A served GGUF scored on the same held-out rows through its logprobs:",
+                   "synthgen eval --db demo.duckdb --model runs/demo/kd --served http://127.0.0.1:PORT/v1")],
                  env=["SYNTHGEN_CACHE"]),
+    "student": Spec([("Ship a student: one GGUF file, checked served, then serve it:",
+                      "synthgen student export --model runs/distill/kd --out student.gguf --quant q4_k_m\n"
+                      "synthgen teacher start --model student.gguf --name student")],
+                    env=["XDG_CACHE_HOME"]),
+    "student export": Spec([("Q8_0, checked on the student's held-out prompts:",
+                             "synthgen student export --model runs/distill/kd --out student.gguf "
+                             "--db demo345.duckdb"),
+                            ("Q4_K_M (llama-quantize is compiled once per machine, 4-8 min on 2 cores):",
+                             "synthgen student export --model runs/distill/kd --out student-q4.gguf "
+                             "--quant q4_k_m")],
+                           env=["XDG_CACHE_HOME", "SYNTHGEN_LLAMA_SERVER"]),
+    "compare": Spec([("A served teacher against a served student on the same held-out prompts:",
+                      "synthgen teacher start --model teacher.gguf --name teacher\n"
+                      "synthgen teacher start --model student.gguf --name student\n"
+                      "synthgen compare --teacher http://127.0.0.1:PORT1/v1 --student "
+                      "http://127.0.0.1:PORT2/v1 \\\n    --db demo345.duckdb --split runs/distill/kd")]),
 }
 
 TOP = Spec(

@@ -103,7 +103,12 @@ def train(**opts: Any) -> None:
 
 @click.command("eval")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="The store.")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
+              help="The trained student directory (with --served: only its split.json, for the "
+              "held-out rows).")
+@click.option("--served", "served_url", default=None, metavar="URL",
+              help="Score the model this llama.cpp server serves, through its logprobs, instead "
+              "of a directory.")
 @click.option("--query", default=None, help="Rows to evaluate (prompts not trained on).")
 @click.option("--gen-rows", type=int, default=8, show_default=True, help="Rows for ROUGE-L.")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
@@ -131,11 +136,17 @@ def eval_command(
     no_teacher: bool,
     speed_tokens: int,
     as_json: bool,
+    served_url: str | None,
 ) -> None:
     """Evaluate a trained student, its untrained self and the teacher on held-out answers."""
+    if served_url is not None:
+        _eval_served(db, served_url, model_dir, query, as_json)
+        return
     require_train_extra()
     from ..student.evaluate import evaluate
 
+    if model_dir is None:
+        raise click.UsageError("give --model DIR (a trained student) or --served URL (a served model)")
     if not Path(model_dir).is_dir():
         raise StudentError(f"{model_dir}: no such model directory")
     if speed_tokens < 0:
@@ -157,3 +168,13 @@ def eval_command(
         from ..student.compare import report
 
         click.echo(report(result))
+
+
+def _eval_served(db: str, url: str, split_dir: str | None, query: str | None, as_json: bool) -> None:
+    """`eval --served`: no torch needed, the server computes."""
+    from ..student.served import evaluate_served, report
+
+    if split_dir is not None and not Path(split_dir).is_dir():
+        raise StudentError(f"--model {split_dir}: no such model directory")
+    result = evaluate_served(db, url, split_dir, query, echo=_echo)
+    click.echo(json.dumps(result) if as_json else report(result))

@@ -72,7 +72,11 @@ def teacher() -> None:
 
 @teacher.command()
 @click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True)
-@click.option("--model", help=f"vLLM model id or path (local serves {LOCAL_MODEL_NAME}).")
+@click.option(
+    "--model",
+    help=f"vLLM model id or path; local serves {LOCAL_MODEL_NAME} or a FILE.gguf (a student from "
+    "`synthgen student export`).",
+)
 @click.option(
     "--replicas",
     type=int,
@@ -181,6 +185,7 @@ def start(
             ServerRecord(s.pid or 0, s.port, s.base_url, s.health_url, str(s.log_path)) for s in t.servers
         ],
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        model_path=t.model_path,
     )
     save(states, record)
     _print_use(t.base_urls, t.model, name, state_dir)

@@ -244,17 +244,23 @@ def evaluate(
 
 def record(db: str, model_dir: str, label: str, query: str, rows: int, result: dict) -> str:
     """One `evals` row per model (trained under `label`, untrained as 'untrained')."""
+    names = ((label, "trained"), ("untrained", "untrained"), ("teacher", "teacher"))
+    entries = [(name, result[key]) for name, key in names if key in result]
+    return insert_evals(db, model_dir, query, rows, entries)
+
+
+def insert_evals(db: str, model: str, query: str, rows: int, entries: list[tuple[str, dict]]) -> str:
+    """`evals` rows sharing one new eval_id, one per (label, metrics); `model` names what was
+    evaluated (a model directory, or a served model's URL)."""
     from ..store import connect
 
     eval_id = uuid.uuid4().hex[:16]
     con = connect(db)
     try:
-        for name, key in ((label, "trained"), ("untrained", "untrained"), ("teacher", "teacher")):
-            if key not in result:
-                continue
+        for label, metrics in entries:
             con.execute(
                 "INSERT INTO evals VALUES (?, now(), ?, ?, ?, ?, ?)",
-                [eval_id, model_dir, name, query, rows, json.dumps(result[key])],
+                [eval_id, model, label, query, rows, json.dumps(metrics)],
             )
     finally:
         con.close()

@@ -57,6 +57,7 @@ class Teacher:
     servers: list[ServerProcess]
     stop_grace: float = DEFAULT_STOP_GRACE_S
     startup_s: float = 0.0
+    model_path: str | None = None  # the GGUF a local server serves
     # Requests worth keeping in flight: twice the local server's slots keeps every
     # slot busy without a long queue (a queued request waits on a slow CPU, and a
     # Ctrl-C waits for all in flight). None: no useful cap (vLLM batches hundreds).
@@ -94,6 +95,22 @@ class Teacher:
         self.stop()
 
 
+def local_gguf(model: str | None) -> Path | None:
+    """What the local backend serves: None for the bundled teacher, else a .gguf file."""
+    if model in (None, LOCAL_MODEL_NAME):
+        return None
+    assert model is not None
+    if not model.endswith(".gguf"):
+        raise TeacherError(
+            f"--model {model}: the local backend serves the bundled {LOCAL_MODEL_NAME} or a .gguf file "
+            "(synthgen student export writes one); use --backend vllm for other models"
+        )
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise TeacherError(f"--model {model}: no such GGUF file")
+    return path
+
+
 def launch_teacher(
     backend: str = "local",
     *,
@@ -121,12 +138,9 @@ def launch_teacher(
     `detached` servers are meant to outlive this process (`teacher start`).
     """
     logs = Path(log_dir) if log_dir else default_log_dir()
+    model_path: str | None = None
     if backend == "local":
-        if model not in (None, LOCAL_MODEL_NAME):
-            raise TeacherError(
-                f"the local backend serves only the bundled {LOCAL_MODEL_NAME}; "
-                "use --backend vllm for other models"
-            )
+        gguf = local_gguf(model)
         if replicas != 1:
             raise TeacherError("the local backend runs one server; use --parallel for slots")
         local = LocalOptions(
@@ -135,9 +149,12 @@ def launch_teacher(
             ctx_size=ctx_size,
             port=port,
             extra_args=tuple(extra_args),
+            model=gguf,
+            alias=served_model_name,
         )
         servers = [local_server(local, logs, announce=announce)]
-        served = LOCAL_MODEL_NAME
+        served = local.served_name
+        model_path = str(gguf.resolve()) if gguf else None
         hint: int | None = 2 * local.parallel
     elif backend == "vllm":
         if not model:
@@ -167,7 +184,8 @@ def launch_teacher(
         stop_grace=stop_grace,
         announce=announce,
     )
-    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started, hint)
+    teacher = Teacher(backend, served, servers, stop_grace, time.monotonic() - started,
+                      concurrency_hint=hint, model_path=model_path)
     if announce:
         urls = " ".join(teacher.base_urls)
         announce(f"teacher ready in {teacher.startup_s:.1f}s: model {served} at {urls}")

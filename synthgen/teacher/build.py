@@ -1,10 +1,11 @@
-"""The fallback server: llama-server compiled from the llama.cpp sources in the llama-cpp-python sdist.
+"""llama.cpp's tools compiled from the sources in the llama-cpp-python sdist (sources.py).
 
-Used when the prebuilt server (prebuilt.py) cannot run here, or on request
-(`synthgen teacher build --from-source`) for a binary tuned to this CPU. The
-sdist is a pinned, registry-hosted copy of llama.cpp; the compile takes 8-14
-minutes on 2 cores, so every step, and the compile's percentage, is announced
-as it happens (the full output goes to the build log).
+llama-server is the fallback server: used when the prebuilt one (prebuilt.py) cannot
+run here, or on request (`synthgen teacher build --from-source`) for a binary tuned to
+this CPU. llama-quantize is what `synthgen student export --quant q4_k_m` needs (the
+converter writes f16 and q8_0 itself, not the k-quants), and no registry package ships
+it. Each compile takes minutes on 2 cores, so every step, and the compile's percentage,
+is announced as it happens (the full output goes to the build log beside the binary).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -25,8 +25,11 @@ from typing import IO
 from ..errors import TeacherError
 from .paths import cache_root
 from .process import Announce, announce_log, tail
+from .sources import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, cached_sdist, sources_dir
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+SERVER, QUANTIZE = "llama-server", "llama-quantize"
+# What each compile costs on the 2 shared cores these were measured on (docs/teacher.md).
+COMPILE_TIME = {SERVER: "8-14 min on 2 cores", QUANTIZE: "4-8 min on 2 cores"}
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_BUILD_TESTS=OFF",
@@ -61,13 +64,14 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cached_binary_path() -> Path:
-    """Where `synthgen teacher build --from-source` puts llama-server for this machine."""
-    return cache_root() / "llama-server" / LLAMA_CPP_PYTHON_VERSION / "llama-server"
+def cached_binary_path(tool: str = SERVER) -> Path:
+    """Where a source build puts `tool` for this machine (both tools share the directory
+    that `synthgen teacher build --from-source` has always used)."""
+    return cache_root() / "llama-server" / LLAMA_CPP_PYTHON_VERSION / tool
 
 
-def cached_binary() -> Path | None:
-    path = cached_binary_path()
+def cached_binary(tool: str = SERVER) -> Path | None:
+    path = cached_binary_path(tool)
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
@@ -78,35 +82,48 @@ def build_llama_server(
     force: bool = False,
     announce: Announce | None = announce_log,
 ) -> Path:
-    """Compile llama-server from the pinned llama-cpp-python sdist into the cache.
+    """Compile llama-server from the pinned llama-cpp-python sdist into the cache."""
+    return build_llama_tool(SERVER, jobs=jobs, sdist=sdist, force=force, announce=announce)
+
+
+def build_llama_tool(
+    tool: str,
+    *,
+    jobs: int | None = None,
+    sdist: Path | None = None,
+    force: bool = False,
+    announce: Announce | None = announce_log,
+) -> Path:
+    """Compile one llama.cpp tool (a cmake target) from the pinned sdist into the cache.
 
     Idempotent: an existing cached binary is returned at once unless `force`.
     `sdist` lets an offline machine use a tarball fetched elsewhere.
     """
     say = announce or (lambda _msg: None)
-    target = cached_binary_path()
-    if cached_binary() and not force:
-        say(f"llama-server already built: {target}")
+    target = cached_binary_path(tool)
+    if cached_binary(tool) and not force:
+        say(f"{tool} already built: {target}")
         return target
-    for tool in ("cmake", "c++"):
-        if shutil.which(tool) is None:
+    for needed in ("cmake", "c++"):
+        if shutil.which(needed) is None:
             raise TeacherError(
-                f"building llama-server needs `{tool}`; install it (Debian/Ubuntu: apt-get install cmake g++)"
+                f"building {tool} needs `{needed}`; install it (Debian/Ubuntu: apt-get install cmake g++)"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
-    log_path = target.parent / "build.log"
+    log_path = target.parent / ("build.log" if tool == SERVER else f"build-{tool}.log")
     jobs = jobs or default_jobs()
     started = time.monotonic()
 
     def step(n: int, what: str) -> None:
         say(f"[{n}/{STEPS}] {what} ({_elapsed(started)})")
 
-    say(f"building llama-server {LLAMA_CPP_PYTHON_VERSION} from source with {jobs} jobs; log: {log_path}")
+    say(f"building {tool} {LLAMA_CPP_PYTHON_VERSION} from source with {jobs} jobs; log: {log_path}")
     with tempfile.TemporaryDirectory(prefix="synthgen-llama-") as tmp, open(log_path, "w") as log:
         work = Path(tmp)
-        fetch = f"pip download llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
+        cached = sources_dir() / SDIST_NAME
+        fetch = cached if cached.is_file() else f"pip download llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
         step(1, f"sources: {sdist or fetch}")
-        tarball = sdist or _download_sdist(work, log)
+        tarball = sdist or cached_sdist(log)
         with tarfile.open(tarball) as tar:
             tar.extractall(work, filter="data")
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
@@ -115,20 +132,20 @@ def build_llama_server(
         build = work / "build"
         step(2, "configure (cmake)")
         _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log, log_path)
-        step(3, f"compile llama-server (8-14 min on 2 cores; -j {jobs})")
+        step(3, f"compile {tool} ({COMPILE_TIME.get(tool, 'minutes')}; -j {jobs})")
         _run(
-            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
+            ["cmake", "--build", str(build), "--target", tool, "-j", str(jobs)],
             log,
             log_path,
             on_line=_compile_progress(say, started),
         )
         step(4, "install into the cache")
-        built = build / "bin" / "llama-server"
+        built = build / "bin" / tool
         staging = target.with_suffix(".tmp")
         shutil.copy2(built, staging)
         os.chmod(staging, 0o755)
         os.replace(staging, target)  # atomic: a concurrent reader sees old or new
-    say(f"llama-server built in {_elapsed(started)}: {target}")
+    say(f"{tool} built in {_elapsed(started)}: {target}")
     return target
 
 
@@ -160,19 +177,6 @@ def compile_percent(line: str) -> int | None:
     if match and int(match.group(2)):
         return 100 * int(match.group(1)) // int(match.group(2))
     return None
-
-
-def _download_sdist(work: Path, log: IO[str]) -> Path:
-    """Fetch the pinned sdist with pip, the ordinary client of the registry."""
-    argv = [
-        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-        "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(work),
-    ]  # fmt: skip
-    _run(argv, log, Path(log.name))
-    found = sorted(work.glob("llama_cpp_python-*.tar.gz"))
-    if not found:
-        raise TeacherError("pip download produced no llama-cpp-python sdist")
-    return found[0]
 
 
 def _run(

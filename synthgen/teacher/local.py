@@ -1,4 +1,5 @@
-"""The bundled teacher: SmolLM2-135M-Instruct served by llama.cpp's server.
+"""The bundled teacher: SmolLM2-135M-Instruct served by llama.cpp's server (and any other
+GGUF, a student exported by `synthgen student export`, served the same way).
 
 Why these pieces (measured figures in docs/teacher.md):
 
@@ -119,6 +120,16 @@ class LocalOptions:
     ctx_size: int | None = None
     port: int | None = None
     extra_args: tuple[str, ...] = ()
+    # Another GGUF to serve the same way (a student from `synthgen student export`),
+    # under the name `alias` (default: the file's stem); None: the bundled teacher.
+    model: Path | None = None
+    alias: str | None = None
+
+    @property
+    def served_name(self) -> str:
+        if self.model is None:
+            return MODEL_NAME
+        return self.alias or self.model.stem
 
 
 def local_server(
@@ -128,20 +139,20 @@ def local_server(
     server: ServerCommand | None = None,
     announce: Announce | None = None,
 ) -> ServerProcess:
-    """Describe (not start) a llama.cpp server child serving the bundled GGUF.
+    """Describe (not start) a llama.cpp server child serving the bundled GGUF (or `options.model`).
 
     `server` picks the server explicitly (`teacher build` checks the prebuilt
     one this way); `announce` hears about the model's first-time fetch.
     """
     command = server or find_llama_server()
-    gguf = find_gguf(announce)
+    gguf = options.model or find_gguf(announce)
     port = options.port or free_ports(1)[0]
     threads = options.threads or default_threads()
     ctx = options.ctx_size or CTX_PER_SLOT * options.parallel
     argv = [
         *command.argv,
         "--model", str(gguf),
-        "--alias", MODEL_NAME,
+        "--alias", options.served_name,
         "--host", "127.0.0.1",
         "--port", str(port),
         "--parallel", str(options.parallel),

@@ -50,6 +50,8 @@ class TeacherRecord:
     ray_address: str | None = None
     ray_namespace: str | None = None
     actors: list[str] = field(default_factory=list)
+    # The GGUF a local server serves (its file size is what `synthgen compare` reports).
+    model_path: str | None = None
 
     @property
     def base_urls(self) -> list[str]:
@@ -82,6 +84,21 @@ def load(state_dir: Path, name: str) -> TeacherRecord | None:
         return None
     servers = [ServerRecord(**s) for s in data.pop("servers")]
     return TeacherRecord(servers=servers, **data)
+
+
+def find_by_url(state_dir: Path, base_url: str) -> tuple[TeacherRecord, ServerRecord] | None:
+    """The recorded teacher (and its server) that answers at `base_url`, if one was started
+    here by `synthgen teacher start`: how `compare` learns a server's pid and model file."""
+    wanted = base_url.rstrip("/")
+    for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
+        try:
+            record = load(state_dir, path.stem)
+        except (ValueError, TypeError, KeyError):
+            continue  # not a record this version wrote: not ours to judge here
+        for server in record.servers if record else []:
+            if server.base_url.rstrip("/") == wanted:
+                return record, server
+    return None
 
 
 def forget(state_dir: Path, name: str) -> None:
