@@ -86,6 +86,18 @@ def test_export_round_trips_through_llama_server(f16) -> None:
     assert not list(out.parent.glob(".export-*")), "the staging directory is left behind"
 
 
+def test_a_gguf_is_requantized_through_its_dequantized_weights(tmp_path, f16, monkeypatch) -> None:
+    """--model FILE.gguf (how the teacher is set beside the student at one quantization):
+    the file is dequantized into the cache, converted again, and still answers as before."""
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "again-f32.gguf"
+    report = export(f16[0], out, "--quant", "f32", "--prompts", "2", "--max-new-tokens", "16")
+    assert out.is_file() and report["quant"] == "f32" and report["layers"] == TEST_TINY["num_hidden_layers"]
+    assert report["vocabulary"] == "same" and report["chat_template_in_file"]
+    assert report["greedy_same"] == report["checked"] == 2, report["prompts"]
+    assert list((tmp_path / "cache" / "teachers").glob("*/config.json")), "not dequantized into the cache"
+
+
 def test_served_nll_is_transformers_nll(f16, student, db, tok) -> None:
     """eval --served scores the GGUF on the held-out rows through llama-server's logprobs:
     the same tokens, and (f16 weights) the same NLL to within a percent, as transformers."""
@@ -138,6 +150,8 @@ def test_a_student_without_a_chat_template_is_refused(tmp_path, tok) -> None:
 def test_bad_flags_name_the_flag(tmp_path, student) -> None:
     result = synthgen("student", "export", "--model", student, "--out", tmp_path / "x.bin")
     assert result.returncode == 2 and "--out" in result.stderr and "Traceback" not in result.stderr
+    result = synthgen("student", "export", "--model", tmp_path / "missing.gguf", "--out", tmp_path / "x.gguf")
+    assert result.returncode == 2 and "--model" in result.stderr and "no such GGUF" in result.stderr
     result = synthgen("teacher", "start", "--model", tmp_path / "missing.gguf", "--state-dir", tmp_path)
     assert result.returncode == 2 and "--model" in result.stderr and "no such GGUF" in result.stderr
 

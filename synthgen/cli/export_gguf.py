@@ -24,8 +24,10 @@ def student() -> None:
 
 
 @student.command("export")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="The student directory (from synthgen train; a LoRA run is merged).")
+@click.option("--model", "model_dir", required=True, metavar="DIR|FILE.gguf|teacher",
+              help="The student directory (from synthgen train; a LoRA run is merged), or a GGUF "
+              "to requantize (`teacher`: the bundled teacher), so compare can set teacher and "
+              "student side by side at the same quantization.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The GGUF file to write.")
 @click.option("--quant", type=click.Choice(QUANT_CHOICES), default="q8_0", show_default=True,
               help="Weights: q8_0 and f16 by llama.cpp's converter, q4_k_m by llama-quantize "

@@ -190,10 +190,12 @@ SPECS: dict[str, Spec] = {
                              "--db demo345.duckdb"),
                             ("Q4_K_M (llama-quantize is compiled once per machine, 4-8 min on 2 cores):",
                              "synthgen student export --model runs/distill/kd --out student-q4.gguf "
-                             "--quant q4_k_m")],
+                             "--quant q4_k_m"),
+                            ("The bundled teacher at the same quantization, for compare:",
+                             "synthgen student export --model teacher --out teacher-q4.gguf --quant q4_k_m")],
                            env=["XDG_CACHE_HOME", "SYNTHGEN_LLAMA_SERVER"]),
     "compare": Spec([("A served teacher against a served student on the same held-out prompts:",
-                      "synthgen teacher start --model teacher.gguf --name teacher\n"
+                      "synthgen teacher start --model teacher-q4.gguf --name teacher\n"
                       "synthgen teacher start --model student.gguf --name student\n"
                       "synthgen compare --teacher http://127.0.0.1:PORT1/v1 --student "
                       "http://127.0.0.1:PORT2/v1 \\\n    --db demo345.duckdb --split runs/distill/kd")]),

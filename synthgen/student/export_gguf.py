@@ -53,6 +53,22 @@ def require_converter_modules() -> None:
         )
 
 
+def source_dir(spec: str) -> Path:
+    """The Hugging Face directory to convert: `spec` itself, or, for `teacher` (the bundled
+    teacher) or a .gguf file, that model dequantized once into the cache (reference.py).
+    Exporting the teacher the same way is what makes `compare` fair: teacher and student
+    at the same quantization, by the same converter and quantizer."""
+    if spec == "teacher" or spec.endswith(".gguf"):
+        from .presets import teacher_gguf
+        from .reference import dequantized
+
+        gguf = teacher_gguf() if spec == "teacher" else Path(spec)
+        if not gguf.is_file():
+            raise StudentError(f"--model {spec}: no such GGUF file")
+        return dequantized(gguf)
+    return Path(spec)
+
+
 def load_for_export(model_dir: Path) -> tuple[Any, Any, bool]:
     """The student (merged if it is an unmerged LoRA run), its tokenizer, and whether it was
     merged; refuses a directory it cannot serve faithfully."""
@@ -95,9 +111,12 @@ def check_prompts(model_dir: Path, db: str | None, count: int) -> tuple[list[lis
     store is given, else a few plain questions; and a word on which it was."""
     if db is None:
         return [[{"role": "user", "content": p}] for p in PLAIN_PROMPTS[:count]], "plain prompts"
-    from .rows import Split, heldout_rows
+    from .served import rows_for
 
-    rows = heldout_rows(db, Split.load(model_dir / "split.json"))
+    # The student's own held-out rows; a model that has no split (the teacher) gets
+    # synthgen train's default one.
+    own = model_dir if (model_dir / "split.json").is_file() else None
+    rows, _ = rows_for(db, str(own) if own else None, None)
     seen: list[list[dict[str, str]]] = []
     for row in rows:
         if row.messages not in seen:
@@ -119,7 +138,7 @@ def export_gguf(
     """Convert, quantize and check one student; returns the check's report (gguf_check)."""
     from ..teacher.gguf_tools import QUANTS, convert, quantize
 
-    source, target = Path(model_dir), Path(out)
+    target = Path(out)
     # The flags first: a typo is named before anything is imported, loaded or installed.
     if quant not in QUANTS:
         raise StudentError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
@@ -132,6 +151,7 @@ def export_gguf(
     from .gguf_check import check_gguf
 
     echo = echo_or_log(echo)
+    source = source_dir(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     model, tok, merged = load_for_export(source)
     messages, where = check_prompts(source, db, prompts) if prompts else ([], "")
@@ -153,5 +173,5 @@ def export_gguf(
         os.replace(staged, target)
     echo(f"export: wrote {target} ({target.stat().st_size / 1e6:.1f} MB, {quant})")
     report = check_gguf(target, model, tok, messages, max_new_tokens, threads, echo)
-    report.update(model_dir=str(source), quant=quant, merged_lora=merged, prompts_from=where)
+    report.update(model_dir=str(model_dir), quant=quant, merged_lora=merged, prompts_from=where)
     return report

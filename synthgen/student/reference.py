@@ -38,7 +38,7 @@ def teacher_path(spec: str | None) -> Path:
     )
 
 
-def _dequantized(gguf: Path) -> Path:
+def dequantized(gguf: Path) -> Path:
     """The GGUF as an HF directory in the cache, converted on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,7 +66,7 @@ def load_teacher(spec: str | None) -> Student:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = teacher_path(spec)
-    directory = _dequantized(path) if path.suffix == ".gguf" else path
+    directory = dequantized(path) if path.suffix == ".gguf" else path
     tok = AutoTokenizer.from_pretrained(str(directory))
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="float32")
     return Student(model.eval(), tok, str(path), "teacher")
