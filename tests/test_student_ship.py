@@ -95,7 +95,7 @@ def test_a_gguf_is_requantized_through_its_dequantized_weights(tmp_path, f16, mo
     assert out.is_file() and report["quant"] == "f32" and report["layers"] == TEST_TINY["num_hidden_layers"]
     assert report["vocabulary"] == "same" and report["chat_template_in_file"]
     assert report["greedy_same"] == report["checked"] == 2, report["prompts"]
-    assert list((tmp_path / "cache" / "teachers").glob("*/config.json")), "not dequantized into the cache"
+    assert list((tmp_path / "cache" / "dequantized").glob("*/config.json")), "not dequantized into the cache"
 
 
 def test_served_nll_is_transformers_nll(f16, student, db, tok) -> None:

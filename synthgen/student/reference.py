@@ -5,8 +5,9 @@ decode speed).
 `--teacher-model` is a Hugging Face directory or a .gguf file; the default is the bundled
 teacher's GGUF. Dequantizing a GGUF takes ~30 s (SmolLM2-135M), and a pruned run needs the
 teacher twice (to cut the student, then to compare against it), so the dequantized model
-is saved once as a plain HF directory under ~/.cache/synthgen/teachers/ and loaded from
-there in about a second afterwards, like the tokenizer cache in presets.py.
+is saved once as a plain HF directory under ~/.cache/synthgen/dequantized/ (apart
+from the launcher's records in teachers/) and loaded from there in about a second
+afterwards, like the tokenizer cache in presets.py.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def dequantized(gguf: Path) -> Path:
 
     stat = gguf.resolve().stat()
     tag = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir() / "teachers" / tag
+    target = cache_dir() / "dequantized" / tag
     if (target / "config.json").exists():
         return target
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
