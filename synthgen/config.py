@@ -51,6 +51,10 @@ class GenerateConfig(BaseModel):
     seed: int | None = None
     stop: list[str] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Which distribution the teacher's logprobs are (stored with the run; KD reads it):
+    # raw (temperature 1, before sampling: llama.cpp, vLLM's default) or processed (after
+    # the request's temperature). None: unknown; the bundled teacher sets raw.
+    logprobs_mode: Literal["raw", "processed"] | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # A JSON Schema every answer must fit (a file path, a dict, or a pydantic model class);
     # part of the params, so another schema makes other requests.

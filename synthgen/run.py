@@ -147,16 +147,18 @@ def teacher_settings(base_urls: list[str], threads: int | None = None,
                      concurrency_given: bool = False) -> Iterator[dict[str, Any]]:
     """The settings that point a run at its teacher: none when `base_urls` are given;
     else the bundled local teacher is started (and stopped when the block ends), and
-    these are its URL, its model name and, unless one was given, a concurrency that suits
-    it (64 requests queued on 4 CPU slots only slow Ctrl-C down). Recipes start it once
-    for all their stages."""
+    these are its URL, its model name, its logprobs' mode (raw) and, unless one was given,
+    a concurrency that suits it (64 requests queued on 4 CPU slots only slow Ctrl-C down).
+    Recipes start it once for all their stages."""
     if base_urls:
         yield {}
         return
     from .teacher import start_teacher
 
     with start_teacher("local", threads=threads, announce=log.info) as teacher:
-        update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model}
+        # llama.cpp's server reports the model's own (raw, temperature-1) probabilities.
+        update: dict[str, Any] = {"base_urls": teacher.base_urls, "model": teacher.model,
+                                  "logprobs_mode": "raw"}
         if not concurrency_given and teacher.concurrency_hint:
             update["concurrency"] = teacher.concurrency_hint
         yield update

@@ -300,3 +300,36 @@ def test_python_api_matches_the_cli(teacher, tmp_path):
     assert isinstance(json.loads(con.execute("SELECT config FROM runs").fetchone()[0]), dict)
     with pytest.raises(duckdb.Error):
         con.execute("DELETE FROM responses")  # open_store is read-only by default
+
+
+def test_each_answer_records_what_its_logprobs_are(teacher, tmp_path):
+    """--logprobs-mode goes with the run that answered: a resumed plan answered partly by a
+    run that said `processed` (at the request's temperature) and partly by one that said
+    nothing keeps both, per answer; answers without logprobs have no mode."""
+    from synthgen.student.rows import load_rows
+
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(8)])
+    db = tmp_path / "c.duckdb"
+    args = ("--logprobs", "2", "--temperature", "0.7")
+    first = gen(teacher, tmp_path / "in.jsonl", db, *args, "--limit", "3", "--logprobs-mode", "processed")
+    assert first.returncode == 0, first.stderr
+    rest = gen(teacher, tmp_path / "in.jsonl", db, *args)
+    assert rest.returncode == 0, rest.stderr
+    plain = gen(teacher, tmp_path / "in.jsonl", tmp_path / "plain.duckdb", "--logprobs-mode", "raw")
+    assert plain.returncode == 0, plain.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    got = con.execute("SELECT r.run_id, logprobs_mode, logprobs_temperature FROM corpus c "
+                      "JOIN responses r USING (request_id) ORDER BY line").fetchall()
+    assert got == [(1, "processed", 0.7)] * 3 + [(2, None, None)] * 5
+    assert json.loads(con.execute("SELECT config FROM runs WHERE run_id = 1").fetchone()[0])[
+        "logprobs_mode"] == "processed"
+    con.close()
+    con = duckdb.connect(str(tmp_path / "plain.duckdb"), read_only=True)
+    assert con.execute("SELECT DISTINCT logprobs_mode, logprobs_temperature FROM corpus").fetchall() == [
+        (None, None)]  # no logprobs asked for: nothing to describe
+    con.close()
+    rows = load_rows(db, "SELECT * FROM corpus ORDER BY line")
+    assert [(r.logprobs_mode, r.logprobs_temperature) for r in rows[:4]] == [("processed", 0.7)] * 3 + [
+        (None, None)]
+    bad = gen(teacher, tmp_path / "in.jsonl", db, "--logprobs-mode", "cooked")
+    assert bad.returncode == 2 and "--logprobs-mode" in bad.stderr and "Traceback" not in bad.stderr

@@ -25,6 +25,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from synthgen import hints
@@ -171,6 +172,11 @@ def test_demo_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_p
     assert result.returncode == 0, result.stderr
     assert "3 answered, 0 failed" in result.stderr and "teacher stopped" in result.stderr
     assert "explanation" in result.stdout  # the first seed's category, read back with SQL
+    con = duckdb.connect(str(elsewhere / "d.duckdb"), read_only=True)
+    # llama.cpp's server reports raw probabilities, and the run says so for KD
+    assert con.execute("SELECT DISTINCT logprobs_mode, logprobs_temperature FROM corpus").fetchall() == [
+        ("raw", 1.0)]
+    con.close()
     # The command it prints for those rows runs as printed, from the same directory.
     printed = result.stderr.rsplit("Rows below come from:\n", 1)[1].strip()
     again = subprocess.run(

@@ -160,3 +160,22 @@ def test_reverse_kl_stays_finite_when_the_teacher_tail_is_empty() -> None:
 
 
 KINDS = ("forward", "reverse", "jsd")
+
+
+@pytest.mark.parametrize("kd_temperature", [1.0, 2.0])
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+def test_processed_logprobs_are_tempered_from_their_own_temperature(logits, kind: str,
+                                                                    kd_temperature: float) -> None:
+    """A teacher whose server reported processed logprobs at T_s (softmax(z / T_s), vLLM's
+    processed_logprobs) trains the student exactly as its raw logprobs would: per position,
+    whatever mix of temperatures a batch holds."""
+    student, teacher = logits  # teacher: raw log-probabilities, softmax(z)
+    stored = torch.tensor([0.3, 0.7, 1.0, 1.5, 0.7, 2.0])
+    processed = torch.log_softmax(teacher / stored[:, None], -1)
+    ids = torch.arange(V).expand(6, V)
+    raw = sparse_kd_loss(student, ids, teacher, kd_temperature, kind)
+    tempered = sparse_kd_loss(student, ids, processed, kd_temperature, kind, stored_temperature=stored)
+    assert torch.allclose(raw, tempered, atol=1e-5), (raw.item(), tempered.item())
+    # Read as raw, the same processed logprobs would teach another distribution.
+    misread = sparse_kd_loss(student, ids, processed, kd_temperature, kind)
+    assert abs(misread.item() - raw.item()) > 1e-2

@@ -4,6 +4,8 @@ foreign tokenizer, train -> save -> load -> eval round trip, resume, LoRA merge.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sys
 
 import pytest
@@ -137,3 +139,32 @@ def test_lora_adapters_saved_or_merged_on_request(db, tmp_path) -> None:
     assert (adapter / "adapter_config.json").exists()
     result = evaluate(str(db), str(adapter), gen_rows=0, echo=lambda _: None)
     assert result["trained"]["loss"] > 0 and result["trained"]["rouge_l"] is None
+
+
+def processed_copy(db, tmp_path, temperature: float):
+    """The test store as a run that said its logprobs were processed at `temperature`."""
+    copy = tmp_path / "processed.duckdb"
+    shutil.copy(db, copy)
+    con = connect(copy)
+    con.execute("INSERT INTO runs (run_id, status, config) VALUES (1, 'done', ?)",
+                [json.dumps({"logprobs_mode": "processed"})])
+    con.execute("UPDATE requests SET params = ?", [json.dumps({"temperature": temperature})])
+    con.close()
+    return copy
+
+
+def test_processed_logprobs_are_read_at_their_temperature(db, tmp_path) -> None:
+    lines: list[str] = []
+    cfg = config(processed_copy(db, tmp_path, 0.5), tmp_path / "m", kd=True, max_steps=4)
+    summary = train(cfg, lines.append)
+    assert summary["kd_used"]
+    assert any("logprobs processed at T=0.5 on 18" in line for line in lines), lines
+    assert all(math.isfinite(h["kd_loss"]) for h in summary["history"])
+
+
+def test_greedy_processed_logprobs_are_no_kd_target(db, tmp_path) -> None:
+    lines: list[str] = []
+    cfg = config(processed_copy(db, tmp_path, 0.0), tmp_path / "m", kd=True, max_steps=2)
+    summary = train(cfg, lines.append)
+    assert not summary["kd_used"]
+    assert any("--kd refused" in line and "temperature 0" in line for line in lines), lines

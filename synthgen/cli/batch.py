@@ -24,8 +24,8 @@ DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_oka
 
 # What `batch write` takes from generate to plan an input first: the same names, the same ids.
 PLANNING = ("config_file", "input_path", "input_sql", "template", "prompts_dir", "model", "n",
-            "temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body", "limit",
-            "skip_invalid", "batch_max_requests", "batch_max_bytes")
+            "temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "logprobs_mode",
+            "extra_body", "limit", "skip_invalid", "batch_max_requests", "batch_max_bytes")
 
 
 @click.group()

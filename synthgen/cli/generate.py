@@ -61,6 +61,11 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--seed", type=int, help="Seed for sample 0; sample k uses seed+k.")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--logprobs", type=int, help="Store the teacher's top-K logprobs per token.")
+@click.option("--logprobs-mode", type=click.Choice(["raw", "processed"]),
+              help="What the teacher's logprobs are, recorded for KD: raw (the model's own, before "
+                   "temperature: llama.cpp, vLLM's default) or processed (after the request's "
+                   "temperature: vLLM --logprobs-mode processed_logprobs) [default: raw for a "
+                   "bundled teacher, else unknown].")
 @click.option("--extra-body", callback=_json_object,
               help="JSON object merged into each request (vLLM's top_k, min_p, guided_json...).")
 @click.option("--response-schema", type=click.Path(path_type=Path, dir_okay=False),
@@ -190,6 +195,9 @@ def _use_recorded_teacher(overrides: dict, file_values: dict, name: str, state_d
     overrides["base_urls"] = record.base_urls
     if not overrides.get("model") and not file_values.get("model"):
         overrides["model"] = record.model
+    given = overrides.get("logprobs_mode") or file_values.get("logprobs_mode")
+    if record.backend == "local" and not given:
+        overrides["logprobs_mode"] = "raw"  # llama.cpp's server: the model's own probabilities
 
 
 def resume_hint(argv: list[str]) -> str:

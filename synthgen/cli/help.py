@@ -82,7 +82,7 @@ GENERATE = Spec(
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
         ("Teacher", ["model", "base_urls", "teacher_name", "teacher_state_dir", "api_key_env",
-                     "skip_preflight", "threads"]),
+                     "skip_preflight", "threads", "logprobs_mode"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body", "response_schema"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),

@@ -372,6 +372,7 @@ def demo(
             max_tokens=max_tokens,
             seed=0,
             logprobs=logprobs,
+            logprobs_mode="raw",
         )
     _echo_err(
         f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "

@@ -49,7 +49,7 @@ CORPUS_COLUMNS = frozenset({
     "request_id", "run_id", "line", "sample_index", "messages", "response", "finish_reason",
     "prompt_tokens", "completion_tokens", "model", "logprobs", "metadata", "params", "latency_ms",
     "attempts", "endpoint", "created_at", "reasoning", "tool_calls", "refusal", "json",
-    "parent_request_id"})
+    "logprobs_mode", "logprobs_temperature", "parent_request_id"})
 
 
 @dataclass

@@ -20,7 +20,8 @@ Everything synthgen knows lives in one DuckDB file:
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
     preference_pairs  chosen/rejected answers to one prompt, from judge scores
-    corpus          VIEW: responses joined to their requests, the thing people query
+    corpus          VIEW: responses joined to their requests, the thing people query;
+                    with each answer's logprobs_mode and logprobs_temperature (its run's)
     stage_requests  VIEW: which requests belong to which recipe stage's plan
     <stage name>    VIEW per recipe stage: its kept rows, corpus's columns + parent_request_id
 
@@ -325,6 +326,32 @@ def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+CORPUS_VIEW_007 = """
+CREATE OR REPLACE VIEW corpus AS
+SELECT r.request_id, q.run_id, q.line, r.sample_index, q.messages,
+       r.text AS response, r.finish_reason, r.prompt_tokens, r.completion_tokens,
+       r.model, r.logprobs, q.metadata, q.params, r.latency_ms, r.attempts,
+       r.endpoint, r.created_at, r.reasoning, r.tool_calls, r.refusal, r.json,
+       CASE WHEN r.logprobs IS NOT NULL THEN u.config->>'logprobs_mode' END AS logprobs_mode,
+       CASE WHEN r.logprobs IS NULL THEN NULL
+            WHEN u.config->>'logprobs_mode' = 'raw' THEN 1.0
+            WHEN u.config->>'logprobs_mode' = 'processed'
+                THEN coalesce(TRY_CAST(q.params->>'temperature' AS DOUBLE), 1.0)
+       END AS logprobs_temperature
+FROM responses r JOIN requests q USING (request_id) LEFT JOIN runs u ON u.run_id = r.run_id
+"""
+
+
+def _m007_logprobs_mode(con: duckdb.DuckDBPyConnection) -> None:
+    """What distribution each answer's logprobs are: `raw` (the model's own, temperature 1:
+    llama.cpp's server, vLLM's default raw_logprobs) or `processed` (after the request's
+    temperature: vLLM's processed_logprobs, its V0 engine), and at what temperature.
+    Recorded per run (runs.config's logprobs_mode, `generate --logprobs-mode`), so each
+    answer has the mode of the run that answered it; NULL where nobody knows (a hosted
+    API). KD reads both to compare the student at the teacher's temperature."""
+    con.execute(CORPUS_VIEW_007)
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -333,6 +360,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("004_duplicate_inputs", _m004_duplicate_inputs),
     ("005_batch_api", _m005_batch_api),
     ("006_recipes", _m006_recipes),
+    ("007_logprobs_mode", _m007_logprobs_mode),
 ]
 
 

@@ -33,10 +33,11 @@ FLOOR = -1e4
 KD_LOSSES = ("forward", "reverse", "jsd")
 
 
-def teacher_buckets(topk_logprobs: Any, valid: Any, temperature: float = 1.0) -> Any:
+def teacher_buckets(topk_logprobs: Any, valid: Any, temperature: Any = 1.0) -> Any:
     """Teacher log-probabilities over the K + 1 buckets, tempered and normalized.
 
-    topk_logprobs: [N, K] at temperature 1; valid: [N, K] bool (False = padding).
+    topk_logprobs: [N, K] at temperature 1; valid: [N, K] bool (False = padding);
+    temperature: a number, or [N, 1] (one per position).
     """
     import torch
 
@@ -126,19 +127,28 @@ def sparse_kd_loss(
     temperature: float = 1.0,
     kind: str = "forward",
     beta: float = 0.5,
+    stored_temperature: Any = None,
 ) -> Any:
     """Mean over positions of T^2 * divergence(teacher, student) on top-K + tail buckets.
 
     logits: [N, V] student logits at the positions that predict the teacher's tokens;
     topk_ids: [N, K] teacher token ids, -1 where a slot is empty; topk_logprobs: [N, K];
-    kind: forward | reverse | jsd (see bucket_divergence), beta: the JSD's mixture weight.
+    kind: forward | reverse | jsd (see bucket_divergence), beta: the JSD's mixture weight;
+    stored_temperature: [N], the temperature each position's teacher logprobs are at (1,
+    the default, for raw ones). A processed distribution at T_s is softmax(z / T_s), so
+    dividing its log-probabilities by T / T_s gives softmax(z / T): both sides are then
+    compared at T. Exact on the top-K; the tail bucket is tempered as one token, as for
+    raw logprobs.
     """
     import torch
 
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     valid = topk_ids >= 0
-    t_logp, t_mask = teacher_buckets(topk_logprobs.float(), valid, temperature)
+    teacher_t: Any = temperature
+    if stored_temperature is not None:
+        teacher_t = (temperature / stored_temperature.double()).unsqueeze(-1)
+    t_logp, t_mask = teacher_buckets(topk_logprobs.float(), valid, teacher_t)
     s_logp = student_buckets(logits, topk_ids, valid, temperature)
     t_logp = t_logp.to(s_logp.dtype)
     if kind == "forward":

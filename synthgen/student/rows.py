@@ -34,6 +34,10 @@ class Row:
     key: str = field(default="")
     finished: bool = True  # False when the teacher was cut off (finish_reason 'length')
     reasoning: str | None = None  # the teacher's reasoning trace (the `reasoning` column)
+    # What distribution the logprobs are (corpus.logprobs_mode / logprobs_temperature):
+    # 'raw' (temperature 1), 'processed' (at logprobs_temperature), or None (unknown).
+    logprobs_mode: str | None = None
+    logprobs_temperature: float | None = None
 
     def conversation(self, with_reasoning: bool = False) -> list[dict[str, str]]:
         """The prompt plus the teacher's answer as the final assistant turn; with its
@@ -97,7 +101,13 @@ def _parse(index: int, rec: dict[str, Any]) -> Row:
         key=prompt_key(messages),
         finished=rec.get("finish_reason") != "length",
         reasoning=rec.get("reasoning") if isinstance(rec.get("reasoning"), str) else None,
+        logprobs_mode=rec.get("logprobs_mode") if isinstance(rec.get("logprobs_mode"), str) else None,
+        logprobs_temperature=_number(rec.get("logprobs_temperature")),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass

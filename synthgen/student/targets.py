@@ -16,6 +16,9 @@ from typing import Any
 from .render import Rendered
 from .rows import Row
 
+# A processed distribution at a temperature this low is the greedy one-hot (vLLM samples
+# greedily below 1e-5): it says nothing about the alternatives, so it is no KD target.
+MIN_PROCESSED_TEMPERATURE = 1e-5
 # Enough agreement that the student really shares the teacher's tokenizer.
 MIN_TOKEN_AGREEMENT = 0.95
 MIN_ALIGNED_ROWS = 0.5
@@ -28,6 +31,17 @@ class Targets:
     positions: list[int]
     ids: list[list[int]]
     logprobs: list[list[float]]
+    # The temperature these logprobs are at: 1 for raw ones (or unknown, read as raw), the
+    # request's for processed ones; KD tempers them from there (kd.sparse_kd_loss).
+    temperature: float = 1.0
+
+
+def stored_temperature(row: Row) -> float | None:
+    """The temperature of a row's stored distribution; None when it cannot be a target."""
+    if row.logprobs_mode != "processed":
+        return 1.0
+    t = row.logprobs_temperature if row.logprobs_temperature is not None else 1.0
+    return t if t >= MIN_PROCESSED_TEMPERATURE else None
 
 
 class Vocab:
@@ -65,6 +79,9 @@ def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None
     few positions get no target and train on cross-entropy alone. None if nothing lines up.
     """
     if not row.logprobs or not rendered.turns or rendered.answer_start < 0:
+        return None
+    temperature = stored_temperature(row)
+    if temperature is None:
         return None
     # By character span; a special token the server reports with empty text (llama.cpp's
     # final end-of-turn entry) has an empty span and is matched by id where it starts.
@@ -108,7 +125,7 @@ def targets_for(row: Row, rendered: Rendered, vocab: Vocab, k: int | None = None
             positions.append(pos)
             ids.append(pid)
             lps.append(plp)
-    return Targets(positions, ids, lps) if positions else None
+    return Targets(positions, ids, lps, temperature) if positions else None
 
 
 def check_compatible(
@@ -118,6 +135,11 @@ def check_compatible(
     with_lp = [i for i, r in enumerate(rows) if r.logprobs]
     if not with_lp:
         return [], "the selected rows hold no teacher logprobs (generate with --logprobs K)"
+    with_lp = [i for i in with_lp if stored_temperature(rows[i]) is not None]
+    if not with_lp:
+        return [], ("the selected rows' logprobs were processed at temperature 0: a greedy "
+                    "one-hot says nothing about the alternatives (generate with raw logprobs, "
+                    "or a temperature above 0)")
     agree = total = 0
     for i in with_lp[:50]:
         for entry in rows[i].logprobs[:64]:

@@ -161,9 +161,27 @@ def _kd_examples(prep: Prepared, echo: Callable[[str], None]) -> list[Any] | Non
     k = max(len(ids) for t in aligned for ids in t.ids)
     echo(
         f"KD: teacher top-{k} targets on {len(aligned)} of {len(targets)} rows "
-        f"({sum(len(t.positions) for t in aligned)} positions)"
+        f"({sum(len(t.positions) for t in aligned)} positions); {logprobs_modes(prep.train_rows)}"
     )
     return targets
+
+
+def logprobs_modes(rows: list[Any]) -> str:
+    """What the training rows' logprobs are, in words: KD tempers each from its own."""
+    from collections import Counter
+
+    from .targets import stored_temperature
+
+    kinds: Counter[str] = Counter()
+    for r in rows:
+        if not r.logprobs:
+            continue
+        if r.logprobs_mode == "processed":
+            t = stored_temperature(r)
+            kinds["processed at T=0 (greedy, no target)" if t is None else f"processed at T={t:g}"] += 1
+        else:
+            kinds[r.logprobs_mode or "of unknown mode (read as raw)"] += 1
+    return "logprobs " + ", ".join(f"{kind} on {n}" for kind, n in sorted(kinds.items()))
 
 
 @quiet()
@@ -200,6 +218,7 @@ def train(
                 kd_pos=t.positions if t else [],
                 kd_ids=t.ids if t else [],
                 kd_lps=t.logprobs if t else [],
+                kd_t=t.temperature if t else 1.0,
             )
         records.append(rec)
     dataset = Dataset.from_list(records)

@@ -44,6 +44,8 @@ class Collator:
                     ids[i, pos, : len(pid)] = torch.tensor(pid)
                     lps[i, pos, : len(plp)] = torch.tensor(plp)
         batch["kd_ids"], batch["kd_lps"] = ids, lps
+        # each example's stored temperature (1: raw logprobs), per position below
+        batch["kd_t"] = torch.tensor([float(e.get("kd_t", 1.0)) for e in examples])
         return batch
 
 
@@ -74,6 +76,7 @@ class KDTrainer(SFTTrainer):
     ) -> Any:
         kd_ids = inputs.pop("kd_ids", None)
         kd_lps = inputs.pop("kd_lps", None)
+        kd_t = inputs.pop("kd_t", None)
         if kd_ids is None or self.kd_weight == 0:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if model.training else "eval"
@@ -90,8 +93,10 @@ class KDTrainer(SFTTrainer):
         has_kd = trained & (ids >= 0).any(-1)
         loss = ce
         if bool(has_kd.any()):
+            stored = None if kd_t is None else kd_t[:, None].expand(target.shape)[has_kd]
             kd = sparse_kd_loss(
-                logits[has_kd], ids[has_kd], lps[has_kd], self.temperature, self.kd_loss, self.jsd_beta
+                logits[has_kd], ids[has_kd], lps[has_kd], self.temperature, self.kd_loss, self.jsd_beta,
+                stored_temperature=stored,
             )
             loss = (1 - self.kd_weight) * ce + self.kd_weight * kd
             self._metrics[mode]["kd_loss"].append(float(kd.detach()))
