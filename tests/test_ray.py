@@ -297,7 +297,9 @@ def test_ctrl_c_of_the_driver_is_ctrl_c_of_every_shard_and_a_rerun_finishes(clus
     prompts = make_prompts(400)
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in prompts])
     shards = sharding.shard_paths(tmp_path / "main.duckdb", 2)
-    with TeacherServer(latency=LATENCY) as teacher:
+    # Slow enough (400 x 0.25 s over 8 slots: 12 s) that the run is still going when the
+    # Ctrl-C reaches the shards: Ray starts a worker to deliver it, seconds on 2 busy cores.
+    with TeacherServer(latency=0.25) as teacher:
         proc = sharded(cluster, tmp_path, teacher, start=True)
         wait_for(lambda: all(ping(p) for p in shards), 90)
         wait_for(lambda: sum(teacher.received.values()) >= 40, 60)

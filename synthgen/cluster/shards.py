@@ -19,6 +19,7 @@ on a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -62,8 +63,10 @@ class ShardClient:
 
 
 def _interrupt(pid: int) -> None:
-    """Runs on the shard's node: a Ctrl-C for the shard's run."""
-    os.kill(pid, signal.SIGINT)
+    """Runs on the shard's node: a Ctrl-C for the shard's run. A shard that finished
+    before it came (Ray starts a worker for it, seconds on a busy node) needs none."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
 
 
 def generate_sharded(cfg: GenerateConfig, *, shards: int, address: str | None,
