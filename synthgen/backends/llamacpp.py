@@ -16,8 +16,8 @@ prefix is not computed again, so scoring an answer costs one short request per t
 (~14 ms each for the 135M teacher here).
 
 Synchronous httpx, as the teacher launcher uses for its health checks: these are a few
-hundred sequential requests, not the engine's hot path. Like `http`, this is the one
-place that reads their status codes; a failure is a `TeacherError` naming the URL.
+hundred sequential requests, not the engine's hot path. Nothing here reacts to a status
+code: any failure is a `TeacherError` naming the URL (a measurement is not retried).
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ class LlamaCppClient:
         self.close()
 
     def _check(self, reply: httpx.Response, what: str) -> Any:
-        if reply.status_code == 404:
-            raise TeacherError(
-                f"{self.shown}: the server has no {what} endpoint; this needs llama.cpp's server "
-                "(synthgen teacher start serves a GGUF with it)"
-            )
+        # Every failure is the same to a measurement (no retry, no fault class): say it,
+        # and say what serves these endpoints, since a 404 here is the usual mistake.
         if not reply.is_success:
-            raise TeacherError(f"{self.shown}: {what} answered HTTP {reply.status_code}: {reply.text[:300]}")
+            raise TeacherError(
+                f"{self.shown}: {what} answered HTTP {reply.status_code}: {reply.text[:300]} "
+                "(this needs llama.cpp's server; synthgen teacher start --model FILE.gguf serves one)"
+            )
         try:
             return reply.json()
         except ValueError as exc:
