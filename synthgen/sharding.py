@@ -144,8 +144,8 @@ def prepare(cfg: GenerateConfig, count: int, shard_dir: Path | None = None,
     return Job(run_id, plan.key, plan.total, shards, folded, plan.invalid, plan.duplicates)
 
 
-TODO_SQL = """
-CREATE OR REPLACE TEMP TABLE _shard_todo AS
+PENDING_IN_RANGE_SQL = """
+CREATE OR REPLACE TEMP TABLE _shard_pending AS
 SELECT p.request_id, p.line FROM main.plan_requests p
 WHERE p.plan_key = $key AND p.request_id >= $lo AND ($hi IS NULL OR p.request_id < $hi)
   AND NOT EXISTS (SELECT 1 FROM main.responses s WHERE s.request_id = p.request_id)
@@ -158,14 +158,14 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
     """Make the shard's plan exactly what main has pending in its range; return its size."""
     store.connect(shard.path).close()  # create (and migrate) the shard store
     lo, hi = bounds(shard.index, shard.count)
-    con.execute(TODO_SQL, {"key": key, "lo": lo, "hi": hi, "retry_failed": retry_failed})
+    con.execute(PENDING_IN_RANGE_SQL, {"key": key, "lo": lo, "hi": hi, "retry_failed": retry_failed})
     con.execute("ATTACH ? AS synthgen_shard", [str(shard.path)])
     try:
         con.execute("BEGIN")
         try:
             con.execute("""
                 INSERT INTO synthgen_shard.requests
-                SELECT q.* FROM main.requests q JOIN _shard_todo USING (request_id)
+                SELECT q.* FROM main.requests q JOIN _shard_pending USING (request_id)
                 WHERE NOT EXISTS (SELECT 1 FROM synthgen_shard.requests r
                                   WHERE r.request_id = q.request_id)
                 """)
@@ -173,7 +173,7 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
                         {"skey": shard.plan_key})
             [(pending,)] = con.execute(
                 "INSERT INTO synthgen_shard.plan_requests SELECT $skey, request_id, line "
-                "FROM _shard_todo ORDER BY line", {"skey": shard.plan_key}).fetchall()
+                "FROM _shard_pending ORDER BY line", {"skey": shard.plan_key}).fetchall()
             con.execute("DELETE FROM synthgen_shard.plans WHERE plan_key = $skey",
                         {"skey": shard.plan_key})
             con.execute("INSERT INTO synthgen_shard.plans VALUES ($skey, $source, $fp, $n, 0, now())",
@@ -186,7 +186,7 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
             raise
     finally:
         con.execute("DETACH synthgen_shard")
-        con.execute("DROP TABLE IF EXISTS _shard_todo")
+        con.execute("DROP TABLE IF EXISTS _shard_pending")
     return pending
 
 

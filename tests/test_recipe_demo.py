@@ -3,26 +3,16 @@ from in-context examples and filtered -> answers, each row's lineage one join aw
 
 from __future__ import annotations
 
-import os
 import re
 
 import duckdb
 import pytest
-from conftest import synthgen
-
-from synthgen.errors import TeacherError
-from synthgen.teacher.local import find_llama_server
-from synthgen.teacher.model import find_gguf
+from conftest import require_bundled_teacher, synthgen
 
 
 @pytest.mark.e2e
 def test_self_instruct_demo_on_the_bundled_teacher(tmp_path):
-    try:
-        find_llama_server()
-        if find_gguf() is None:
-            raise TeacherError("the teacher model is not fetched yet")
-    except TeacherError as exc:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {exc}")
+    require_bundled_teacher()
     db = tmp_path / "si.duckdb"
     # from a folder with no prompts/: the built-in recipe and its seeds, as after pip install
     result = synthgen("run", "self-instruct", "--db", db, "--set", "prompts=6", "--set", "answer_tokens=48",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import synthgen
+from conftest import require_bundled_teacher, synthgen
 from pydantic import BaseModel
 from teacher_server import TeacherServer, answer, requested_schema, write_jsonl
 
@@ -146,18 +146,7 @@ def test_strict_only_where_openai_allows_it():
 @pytest.mark.e2e
 def test_the_bundled_teacher_answers_in_the_schema(tmp_path):
     """llama.cpp's server turns the schema into a grammar: the 135M teacher's answers fit."""
-    from synthgen.errors import TeacherError
-    from synthgen.teacher.local import find_llama_server
-    from synthgen.teacher.model import find_gguf
-
-    try:
-        find_llama_server()
-        if find_gguf() is None:
-            raise TeacherError("the teacher model is not fetched yet")
-    except TeacherError as exc:
-        import os
-
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {exc}")
+    require_bundled_teacher()
     schema = {"type": "object", "additionalProperties": False, "required": ["city", "rating"],
               "properties": {"city": {"type": "string", "maxLength": 30},
                              "rating": {"type": "integer", "minimum": 1, "maximum": 10}}}

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import require_bundled_teacher
 
 from synthgen.cli.teacher import demo
-from synthgen.errors import TeacherError
-from synthgen.teacher.local import MODEL_NAME, find_llama_server
-from synthgen.teacher.model import find_gguf
+from synthgen.teacher.local import MODEL_NAME
 
 
 @pytest.mark.e2e
 def test_demo_answers_seeds_with_top5_logprobs(tmp_path: Path) -> None:
-    try:
-        find_llama_server()
-        if find_gguf() is None:
-            raise TeacherError("the teacher model is not fetched yet")
-    except TeacherError as exc:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {exc}")
+    require_bundled_teacher()
     import synthgen
 
     db = tmp_path / "demo.duckdb"

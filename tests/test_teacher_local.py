@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import require_bundled_teacher
 
 from synthgen.errors import TeacherError
 from synthgen.teacher import local as local_mod
@@ -21,15 +22,6 @@ from synthgen.teacher.local import (
     local_server,
 )
 from synthgen.teacher.process import pid_alive
-
-
-def _installed() -> str | None:
-    """Why the real teacher cannot run here, or None when it can."""
-    try:
-        find_llama_server()
-    except TeacherError as exc:
-        return str(exc)
-    return None if model_mod.find_gguf() else "the teacher model is not fetched yet"
 
 
 def test_cache_path_follows_xdg(monkeypatch, tmp_path: Path) -> None:
@@ -111,9 +103,7 @@ def test_server_command_is_loopback_with_explicit_slots(monkeypatch, tmp_path: P
 
 @pytest.mark.e2e
 def test_real_local_teacher_answers_with_logprobs_and_n() -> None:
-    reason = _installed()
-    if reason:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"bundled teacher not installed: {reason}")
+    require_bundled_teacher()
     with start_teacher("local", threads=os.cpu_count(), announce=None) as t:
         assert t.model == MODEL_NAME and len(t.base_urls) == 1
         assert t.concurrency_hint == 8  # 2 x the 4 default slots

@@ -59,10 +59,14 @@ def source_dir(spec: str) -> Path:
     Exporting the teacher the same way is what makes `compare` fair: teacher and student
     at the same quantization, by the same converter and quantizer."""
     if spec == "teacher" or spec.endswith(".gguf"):
-        from .presets import teacher_gguf
+        from ..errors import TeacherError
+        from ..teacher.model import ensure_gguf
         from .reference import dequantized
 
-        gguf = teacher_gguf() if spec == "teacher" else Path(spec)
+        try:
+            gguf = ensure_gguf() if spec == "teacher" else Path(spec)
+        except TeacherError as exc:
+            raise StudentError(f"--model teacher: {exc}") from exc
         if not gguf.is_file():
             raise StudentError(f"--model {spec}: no such GGUF file")
         return dequantized(gguf)

@@ -14,17 +14,14 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from ..errors import TeacherError
 from .paths import cache_root
-from .process import Announce, announce_log, tail
+from .process import Announce, announce_log, percent_announcer, run_logged
 from .sources import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, cached_sdist, sources_dir
 
 SERVER, QUANTIZE = "llama-server", "llama-quantize"
@@ -131,13 +128,14 @@ def build_llama_tool(
             raise TeacherError(f"{tarball} has no vendor/llama.cpp directory")
         build = work / "build"
         step(2, "configure (cmake)")
-        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log, log_path)
+        configure = ["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS]
+        run_logged(configure, log, log_path, "`cmake -S ...`")
         step(3, f"compile {tool} ({COMPILE_TIME.get(tool, 'minutes')}; -j {jobs})")
-        _run(
-            ["cmake", "--build", str(build), "--target", tool, "-j", str(jobs)],
-            log,
-            log_path,
-            on_line=_compile_progress(say, started),
+        run_logged(
+            ["cmake", "--build", str(build), "--target", tool, "-j", str(jobs)], log, log_path,
+            "`cmake --build ...`",
+            on_line=percent_announcer(say, compile_percent, PERCENT_STEP,
+                                      lambda p, _line: f"      compiling: {p:3d}% ({_elapsed(started)})"),
         )
         step(4, "install into the cache")
         built = build / "bin" / tool
@@ -154,20 +152,6 @@ def _elapsed(started: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _compile_progress(say: Callable[[str], None], started: float) -> Callable[[str], None]:
-    """A line callback that announces the compile each time it passes another PERCENT_STEP."""
-    shown = -PERCENT_STEP
-
-    def on_line(line: str) -> None:
-        nonlocal shown
-        percent = compile_percent(line)
-        if percent is not None and percent >= shown + PERCENT_STEP:
-            shown = percent - percent % PERCENT_STEP
-            say(f"      compiling: {percent:3d}% ({_elapsed(started)})")
-
-    return on_line
-
-
 def compile_percent(line: str) -> int | None:
     """The build's progress in a make or ninja output line, or None if it carries none."""
     match = MAKE_PERCENT.match(line)
@@ -177,28 +161,3 @@ def compile_percent(line: str) -> int | None:
     if match and int(match.group(2)):
         return 100 * int(match.group(1)) // int(match.group(2))
     return None
-
-
-def _run(
-    argv: list[str], log: IO[str], log_path: Path, on_line: Callable[[str], None] | None = None
-) -> None:
-    """Run one build step into the build log; a failure quotes the log's tail."""
-    log.write(f"$ {' '.join(argv)}\n")
-    log.flush()
-    try:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        )
-    except OSError as exc:
-        raise TeacherError(f"cannot run {argv[0]}: {exc}") from exc
-    assert proc.stdout is not None
-    with proc:
-        for line in proc.stdout:
-            log.write(line)
-            if on_line:
-                on_line(line)
-    log.flush()
-    if proc.returncode != 0:
-        raise TeacherError(
-            f"`{' '.join(argv[:3])} ...` failed (exit {proc.returncode}); log: {log_path}\n{tail(log_path)}"
-        )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from ..errors import TeacherError
 from .build import QUANTIZE, build_llama_tool, cached_binary, default_jobs
 from .paths import log_dir
-from .process import Announce, tail
+from .process import Announce, percent_announcer, run_logged
 from .sources import converter_dir
 
 # --quant name -> (the converter's --outtype, or None, llama-quantize's type name)
@@ -41,24 +40,16 @@ PERCENT_STEP = 10
 
 def _run(argv: list[str], log_path: Path, what: str, on_line: Callable[[str], None] | None = None,
          env: dict[str, str] | None = None) -> None:
-    """Run one tool into its log; a failure quotes the log's last lines."""
+    """Run one tool, appending to its own log (process.run_logged)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
-        log.write(f"$ {' '.join(argv)}\n")
-        log.flush()
-        try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", env=env)
-        except OSError as exc:
-            raise TeacherError(f"cannot run {argv[0]}: {exc}") from exc
-        assert proc.stdout is not None
-        with proc:
-            for line in proc.stdout:
-                log.write(line)
-                if on_line:
-                    on_line(line)
-    if proc.returncode != 0:
-        raise TeacherError(f"{what} failed (exit {proc.returncode}); log: {log_path}\n{tail(log_path)}")
+        run_logged(argv, log, log_path, what, on_line, env)
+
+
+def tensor_percent(line: str) -> int | None:
+    """How far llama-quantize is, from one of its "[  12/ 272] ..." lines."""
+    match = TENSOR_LINE.match(line)
+    return 100 * int(match.group(1)) // int(match.group(2)) if match and int(match.group(2)) else None
 
 
 def tool_log(out: Path) -> Path:
@@ -98,17 +89,13 @@ def quantize(source: Path, out: Path, qtype: str, threads: int | None = None,
     binary = quantize_binary(announce)
     log = tool_log(out)
     say(f"quantizing to {qtype} with {binary}; log: {log}")
-    shown = -PERCENT_STEP
 
-    def on_line(line: str) -> None:
-        nonlocal shown
+    def tensors(line: str) -> str:
         match = TENSOR_LINE.match(line)
-        if match and int(match.group(2)):
-            percent = 100 * int(match.group(1)) // int(match.group(2))
-            if percent >= shown + PERCENT_STEP:
-                shown = percent - percent % PERCENT_STEP
-                say(f"      quantizing: {percent:3d}% (tensor {match.group(1)} of {match.group(2)})")
+        return f"tensor {match.group(1)} of {match.group(2)}" if match else ""
 
+    on_line = percent_announcer(say, tensor_percent, PERCENT_STEP,
+                                lambda p, line: f"      quantizing: {p:3d}% ({tensors(line)})")
     argv = [str(binary), str(source), str(out), qtype, str(threads or default_jobs())]
     _run(argv, log, "llama-quantize", on_line=on_line)
     return out

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -79,6 +80,44 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def run_logged(argv: list[str], log: IO[str], log_path: Path, what: str,
+               on_line: Callable[[str], None] | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Run one tool (a build step, the GGUF converter, llama-quantize) with its output into
+    `log`, each line also to `on_line`; a failure quotes the log's last lines."""
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env=env)
+    except OSError as exc:
+        raise TeacherError(f"cannot run {argv[0]}: {exc}") from exc
+    assert proc.stdout is not None
+    with proc:
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line)
+    log.flush()
+    if proc.returncode != 0:
+        raise TeacherError(f"{what} failed (exit {proc.returncode}); log: {log_path}\n{tail(log_path)}")
+
+
+def percent_announcer(say: Announce, percent_of: Callable[[str], int | None], step: int,
+                      describe: Callable[[int, str], str]) -> Callable[[str], None]:
+    """A line callback that says `describe(percent, line)` each time the output passes
+    another `step` percent (a compile's progress, a quantizer's tensors)."""
+    shown = -step
+
+    def on_line(line: str) -> None:
+        nonlocal shown
+        percent = percent_of(line)
+        if percent is not None and percent >= shown + step:
+            shown = percent - percent % step
+            say(describe(percent, line))
+
+    return on_line
 
 
 def pid_alive(pid: int) -> bool:
