@@ -36,3 +36,30 @@ def test_demo_answers_seeds_with_top5_logprobs(tmp_path: Path) -> None:
         assert len(logprobs) == tokens
         assert all(len(step["top_logprobs"]) == 5 for step in logprobs)
         assert all(step["logprob"] <= 0 for step in logprobs)
+
+
+@pytest.mark.e2e
+def test_demo_samples_answers_each_seed_that_many_times(tmp_path: Path) -> None:
+    """--samples N: N answers per seed, each its own row with its own sample index, so a
+    student's held-out split (by prompt) keeps all of one seed's answers on one side."""
+    require_bundled_teacher()
+    import synthgen
+
+    db = tmp_path / "demo.duckdb"
+    args = ["--db", str(db), "--limit", "2", "--samples", "3", "--max-tokens", "12", "--logprobs", "2"]
+    result = CliRunner().invoke(demo, args)
+    assert result.exit_code == 0, result.output
+    assert "6 answered, 0 failed" in result.stderr
+
+    con = synthgen.open_store(db)
+    rows = con.sql(
+        "SELECT line, sample_index, len(logprobs[1].top_logprobs) FROM corpus ORDER BY line, sample_index"
+    ).fetchall()
+    con.close()
+    lines = sorted({line for line, _s, _k in rows})
+    assert len(lines) == 2
+    assert [(line, s) for line, s, _k in rows] == [(line, s) for line in lines for s in range(3)]
+    assert {k for _l, _s, k in rows} == {2}
+
+    refused = CliRunner().invoke(demo, ["--db", str(db), "--samples", "0"])
+    assert refused.exit_code == 2 and "--samples" in refused.output

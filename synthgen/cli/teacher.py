@@ -334,6 +334,13 @@ FROM corpus ORDER BY line LIMIT 5"""
 )
 @click.option("--limit", type=int, default=100, show_default=True, help="Seed prompts to answer.")
 @click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Answers per prompt (sampled at T=0.7): more distillation data from the same seeds.",
+)
+@click.option(
     "--input",
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -344,12 +351,13 @@ FROM corpus ORDER BY line LIMIT 5"""
 @click.option("--max-tokens", type=int, default=128, show_default=True)
 @click.option("--threads", type=int, help="CPU threads for the teacher [default: all].")
 def demo(
-    db: Path, limit: int, input_path: Path | None, logprobs: int, max_tokens: int, threads: int | None
+    db: Path, limit: int, samples: int, input_path: Path | None, logprobs: int, max_tokens: int,
+    threads: int | None,
 ) -> None:
     """The whole loop on a laptop: bundled teacher -> answers in DuckDB -> SQL.
 
-    Starts the bundled SmolLM2 teacher, answers LIMIT bundled seed prompts with
-    top-LOGPROBS logprobs into DB, stops the teacher and shows a few rows.
+    Starts the bundled SmolLM2 teacher, answers LIMIT bundled seed prompts (SAMPLES
+    times each) with top-LOGPROBS logprobs into DB, stops the teacher and shows a few rows.
     """
     from .. import generate
     from .progress import progress_options, show_library_messages
@@ -364,6 +372,7 @@ def demo(
             template=DEMO_TEMPLATE,
             prompts_dir=demo_file("demo.jinja").parent,
             limit=limit,
+            n=samples,
             model=t.model,
             base_urls=t.base_urls,
             concurrency=t.concurrency_hint or 8,
