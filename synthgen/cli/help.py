@@ -150,7 +150,9 @@ SPECS: dict[str, Spec] = {
                           "synthgen batch write --input p.jsonl --db c.duckdb --model M --out batches/")]),
     "batch ingest": Spec([("Store a batch output file made elsewhere (exactly once):",
                            "synthgen batch ingest --db c.duckdb batches/out-1.jsonl")]),
-    "demo": Spec([("The whole loop offline, on the bundled teacher:", "synthgen demo --db demo.duckdb")],
+    "demo": Spec([("The whole loop offline, on the bundled teacher:", "synthgen demo --db demo.duckdb"),
+                  ("A corpus to distil from: every seed, three answers each, top-20 logprobs:",
+                   "synthgen demo --limit 345 --samples 3 --logprobs 20 --db demo345x3.duckdb")],
                  env=["SYNTHGEN_LLAMA_SERVER", "XDG_CACHE_HOME"]),
     "teacher": Spec([("Start the bundled CPU teacher in the background, use it, stop it:",
                       "synthgen teacher start\nsynthgen generate --input p.jsonl --db c.duckdb "
