@@ -78,6 +78,7 @@ def width_student(db: str, k: int, out: Path) -> tuple[int, int]:
     from synthgen.student.reference import load_teacher, parameters
     from synthgen.student.render import render
     from synthgen.student.rows import load_rows, split_rows
+    from synthgen.student.train import TrainConfig
 
     teacher = load_teacher(None)
     cfg = teacher.model.config
@@ -87,7 +88,8 @@ def width_student(db: str, k: int, out: Path) -> tuple[int, int]:
     cut = (n - k) * layer_params  # what dropping n - k whole layers removes
     width = inter - round(cut / (n * per_channel))
     rows = load_rows(db)
-    train_rows, _held, _split = split_rows(rows, 0.1, 0, None)
+    # train's own split (its default --holdout and --seed): calibrate on its training rows
+    train_rows, _held, _split = split_rows(rows, TrainConfig.holdout, TrainConfig.seed, None)
     batches = [torch.tensor([render(teacher.tokenizer, r.conversation(False), r.finished).input_ids])
                for r in train_rows[:CALIBRATION_ROWS]]
     importance = channel_importance(teacher.model, batches)

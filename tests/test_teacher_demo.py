@@ -61,5 +61,11 @@ def test_demo_samples_answers_each_seed_that_many_times(tmp_path: Path) -> None:
     assert [(line, s) for line, s, _k in rows] == [(line, s) for line in lines for s in range(3)]
     assert {k for _l, _s, k in rows} == {2}
 
+    from synthgen.student.rows import load_rows, split_rows
+
+    train, held, _split = split_rows(load_rows(db, "SELECT * FROM corpus"), 0.5, 0, None)
+    assert len(train) == len(held) == 3  # one seed's three answers each side
+    assert len({r.key for r in train}) == len({r.key for r in held}) == 1
+
     refused = CliRunner().invoke(demo, ["--db", str(db), "--samples", "0"])
     assert refused.exit_code == 2 and "--samples" in refused.output
