@@ -18,6 +18,14 @@ prefix is not computed again, so scoring an answer costs one short request per t
 Synchronous httpx, as the teacher launcher uses for its health checks: these are a few
 hundred sequential requests, not the engine's hot path. Nothing here reacts to a status
 code: any failure is a `TeacherError` naming the URL (a measurement is not retried).
+
+The one exception is a request the server never read. llama-server (cpp-httplib) closes a
+connection after 5 s idle without saying so (its FIN arrived 5.002 s after an answer here),
+and httpx's pool keeps connections for 5 s too: a request sent at about 5 s of idle can go
+out on a socket the server is closing, and fails with "Server disconnected without sending
+a response" (it failed `synthgen compare` once in CI). So the pool here forgets a
+connection after KEEPALIVE_S, well inside the server's window, and a request that still
+meets a closed connection before any answer is sent once more on a fresh one.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from ..urls import strip_credentials
 
 # A bias no logit of a real model comes near: the biased token is the greedy choice.
 FORCE_BIAS = 1.0e4
+# Seconds an idle pooled connection is reused: under llama-server's 5 s (see above).
+KEEPALIVE_S = 2.0
 
 
 @dataclass
@@ -57,7 +67,8 @@ class LlamaCppClient:
         self.root = root[: -len("/v1")] if root.endswith("/v1") else root
         self.base_url = f"{self.root}/v1"
         self.shown = strip_credentials(self.base_url)
-        self.http = httpx.Client(timeout=timeout, trust_env=False)
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+        self.http = httpx.Client(timeout=timeout, trust_env=False, limits=limits)
 
     def close(self) -> None:
         self.http.close()
@@ -81,16 +92,26 @@ class LlamaCppClient:
         except ValueError as exc:
             raise TeacherError(f"{self.shown}: {what} answered with no JSON: {reply.text[:200]}") from exc
 
+    def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """Send it; once more on a fresh connection if the server closed the one it went out
+        on before answering (the module's docstring says when). httpx drops the dead
+        connection, so the second try opens a new one; a server that is really gone fails
+        that one too."""
+        try:
+            return self.http.send(request, stream=stream)
+        except httpx.RemoteProtocolError:
+            return self.http.send(request, stream=stream)
+
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         try:
-            reply = self.http.post(f"{self.root}{path}", json=body)
+            reply = self._send(self.http.build_request("POST", f"{self.root}{path}", json=body))
         except httpx.HTTPError as exc:
             raise TeacherError(f"{self.shown}: {path} failed: {type(exc).__name__}: {exc}") from exc
         return self._check(reply, path)
 
     def _get(self, path: str) -> Any:
         try:
-            reply = self.http.get(f"{self.root}{path}")
+            reply = self._send(self.http.build_request("GET", f"{self.root}{path}"))
         except httpx.HTTPError as exc:
             raise TeacherError(f"{self.shown} is unreachable: {type(exc).__name__}: {exc}") from exc
         return self._check(reply, path)
@@ -149,9 +170,11 @@ class LlamaCppClient:
         usage: dict[str, Any] = {}
         timings: dict[str, Any] = {}
         finish = None
+        request = self.http.build_request("POST", f"{self.base_url}/chat/completions", json=body)
         started = time.perf_counter()
         try:
-            with self.http.stream("POST", f"{self.base_url}/chat/completions", json=body) as reply:
+            reply = self._send(request, stream=True)
+            try:
                 if not reply.is_success:
                     reply.read()
                     self._check(reply, "/v1/chat/completions")
@@ -167,6 +190,8 @@ class LlamaCppClient:
                         finish = choice.get("finish_reason") or finish
                     usage = chunk.get("usage") or usage
                     timings = chunk.get("timings") or timings
+            finally:
+                reply.close()
         except httpx.HTTPError as exc:
             raise TeacherError(f"{self.shown}: the chat request failed: {type(exc).__name__}: {exc}") from exc
         except ValueError as exc:
