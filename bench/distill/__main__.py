@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -63,8 +64,10 @@ def measured(cfg: TrainConfig, speed_tokens: int, gen_rows: int) -> dict:
     cached = Path(cfg.out) / "bench_eval.json"
     if cached.exists() and json.loads(cached.read_text()).get("seconds") == summary["seconds"]:
         return json.loads(cached.read_text())
+    load = os.getloadavg()[0]
     result = evaluate(cfg.db, cfg.out, gen_rows=gen_rows, speed_tokens=speed_tokens, label=Path(cfg.out).name)
-    entry = {"summary": summary, "eval": result, "seconds": summary["seconds"]}
+    load = max(load, os.getloadavg()[0])  # what else ran beside the timing, roughly
+    entry = {"summary": summary, "eval": result, "seconds": summary["seconds"], "load": load, "gen_rows": gen_rows}
     cached.write_text(json.dumps(entry, indent=1, default=str))
     return entry
 
@@ -131,11 +134,14 @@ def report(args: argparse.Namespace, sweep: dict[float, dict], runs: dict[str, d
         lines.append(f"- {k} layers: SFT {s:.3f}, SFT+KD {d:.3f} ({d - s:+.3f}, {'KD better' if d < s else 'SFT better'})")
     lines += ["", f"Learning-rate sweep: {args.sizes[0]} layers, SFT+KD, {args.sweep_steps} steps each:", ""]
     lines += [f"- lr {lr_:g}: held-out NLL {e['eval']['trained']['loss']:.3f}" for lr_, e in sweep.items()]
+    loads = [e["load"] for e in runs.values() if e.get("load") is not None]
+    shown = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+    speed_rows = next(iter(runs.values())).get("gen_rows", "the first")
     lines += [
         "",
-        "Decode speed: greedy, 32 new tokens on each of 4 held-out prompts, student and teacher taking turns;",
-        "the ratio is the median of the per-prompt pairs. The machine was shared (load 4-5 on 2 cores for most",
-        "of the run), so the absolute tok/s swing between rows; the paired ratios are the figures to read.",
+        f"Decode speed: greedy, 32 new tokens on each of {speed_rows} held-out prompts, student and teacher",
+        "taking turns; the ratio is the median of the per-prompt pairs, so load on the machine moves the",
+        f"absolute tok/s more than the ratios (1-minute load average around the evals: {shown} on 2 cores).",
         "Per token, 20 of 30 layers plus the output layer cost about 1/1.36 of the teacher's multiply-adds,",
         "15 layers about 1/1.6.",
         "",
