@@ -51,6 +51,27 @@ def test_smoke_run_loss_decreases_and_kd_is_used(db, tmp_path) -> None:
     assert saved["config"]["kd"] and saved["train_rows"] == 18 and saved["heldout_rows"] == 6
 
 
+class SeesCheckpointing(TrainerCallback):
+    """Records whether the model recomputes activations when training starts."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        new = hasattr(type(model), "is_activation_checkpointing")  # transformers 5's name
+        self.seen.append(model.is_activation_checkpointing if new else model.is_gradient_checkpointing)
+
+
+def test_activation_checkpointing_only_when_asked(db, tmp_path) -> None:
+    # TRL's SFTConfig turns it on by default: a third more compute for memory a small
+    # student does not need. synthgen asks for it only with --gradient-checkpointing.
+    for on in (False, True):
+        probe = SeesCheckpointing()
+        cfg = config(db, tmp_path / f"m{on}", max_steps=2, gradient_checkpointing=on)
+        train(cfg, lambda _: None, [probe])
+        assert probe.seen == [on]
+
+
 def foreign_tokenizer():
     """A word-level tokenizer with ChatML markers: not the teacher's vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -69,6 +69,9 @@ def _echo(message: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (1 beside a teacher).")
 @click.option("--save-steps", type=int, default=100, show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute activations in the backward pass: less memory for a large student, "
+                   "more compute (TRL's default; off here).")
 @click.option("--with-reasoning", is_flag=True,
               help="Train on the teacher's reasoning too (the `reasoning` column), rendered by "
                    "the student's chat template (<think>...</think> where it has no field for it).")
