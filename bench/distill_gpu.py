@@ -13,7 +13,9 @@ logprobs (bench/train_gpu.py's idea), enough to time the steps, not to judge qua
     python bench/distill_gpu.py --tokenizer bench/.work/tokenizer --steps 50   # on the GPU
     python bench/distill_gpu.py --cpu --tiny --steps 2 --rows 16              # smoke test here
 
-Both runs see the same rendered rows, batch size, steps, bf16 and optimizer; the ratio is
+Both runs see the same rendered rows, batch size, steps, bf16, optimizer and activation
+checkpointing (off, synthgen's default; `--gradient-checkpointing` turns it on for both,
+as TRL's own default has it); the ratio is
 synthgen's tokens/s (and peak memory) over plain SFTTrainer's, measured in the same process.
 """
 
@@ -93,9 +95,13 @@ def synthetic_store(path: Path, tok, rows: int, words: int, k: int = 20) -> Path
                 "top_logprobs": [{"token": tok.decode([a]), "id": a, "logprob": math.log(p)}
                                  for a, p in zip(alts, probs, strict=True)],
             })
-        con.execute("INSERT INTO requests VALUES (?, 0, ?, 0, 'synthetic', ?, '{}', '{}', now())",
+        # Columns named: the store's tables grow (migrations add columns at the end).
+        con.execute("INSERT INTO requests (request_id, run_id, line, sample_index, model, messages, params, "
+                    "metadata, created_at) VALUES (?, 0, ?, 0, 'synthetic', ?, '{}', '{}', now())",
                     [f"s{i}", i, json.dumps(messages)])
-        con.execute("INSERT INTO responses VALUES (?, 0, 0, ?, 'stop', 0, ?, 0, 1, 'synthetic', '', now(), ?)",
+        con.execute("INSERT INTO responses (request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "
+                    "completion_tokens, latency_ms, attempts, model, endpoint, created_at, logprobs) "
+                    "VALUES (?, 0, 0, ?, 'stop', 0, ?, 0, 1, 'synthetic', '', now(), ?)",
                     [f"s{i}", text, len(entries), entries])
     con.close()
     return path
@@ -122,6 +128,8 @@ def plain_sft(args: argparse.Namespace, student_dir: str, db: Path, device: str)
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from synthgen.student.train import checkpointing
+
     con = connect(db, read_only=True)
     data = [{"messages": [*json.loads(m), {"role": "assistant", "content": r}]}
             for m, r in con.execute("SELECT messages, response FROM corpus ORDER BY request_id").fetchall()]
@@ -137,7 +145,8 @@ def plain_sft(args: argparse.Namespace, student_dir: str, db: Path, device: str)
     cfg = SFTConfig(output_dir=str(WORK / "plain-sft"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                     learning_rate=1e-4, lr_scheduler_type="cosine", logging_steps=max(1, args.steps // 10),
                     save_strategy="no", report_to=[], disable_tqdm=True, bf16=not args.cpu, max_length=args.max_length,
-                    assistant_only_loss=False, use_cpu=args.cpu, seed=0)
+                    assistant_only_loss=False, use_cpu=args.cpu, seed=0,
+                    **checkpointing(SFTConfig, args.gradient_checkpointing))
     reset_peak(device)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(data), processing_class=tok,
                          callbacks=[Clock()])
@@ -163,6 +172,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--cpu", action="store_true", help="fp32 on the CPU: a smoke test")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="activation checkpointing, both runs")
     ap.add_argument("--tiny", action="store_true", help="a 6-layer toy teacher (smoke test)")
     args = ap.parse_args()
     if args.tiny:
@@ -181,7 +191,8 @@ def main() -> None:
     cfg = TrainConfig(db=str(db), out=str(out), student=f"prune:{args.keep}", teacher_model=teacher,
                       prune_by=args.prune_by, kd=True, max_steps=args.steps, lr=1e-4, batch_size=args.batch_size,
                       max_length=args.max_length, holdout=0.02, bf16=not args.cpu,
-                      logging_steps=max(1, args.steps // 10), save_steps=10**9)
+                      logging_steps=max(1, args.steps // 10), save_steps=10**9,
+                      gradient_checkpointing=args.gradient_checkpointing)
     reset_peak(device)
     started = time.perf_counter()
     summary = train(cfg)
