@@ -1,7 +1,8 @@
 """The distillation benchmark: pruned students of the bundled teacher, SFT vs SFT+KD.
 
     .venv/bin/python bench/distill            # the full run: 300 steps a run (hours on 2 CPU cores)
-    .venv/bin/python bench/distill --quick    # 40 steps a run, about an hour on 2 busy cores: what DISTILL.md quotes
+    .venv/bin/python bench/distill --quick    # 40 steps a run, about an hour on 2 busy cores
+    .venv/bin/python bench/distill --steps 240 --sweep 1e-4,3e-4,6e-4 --sweep-steps 30   # what DISTILL.md quotes (57 min)
 
 1. The corpus (corpus.py): every bundled seed, 3 samples each, top-20 logprobs; cached.
 2. A small learning-rate sweep: the larger pruned student, SFT+KD, a few steps per rate;
