@@ -188,7 +188,6 @@ def logprobs_modes(rows: list[Any]) -> str:
     return "logprobs " + ", ".join(f"{kind} on {n}" for kind, n in sorted(kinds.items()))
 
 
-@quiet()
 def checkpointing(config_class: type, on: bool) -> dict[str, bool]:
     """The training arguments that set activation checkpointing: transformers 5 renamed
     `gradient_checkpointing` to `activation_checkpointing` and warns on the old name."""
@@ -197,6 +196,7 @@ def checkpointing(config_class: type, on: bool) -> dict[str, bool]:
     return {new if new in names else "gradient_checkpointing": on}
 
 
+@quiet()
 def train(
     cfg: TrainConfig,
     echo: Callable[[str], None] | None = None,
