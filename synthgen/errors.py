@@ -35,6 +35,11 @@ never by a status code or a message.
 
 from __future__ import annotations
 
+import re
+
+# How DuckDB says a file is damaged (a block's checksum fails, a header makes no sense).
+DAMAGE = re.compile(r"corrupt|checksum|not a valid DuckDB database", re.IGNORECASE)
+
 
 class SynthgenError(Exception):
     """Base class for errors synthgen reports to the user without a traceback."""
@@ -68,10 +73,17 @@ class StoreWriteError(StoreError):
                 "first by the next run" if saved_to else
                 f"{unsaved:,} received were not stored{why}" if unsaved else
                 "nothing received was left unstored")
+        # A block whose checksum fails is a damaged file, not a full disk: more space would
+        # not help, and running again on it would write more into a broken file.
+        self.damaged = bool(DAMAGE.search(cause))
+        advice = ("The store file is damaged: restore it from a copy (or start a new --db); "
+                  "running again on this file would not help." if self.damaged else
+                  "Free space (or fix the cause), then run the same command again: only what "
+                  "is missing is sent.")
+        what = "is damaged" if self.damaged else "could not be written"
         super().__init__(
-            f"the store could not be written ({cause}); sending stopped. {committed:,} answers of "
-            f"this run are stored; {kept}. Free space (or fix the cause), then run the same "
-            "command again: only what is missing is sent.")
+            f"the store {what} ({cause}); sending stopped. {committed:,} answers of this run "
+            f"are stored; {kept}. {advice}")
         self.committed = committed
         self.unsaved = unsaved
         self.saved_to = saved_to

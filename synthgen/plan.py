@@ -35,7 +35,7 @@ from .config import GenerateConfig
 from .errors import ConfigError, InputError
 from .inputs import BadRow, messages_of, read_rows, to_messages
 from .inputs.readers import drop_snapshots, snapshot_sql
-from .store.memory import retry_out_of_memory
+from .store.memory import grow_memory, retry_out_of_memory
 from .types import Request, Stats
 
 if TYPE_CHECKING:
@@ -464,7 +464,7 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: 
             """,
             {"key": key},
         ).fetchall()
-        con.execute(
+        [(inserted,)] = con.execute(
             """
             INSERT INTO requests
             SELECT DISTINCT ON (request_id) request_id, $run, line, sample_index, $model,
@@ -474,7 +474,18 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: 
             ORDER BY request_id, line
             """,
             {"run": run_id, "model": model},
-        )
+        ).fetchall()
+        if inserted < len(set(ids)):
+            # Requests an earlier plan stored (same prompt, same parameters): the metadata is
+            # the input's as it is now, so an edit of a line's other fields is what exports.
+            con.execute(
+                """
+                UPDATE requests SET metadata = b.metadata::JSON
+                FROM (SELECT DISTINCT ON (request_id) request_id, metadata FROM _plan_batch
+                      ORDER BY request_id, line) b
+                WHERE requests.request_id = b.request_id
+                  AND requests.metadata::VARCHAR IS DISTINCT FROM b.metadata
+                """)
         # A line whose request an earlier line already made: one request, one answer, but
         # its own metadata is kept (sample 0 stands for the line).
         con.execute(
@@ -537,11 +548,32 @@ def pending_batches(con: duckdb.DuckDBPyConnection, key: str, retry_failed: bool
     start = first
     while start <= last:
         end = start + lines if hi is None else min(start + lines, hi)
-        params = {"key": key, "retry_failed": retry_failed, "lo": start, "hi": end}
-        cur = retry_out_of_memory(con, lambda p=params: con.execute(PENDING_SQL, p))
-        while batch := cur.fetchmany(rows):
-            yield [Request(*r) for r in batch]
+        yield from _pending_range(con, key, retry_failed, rows, start, end)
         start += lines
+
+
+def _pending_range(con: duckdb.DuckDBPyConnection, key: str, retry_failed: bool, rows: int,
+                   lo: int, hi: int) -> Iterator[list[Request]]:
+    """The pending requests of lines lo <= line < hi. DuckDB may run out of its limit while
+    the result streams (the writer's commits share it), not only when the query starts:
+    then the limit grows and the query runs again from just after the last request given
+    (by line and sample, the result's order), so none is given twice."""
+    after: tuple[int, int] | None = None
+    while True:
+        params = {"key": key, "retry_failed": retry_failed, "lo": lo if after is None else after[0],
+                  "hi": hi}
+        cur = retry_out_of_memory(con, lambda p=params: con.execute(PENDING_SQL, p))
+        try:
+            while batch := cur.fetchmany(rows):
+                if after is not None:
+                    batch = [r for r in batch if (r[3], r[4]) > after]
+                if batch:
+                    after = (batch[-1][3], batch[-1][4])
+                    yield [Request(*r) for r in batch]
+            return
+        except duckdb.OutOfMemoryException:
+            if not grow_memory(con):
+                raise
 
 
 # Requests counted per hash-partition query in `plan_counts`. One query over a million

@@ -85,6 +85,7 @@ class RunSummary:
     batches_submitted: int = 0  # batch mode: batches this run created
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # this run's failures
     duplicates: int = 0  # input lines that repeat an earlier line's request (duplicate_inputs)
+    no_usage: int = 0  # answers without token counts: the cost misses them
 
     @property
     def all_failed_alike(self) -> bool:
@@ -384,6 +385,7 @@ def _summarize(summary: RunSummary, cfg: GenerateConfig, planner: Planner, stats
     summary.answered, summary.failed = stats.answered, stats.failed
     summary.failed_by_kind = dict(stats.failures)
     summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    summary.no_usage = stats.no_usage
     summary.errors = dict(stats.errors)
     summary.cost = estimate_cost(stats.prompt_tokens, stats.completion_tokens,
                                  cfg.price_in, cfg.price_out)
@@ -437,6 +439,9 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
             task.cancel()
         await asyncio.gather(reporter, recorder, return_exceptions=True)
         writer.close()  # commits whatever is queued; raises StoreWriteError if it could not
+        if writer.unstorable:
+            reporting.warn(f"{len(writer.unstorable):,} answers held values no column could store; "
+                           f"they are in failures as 'unstorable' (first: {writer.unstorable[0].message})")
     if plan_failed is not None:
         raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
     return engine
@@ -511,11 +516,23 @@ def _open_run(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig) -> int:
 def mark_killed_runs(con: duckdb.DuckDBPyConnection) -> int:
     """Runs still marked running when we hold the store's write lock cannot be running:
     they were killed (or their store failed). Say so, keeping the counts they recorded."""
-    rows = con.execute(
-        "UPDATE runs SET status = 'killed', message = coalesce(message, 'the process ended "
-        "without closing its run (killed, or its store could not be written)') "
-        "WHERE status = 'running' RETURNING run_id").fetchall()
+    rows = con.execute(KILLED_SQL).fetchall()
     return len(rows)
+
+
+# A killed run recorded its counts at most a second before it died (or never, if it died
+# while planning): they are counted again from what it stored.
+KILLED_SQL = """
+UPDATE runs SET status = 'killed',
+    message = coalesce(message, 'the process ended without closing its run (killed, or its store '
+                                || 'could not be written)'),
+    answered = (SELECT count(*) FROM responses s WHERE s.run_id = runs.run_id),
+    failed = (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id),
+    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
+    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM responses s
+                         WHERE s.run_id = runs.run_id)
+WHERE status = 'running' RETURNING run_id
+"""
 
 
 def _first_line(exc: BaseException) -> str:

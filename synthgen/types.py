@@ -128,6 +128,7 @@ class Stats:
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    no_usage: int = 0  # answers the teacher sent without token counts (priced at nothing)
     errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
     failures: Counter = field(default_factory=Counter)  # every request filed as failed, by kind
     started: float = field(default_factory=time.monotonic)

@@ -12,7 +12,8 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 `trunc` (body cut short of its Content-Length), `badjson` (200 with a broken body),
 `hang` (sleeps past any sane timeout), `errorbody` (200 whose body is an error object),
 `nullcontent` (content null, nothing else), `toolcall` / `refusal` (content null with
-tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). Global knobs:
+tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `respond` sends
+any body instead of the answer (a test's hostile teacher). Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
 503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
 
@@ -31,6 +32,7 @@ import json
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -97,6 +99,10 @@ class TeacherServer:
         self.redirect_to = ""
         self.reasoning_field: str | None = None
         self.owned_by: str | None = None
+        # respond(prompt, attempt, completion, request) -> (status, body, headers) to send
+        # instead of `completion` (a dict body is sent as JSON, bytes as they are); None: as is
+        self.respond: Callable[..., tuple[int, Any, dict] | None] | None = None
+        self.models_reply: tuple[int, Any] | None = None  # (status, JSON body) for GET /models
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -147,6 +153,9 @@ class TeacherServer:
         loop.close()
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.models_reply is not None:
+            status, payload = self.models_reply
+            return web.json_response(payload, status=status)
         if self.status_all is not None:
             return web.json_response({"error": {"message": "refused"}}, status=self.status_all)
         data = [{"id": m, "object": "model", **({"owned_by": self.owned_by} if self.owned_by else {})}
@@ -156,6 +165,8 @@ class TeacherServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         prompt = body["messages"][-1]["content"]
+        if not isinstance(prompt, str):  # content parts: the answer is derived from their JSON
+            prompt = json.dumps(prompt)
         self.received[prompt] += 1
         if self.keep_bodies:
             self.bodies.append(body)
@@ -176,7 +187,12 @@ class TeacherServer:
                 fault = kinds[attempt - 1]
         if fault is not None:
             return await self._fault(request, fault)
-        return web.json_response(self._completion(body, prompt, attempt))
+        completion = self._completion(body, prompt, attempt)
+        if self.respond is not None and (sent := self.respond(prompt, attempt, completion, request)):
+            status, payload, headers = sent
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            return web.Response(status=status, body=raw, headers=headers, content_type="application/json")
+        return web.json_response(completion)
 
     def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:
         text = answer(prompt, body.get("seed"))

@@ -241,3 +241,38 @@ def test_the_splitter_never_passes_a_limit(tmp_path):
     assert [f.size for f in files] == [100, 50, 10, 99]
     assert all(f.path.stat().st_size == f.size for f in files)
     assert splitter.oversized == ["r4"]
+
+
+def test_output_lines_with_odd_typed_fields_are_stored_every_time(teacher, tmp_path):
+    """Issue 24 #4: three lines with `"prompt_tokens": "12"` crashed ingest on every run,
+    and the 1,000 answers the API had completed were never stored. Each field is now read
+    as the store can hold it, and a second ingest stores nothing more."""
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(12)])
+    db, out = tmp_path / "c.duckdb", tmp_path / "batches"
+    assert synthgen("batch", "write", "--db", db, "--out", out, "--input", tmp_path / "in.jsonl",
+                    "--model", "m").returncode == 0
+    [src] = sorted(out.glob("batch-*.jsonl"))
+    dst = tmp_path / "out.jsonl"
+    run_batch_like_vllm(src, dst, teacher.base_url)
+    lines = [orjson.loads(line) for line in dst.read_bytes().splitlines()]
+    odd = [{"prompt_tokens": "12"}, {"prompt_tokens": "12", "completion_tokens": 2**40},
+           {"prompt_tokens": "12", "completion_tokens": {"n": 1}}]
+    for line, usage in zip(lines, odd, strict=False):
+        line["response"]["body"]["usage"] = usage
+    lines[3]["response"]["body"]["model"] = {"name": "m"}
+    lines[4]["response"]["body"]["choices"][0]["finish_reason"] = [1]
+    lines[5]["response"]["status_code"] = True  # not a status: retried in a later batch
+    lines[6]["response"]["body"]["choices"][0]["message"]["content"] = {"not": "text"}
+    dst.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = synthgen("batch", "ingest", "--db", db, dst)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = corpus(db)
+    assert len(rows) == 10 and all(response == answer(prompt) for _, prompt, _, response, _ in rows)
+    con = duckdb.connect(str(db), read_only=True)
+    tokens = con.execute("SELECT prompt_tokens, completion_tokens FROM responses").fetchall()
+    con.close()
+    assert tokens.count((12, None)) == 3  # "12" read as 12; 2**40 and an object as unknown
+    again = synthgen("batch", "ingest", "--db", db, dst)
+    assert again.returncode == 0 and "0 answers stored" in again.stdout, again.stderr
+    assert len(corpus(db)) == 10

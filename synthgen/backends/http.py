@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from .. import coerce
 from ..errors import (
     AuthFault,
     ConnectionFault,
@@ -37,9 +38,14 @@ from ..errors import (
     TimeoutFault,
     TooLarge,
 )
+from ..redact import Redactor
 from ..types import Answer, Request
 from ..urls import strip_credentials
+from .response import error_text, parse_answer
 from .structured import SCHEMA_KEY, dialect_for, schema_fields
+
+__all__ = ["HttpTransport", "chat_body", "error_text", "fault_for_status", "parse_answer",
+           "parse_retry_after", "server_pause"]
 
 # What a gateway's refusal of GET /models is about, when it says so in words.
 _AUTH_WORDS = re.compile(r"api[ _-]?key|unauthori[sz]ed|authenticat|\bauth\b|credential|"
@@ -65,6 +71,7 @@ class HttpTransport:
         host = parts.netloc.rpartition("@")[2]
         path = parts.path.rstrip("/")
         self.endpoint = strip_credentials(base_url)  # what answers record; no secret in it
+        self.redact = Redactor.for_endpoint(base_url, api_key)  # every fault's message passes it
         self.url = urlunsplit((parts.scheme, host, path + "/chat/completions", parts.query, ""))
         self.models_url = urlunsplit((parts.scheme, host, path + "/models", parts.query, ""))
         self._model = orjson.dumps(model)
@@ -94,9 +101,12 @@ class HttpTransport:
 
     async def send(self, request: Request) -> Answer:
         status, raw, headers = await self._exchange("POST", self.url, self.body(request))
-        if status != 200:
-            raise fault_for_status(status, raw, headers)
-        answer = parse_answer(raw, self.endpoint)
+        try:
+            if status != 200:
+                raise fault_for_status(status, raw, headers)
+            answer = parse_answer(raw, self.endpoint)
+        except TeacherFault as fault:  # an error body may echo our own headers
+            raise self.redact.fault(fault) from None
         answer.quota_pause = server_pause(headers)
         return answer
 
@@ -110,21 +120,28 @@ class HttpTransport:
             fault = fault_for_status(status, raw, headers)
             plain = not isinstance(fault, AuthFault | Redirected)
             if plain and isinstance(fault, RejectedFault | ServerFault):
-                text = error_text(raw)
+                text = self.redact(error_text(raw))
                 if _AUTH_WORDS.search(text):
                     raise AuthFault(f"HTTP {status}: {text}", status)
                 if _SETUP_WORDS.search(text):
                     raise EndpointRefused(f"HTTP {status} to GET /models: {text}", status)
                 if isinstance(fault, RejectedFault):
                     return None  # 404, 405, 422...: a proxy without the route; nothing to check
-            raise fault
+            raise self.redact.fault(fault)
+        return self._model_ids(raw)
+
+    def _model_ids(self, raw: bytes) -> list[str] | None:
+        """The ids of a `GET /models` list (learning the server's dialect from `owned_by`);
+        None when the body is not such a list (nothing to check the model against)."""
         try:
             data = orjson.loads(raw)
-            models = data.get("data", [])
-            ids = [str(m["id"]) for m in models]
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        except orjson.JSONDecodeError:
             return None
-        owners = {m.get("owned_by") for m in models if isinstance(m, dict)}
+        models = data.get("data") if type(data) is dict else None
+        if type(models) is not list or not all(type(m) is dict for m in models):
+            return None
+        ids = [self.redact(coerce.label(m.get("id")) or "") for m in models]
+        owners = {coerce.label(m.get("owned_by")) for m in models}
         if len(owners) == 1:
             self.dialect = dialect_for(owners.pop())
         return ids
@@ -150,15 +167,17 @@ class HttpTransport:
             limit = timeout if timeout is not None else self._timeout.total
             raise TimeoutFault(f"no answer within {limit:g}s") from None
         except aiohttp.ClientPayloadError as exc:
-            raise InvalidResponse(f"truncated response body ({exc})") from None
+            raise self.redact.fault(InvalidResponse(f"truncated response body ({exc})")) from None
         except aiohttp.ClientError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise ConnectionFault(detail) from None
+            raise self.redact.fault(ConnectionFault(detail)) from None
         except OSError as exc:
             raise ConnectionFault(f"{type(exc).__name__}: {exc}") from None
 
 
 _SCHEMA_MARK = f'"{SCHEMA_KEY}":'
+_LOGPROBS_MARK = '"logprobs":true'
+_VLLM_TOKEN_IDS = b',"return_tokens_as_token_ids":true'
 
 
 @functools.lru_cache(maxsize=256)
@@ -185,8 +204,12 @@ def chat_body(model_json: bytes, request: Request, dialect: str = "openai") -> b
         params = _params_with_schema(params, dialect)
     inner = params[1:-1]
     sep = b"," if inner else b""
-    return b'{"model":%s,"messages":%s%s%s}' % (model_json, request.messages.encode(), sep,
-                                                 inner.encode())
+    # vLLM's logprobs carry token text only; this makes each token "token_id:N" (read back by
+    # coerce.logprobs), so KD can line a vLLM corpus up with the student's vocabulary. It is
+    # not a param: it changes how the answer is spelled, not what is asked.
+    extra = _VLLM_TOKEN_IDS if dialect == "vllm" and _LOGPROBS_MARK in params else b""
+    return b'{"model":%s,"messages":%s%s%s%s}' % (model_json, request.messages.encode(), sep,
+                                                   inner.encode(), extra)
 
 
 def fault_for_status(status: int, raw: bytes, headers: Any) -> TeacherFault:
@@ -212,18 +235,6 @@ def fault_for_status(status: int, raw: bytes, headers: Any) -> TeacherFault:
     if 400 <= status < 500:
         return RejectedFault(message, status)
     return StatusFault(message, status, None)  # 1xx, other 2xx: odd, but worth another try
-
-
-def error_text(raw: bytes, limit: int = 300) -> str:
-    """The server's own error message where it sent one (OpenAI's {"error": {"message"}})."""
-    try:
-        data = orjson.loads(raw)
-        err = data.get("error", data) if isinstance(data, dict) else data
-        text = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-    except (orjson.JSONDecodeError, AttributeError):
-        text = raw.decode("utf-8", "replace")
-    text = " ".join(text.split())
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 # Gateways that say it their own way: LiteLLM sends only `llm_provider-retry-after`.
@@ -254,68 +265,6 @@ def parse_retry_after(headers: Any) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
-
-
-def parse_answer(raw: bytes, endpoint: str) -> Answer:
-    """Parse a chat completion body; anything unusable is an InvalidResponse (retryable)."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidResponse(f"response is not valid JSON ({len(raw)} bytes)") from None
-    return answer_from(data, endpoint)
-
-
-def answer_from(data: Any, endpoint: str) -> Answer:
-    """A parsed chat completion object -> Answer (what `parse_answer` and a batch output
-    line's `response.body` share); anything unusable is an InvalidResponse."""
-    if isinstance(data, dict) and "choices" not in data and "error" in data:
-        raise InvalidResponse(f"the teacher answered 200 with an error: {error_text(orjson.dumps(data))}")
-    try:
-        choice = data["choices"][0]
-        message = choice["message"]
-        text = message.get("content")
-        if not isinstance(text, str | None):
-            raise TypeError("content is not a string")
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        tool_calls = message.get("tool_calls") or None
-        refusal = message.get("refusal") or None
-        if text is None and tool_calls is None and refusal is None:
-            raise InvalidResponse(
-                f"the answer has no content, tool calls or refusal (finish_reason "
-                f"{choice.get('finish_reason')!r}" + (", reasoning only)" if reasoning else ")"))
-        usage = data.get("usage") or {}
-        return Answer(
-            text=text,
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            model=data.get("model"),
-            logprobs=_logprobs((choice.get("logprobs") or {}).get("content")),
-            endpoint=endpoint,
-            reasoning=reasoning if isinstance(reasoning, str) else None,
-            tool_calls=tool_calls if isinstance(tool_calls, list) else None,
-            refusal=refusal if isinstance(refusal, str) else None,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise InvalidResponse(f"response is not a chat completion ({type(exc).__name__}: {exc})") from None
-
-
-def _logprobs(content: Any) -> list[dict[str, Any]] | None:
-    """OpenAI `logprobs.content` -> the store's typed list (token, id, logprob, top_logprobs)."""
-    if not content:
-        return None
-    return [
-        {
-            "token": item.get("token"),
-            "id": item.get("id"),
-            "logprob": item.get("logprob"),
-            "top_logprobs": [
-                {"token": t.get("token"), "id": t.get("id"), "logprob": t.get("logprob")}
-                for t in item.get("top_logprobs") or ()
-            ],
-        }
-        for item in content
-    ]
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

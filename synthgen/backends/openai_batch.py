@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from .. import coerce
 from ..errors import (
     BatchFailed,
     ConnectionFault,
@@ -33,9 +34,11 @@ from ..errors import (
     TeacherFault,
     TimeoutFault,
 )
+from ..redact import Redactor
 from ..types import Answer
 from ..urls import strip_credentials
-from .http import answer_from, error_text, fault_for_status
+from .http import fault_for_status
+from .response import answer_from, error_message
 
 CHAT_URL = "/v1/chat/completions"
 WINDOW = "24h"
@@ -57,6 +60,9 @@ class BadLine(ValueError):
     """A line that is not a batch output line at all (no JSON object, no custom_id)."""
 
 
+_ANY_CREDENTIAL = Redactor()  # output files come without our keys: the generic patterns
+
+
 def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
     """An output or error file line -> (custom_id, its Answer or the fault it reports).
 
@@ -71,23 +77,23 @@ def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
         raise BadLine("no custom_id")
     custom_id = data["custom_id"]
     response, error = data.get("response"), data.get("error")
-    if isinstance(response, dict):
+    if type(response) is dict:
         code = response.get("status_code", 200)
         body = response.get("body")
-        if not isinstance(code, int):
-            return custom_id, InvalidResponse(f"status_code {code!r} is not a number")
+        if coerce.status(code) is None:
+            return custom_id, InvalidResponse(f"status_code {coerce.message(code, 40)} is not an HTTP status")
         if 200 <= code < 300 and body is not None and not error:
             try:
                 return custom_id, answer_from(body, endpoint)
             except InvalidResponse as exc:
-                return custom_id, exc
+                return custom_id, _ANY_CREDENTIAL.fault(exc)
         detail = body if body is not None else {"error": error if error else "no body"}
-        return custom_id, fault_for_status(code, orjson.dumps(detail), {})
-    if isinstance(error, dict) and error.get("code") in ("batch_expired", "batch_cancelled"):
-        return custom_id, NotRun(f"{error['code']}: {error.get('message') or ''}".strip())
+        return custom_id, _ANY_CREDENTIAL.fault(fault_for_status(code, orjson.dumps(detail), {}))
+    if type(error) is dict and error.get("code") in ("batch_expired", "batch_cancelled"):
+        return custom_id, NotRun(f"{error['code']}: {coerce.message(error.get('message') or '')}".strip())
     if error:
-        return custom_id, InvalidResponse(f"the batch reports an error without a response: "
-                                          f"{error_text(orjson.dumps({'error': error}))}")
+        return custom_id, _ANY_CREDENTIAL.fault(InvalidResponse(
+            f"the batch reports an error without a response: {error_message({'error': error})}"))
     raise BadLine("neither a response nor an error (an input file?)")
 
 
@@ -109,19 +115,25 @@ class BatchInfo:
 
     @classmethod
     def of(cls, data: Any) -> BatchInfo:
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        """What the API said, each field typed (a count that is not one reads as 0)."""
+        if type(data) is not dict or type(data.get("id")) is not str:
             raise InvalidResponse("the Batch API answered without a batch object")
-        counts = data.get("request_counts") or {}
+        counts = data.get("request_counts")
+        counts = counts if type(counts) is dict else {}
         errors = data.get("errors") or {}
-        errors = errors.get("data") if isinstance(errors, dict) else errors
-        return cls(id=data["id"], status=str(data.get("status") or "unknown"),
-                   input_file_id=data.get("input_file_id"),
-                   output_file_id=data.get("output_file_id"),
-                   error_file_id=data.get("error_file_id"),
-                   completed=int(counts.get("completed") or 0), failed=int(counts.get("failed") or 0),
-                   total=int(counts.get("total") or 0), created_at=data.get("created_at"),
-                   metadata=data.get("metadata") or {},
-                   errors=[e for e in errors or [] if isinstance(e, dict)])
+        errors = errors.get("data") if type(errors) is dict else errors
+        created = data.get("created_at")
+        metadata = data.get("metadata")
+        return cls(id=data["id"], status=coerce.label(data.get("status")) or "unknown",
+                   input_file_id=_file_id(data.get("input_file_id")),
+                   output_file_id=_file_id(data.get("output_file_id")),
+                   error_file_id=_file_id(data.get("error_file_id")),
+                   completed=coerce.count(counts.get("completed")) or 0,
+                   failed=coerce.count(counts.get("failed")) or 0,
+                   total=coerce.count(counts.get("total")) or 0,
+                   created_at=float(created) if type(created) in (int, float) else None,
+                   metadata=metadata if type(metadata) is dict else {},
+                   errors=[e for e in errors if type(e) is dict] if type(errors) is list else [])
 
     @property
     def terminal(self) -> bool:
@@ -132,7 +144,7 @@ class BatchInfo:
         if not self.errors:
             return None
         shown = "; ".join(
-            f"{e.get('code') or 'error'}: {e.get('message') or ''}".strip()
+            f"{coerce.label(e.get('code')) or 'error'}: {coerce.message(e.get('message') or '')}".strip()
             + (f" (line {e['line']})" if e.get("line") is not None else "") for e in self.errors[:3])
         more = len(self.errors) - 3
         return shown + (f"; and {more} more" if more > 0 else "")
@@ -143,8 +155,9 @@ class BatchInfo:
         out: dict[int, TeacherFault] = {}
         for e in self.errors:
             line = e.get("line")
-            if isinstance(line, int):
-                text = f"{e.get('code') or 'invalid'}: {e.get('message') or ''}".strip()
+            if type(line) is int:
+                code = coerce.label(e.get("code")) or "invalid"
+                text = f"{code}: {coerce.message(e.get('message') or '')}".strip()
                 fault = RejectedFault(f"the Batch API refused this line: {text}", 400)
                 fault.kind = "batch_invalid"
                 out[line] = fault
@@ -170,6 +183,7 @@ class BatchClient:
         self._root = (parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"))
         self._query = parts.query
         self.endpoint = strip_credentials(base_url)
+        self._redact = Redactor.for_endpoint(base_url, api_key)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -235,7 +249,7 @@ class BatchClient:
         assert self._session is not None, "use `async with BatchClient(...)`"
         url = self.url(f"/files/{file_id}/content")
         size = 0
-        with _faults(url, self._timeout.total):
+        with _faults(url, self._timeout.total, self._redact):
             async with self._session.get(url, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise fault_for_status(resp.status, await resp.read(), resp.headers)
@@ -246,7 +260,7 @@ class BatchClient:
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         assert self._session is not None, "use `async with BatchClient(...)`"
-        with _faults(url, self._timeout.total):
+        with _faults(url, self._timeout.total, self._redact):
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 raw = await resp.read()
                 if not 200 <= resp.status < 300:
@@ -257,21 +271,28 @@ class BatchClient:
             raise InvalidResponse(f"{method} {_path(url)} answered with invalid JSON") from None
 
 
+def _file_id(value: Any) -> str | None:
+    return value if type(value) is str and value else None
+
+
 def _path(url: str) -> str:
     return urlsplit(url).path
 
 
 @contextlib.contextmanager
-def _faults(url: str, timeout: float | None):
-    """aiohttp's exceptions -> the fault classes the rest of synthgen reacts to."""
+def _faults(url: str, timeout: float | None, redact: Redactor):
+    """aiohttp's exceptions -> the fault classes the rest of synthgen reacts to; every
+    fault's message redacted (an error body may echo our Authorization header)."""
     try:
         yield
+    except TeacherFault as fault:
+        raise redact.fault(fault) from None
     except TimeoutError:
         raise TimeoutFault(f"{_path(url)}: no answer within {timeout:g}s") from None
     except aiohttp.ClientPayloadError as exc:
-        raise InvalidResponse(f"{_path(url)}: truncated response body ({exc})") from None
+        raise redact.fault(InvalidResponse(f"{_path(url)}: truncated response body ({exc})")) from None
     except aiohttp.ClientError as exc:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise ConnectionFault(f"{_path(url)}: {detail}") from None
+        raise redact.fault(ConnectionFault(f"{_path(url)}: {detail}")) from None
     except OSError as exc:
         raise ConnectionFault(f"{_path(url)}: {type(exc).__name__}: {exc}") from None

@@ -30,7 +30,7 @@ import duckdb
 from ..backends.openai_batch import BadLine, outcome
 from ..errors import NotRun, RejectedFault, RetryableFault, SchemaMismatch, TeacherFault
 from ..fit import AnswerSchema
-from ..store.commit import commit
+from ..store.commit import commit_safely
 from ..store.memory import retry_out_of_memory
 from ..types import SCHEMA_KEY, Answer, Failure
 from .files import read_lines
@@ -153,7 +153,7 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
         retry_out_of_memory(con, lambda: _insert_errors(con, ctx.batch_key, errors))
     if answers or failures:
         # replace_failures: an answer stored means that request did not fail after all.
-        retry_out_of_memory(con, lambda: commit(con, ctx.run_id, answers, failures, True))
+        retry_out_of_memory(con, lambda: commit_safely(con, ctx.run_id, answers, failures, True))
 
 
 def _insert_errors(con: duckdb.DuckDBPyConnection, key: str | None, rows: list[tuple]) -> None:

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import SynthgenError
+from ..errors import DAMAGE, SynthgenError
 
 # name -> "module:attribute"; each module owns its own click command.
 COMMANDS = {
@@ -89,9 +89,16 @@ def main() -> None:
     except Exception as exc:
         if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
             raise  # a bug: its traceback is what a report needs
+        if type(exc).__name__ == "InterruptException":  # Ctrl-C while DuckDB was working
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         # The database refused something the store layer did not foresee (a damaged file):
         # one line, not a traceback.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if DAMAGE.search(first):
+            click.secho(f"error: the store file is damaged ({first}): restore it from a copy, or "
+                        "start a new --db", fg="red", err=True)
+            sys.exit(2)
         click.secho(f"error: the store could not be used: {first}", fg="red", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

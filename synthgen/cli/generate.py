@@ -231,6 +231,9 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
     if s.cost is not None:
         lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given"
                      + (", less the batch discount)" if s.batch else ")"))
+    if s.no_usage:
+        lines.append(f"  {s.no_usage:,} answers came without token counts (usage): their tokens are not "
+                     "in the counts" + (" or the cost, which is a lower bound" if s.cost is not None else ""))
     if s.errors:
         lines.append("  errors (attempts): " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items())))
     if s.failed:

@@ -252,6 +252,8 @@ class Engine:
         stats.answered += 1
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
+        if answer.prompt_tokens is None or answer.completion_tokens is None:
+            stats.no_usage += 1
         if self._held:
             for f in self._held:  # the endpoint works: those were the prompts' own failures
                 self._file(f)

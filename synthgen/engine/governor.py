@@ -33,7 +33,7 @@ from .adaptive import AdaptiveConcurrency, HasLimit
 from .endpoints import EndpointHealth
 from .limiter import ConcurrencyLimit
 from .quota import LearnedRate, Throttle
-from .retry import MAX_RETRY_AFTER
+from .retry import MAX_RETRY_AFTER, retry_after_cap
 
 if TYPE_CHECKING:
     from ..backends.base import Transport
@@ -46,7 +46,7 @@ DEFAULT_429_PAUSE = 1.0
 class Governor:
     def __init__(self, transports: Sequence[Transport], throttle: Throttle | None = None,
                  adaptive: AdaptiveConcurrency | None = None, health: EndpointHealth | None = None,
-                 learned: LearnedRate | None = None):
+                 learned: LearnedRate | None = None, max_pause: float = MAX_RETRY_AFTER):
         self.transports = list(transports)
         self.outstanding = [0] * len(self.transports)  # requests on the wire, per endpoint
         self.throttle = throttle
@@ -55,6 +55,9 @@ class Governor:
         self.learned = learned  # a pace learned from 429s (runs without --rpm)
         # The server's word on quotas: while monotonic() < pause_until no request is sent.
         self.pause_until = 0.0
+        # The longest shared pause one answer may ask for: a Retry-After of 1e12 or a date
+        # next year still waits no longer than a request would wait out its 429s.
+        self.max_pause = max_pause
 
     @classmethod
     def with_health(cls, transports: Sequence[Transport], **parts) -> Governor:
@@ -103,14 +106,14 @@ class Governor:
         if learned is not None:
             learned.answered()
         if answer.quota_pause:
-            self.pause_for(answer.quota_pause)
+            self.pause_for(min(answer.quota_pause, self.max_pause))
         return answer
 
     def _react(self, i: int, fault: TeacherFault, cost: float) -> None:
         """What one failed attempt means for every other request, decided by its class."""
         if isinstance(fault, RateLimited):  # capped as the request's own wait is (retry.py)
             after = DEFAULT_429_PAUSE if fault.retry_after is None else fault.retry_after
-            self.pause_for(min(after, MAX_RETRY_AFTER))
+            self.pause_for(min(after, self.max_pause))
             if self.learned is not None:
                 self.learned.limited()
         if self.throttle is not None and isinstance(fault, ConnectionFault | StatusFault | RejectedFault):
@@ -163,9 +166,11 @@ def build_governor(cfg: GenerateConfig, transports: Sequence[Transport], limit: 
     if cfg.concurrency == "auto":
         adaptive = AdaptiveConcurrency(limit, stats)
     learned = None if cfg.rpm else LearnedRate()  # --rpm given: the user's pace is the pace
+    parts = {"throttle": throttle, "adaptive": adaptive, "learned": learned,
+             "max_pause": retry_after_cap(cfg.rate_limit_wait)}
     if len(transports) > 1:
-        return Governor.with_health(transports, throttle=throttle, adaptive=adaptive, learned=learned)
-    return Governor(transports, throttle=throttle, adaptive=adaptive, learned=learned)
+        return Governor.with_health(transports, **parts)
+    return Governor(transports, **parts)
 
 
 def _completion_budget(cfg: GenerateConfig) -> int | None:

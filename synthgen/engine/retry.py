@@ -36,6 +36,12 @@ RATE_LIMIT_WAIT = 1800.0  # how long one request waits out 429s before it fails
 Send = Callable[[Request], Awaitable[Answer]]
 
 
+def retry_after_cap(rate_limit_wait: float) -> float:
+    """The longest a server's Retry-After is obeyed: MAX_RETRY_AFTER, or less where the user
+    gave a request less time to wait out its 429s (--rate-limit-wait)."""
+    return min(MAX_RETRY_AFTER, max(0.0, rate_limit_wait))
+
+
 class wait_retry_after(wait_base):
     """Wait what the server's Retry-After said, else fall back to `fallback`."""
 
@@ -48,7 +54,8 @@ class wait_retry_after(wait_base):
         exc = outcome.exception() if outcome is not None else None
         after = getattr(exc, "retry_after", None)
         if after is not None:
-            return min(float(after), self.cap)
+            after = float(after)
+            return self.cap if after != after else min(max(after, 0.0), self.cap)  # NaN: the cap
         return self.fallback(retry_state)
 
 
@@ -81,7 +88,8 @@ def retrying(max_attempts: int, initial: float = 0.5, maximum: float = 30.0, sle
     kwargs = {"sleep": sleep} if sleep is not None else {}
     return AsyncRetrying(
         stop=stop_by_fault(max_attempts, rate_limit_wait),
-        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)),
+        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial),
+                              cap=retry_after_cap(rate_limit_wait)),
         retry=retry_if_exception_type(RetryableFault),
         reraise=True,
         **kwargs,

@@ -14,7 +14,14 @@ import contextlib
 import duckdb
 import orjson
 
+from .. import coerce
 from ..types import Answer, Failure
+
+# What a row's own values raise (a count past INTEGER, text that is not UTF-8, a type Arrow
+# cannot hold), as against the database failing (IOException: a full disk; FatalException).
+DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException,
+               duckdb.TypeMismatchException, duckdb.OutOfRangeException,
+               TypeError, ValueError, OverflowError)
 
 
 def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
@@ -43,6 +50,61 @@ def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
     finally:
         if arrow:
             con.unregister("_answers")
+
+
+def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
+                  failures: list[Failure], replace_failures: bool = False) -> list[Failure]:
+    """`commit`, and where a row's own values cannot be stored (not a full disk: a data
+    error), never the whole batch lost for it: the batch is split in halves until each such
+    row is alone; an answer alone is stored with its fields coerced (synthgen.coerce), and
+    one that still fails is filed under failures as 'unstorable'. Returns those filed.
+
+    Every backend coerces what it reads, so this is the second line: a user's own
+    transport, or a recovery file of an older synthgen, cannot lock a store either."""
+    try:
+        commit(con, run_id, answers, failures, replace_failures)
+        return []
+    except DATA_ERRORS as exc:
+        if len(answers) + len(failures) > 1:
+            half_a, half_f = len(answers) // 2, len(failures) // 2
+            return (commit_safely(con, run_id, answers[:half_a], failures[:half_f], replace_failures)
+                    + commit_safely(con, run_id, answers[half_a:], failures[half_f:], replace_failures))
+        error = exc
+    if failures:  # one failure of ours: its text made safe
+        f = failures[0]
+        safe = Failure(f.request_id, f.messages, f.error_type, coerce.status(f.status_code),
+                       _utf8(coerce.message(f.message, 2000)), coerce.count(f.attempts) or 1)
+        commit(con, run_id, [], [safe], replace_failures)
+        return []
+    rid, k, answer, latency, attempts = answers[0]
+    try:
+        commit(con, run_id, [(rid, k, _safe_answer(answer), latency, attempts)], [], replace_failures)
+        return []
+    except DATA_ERRORS as exc:
+        error = exc
+    [(messages,)] = con.execute("SELECT messages::VARCHAR FROM requests WHERE request_id = ?",
+                                [rid]).fetchall() or [("[]",)]
+    failure = Failure(rid, messages, "unstorable", None,
+                      _utf8(f"the answer could not be stored ({coerce.message(str(error), 500)})"),
+                      coerce.count(attempts) or 1)
+    commit(con, run_id, [], [failure], replace_failures)
+    return [failure]
+
+
+def _utf8(text: str | None) -> str | None:
+    """Text DuckDB takes: lone surrogates (which no UTF-8 can hold) replaced."""
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _safe_answer(a: Answer) -> Answer:
+    a = coerce.answer(a)
+    a.text, a.reasoning, a.refusal = _utf8(a.text), _utf8(a.reasoning), _utf8(a.refusal)
+    try:
+        orjson.dumps(a.tool_calls)
+        orjson.dumps(a.json)
+    except TypeError:
+        a.tool_calls, a.json = None, None
+    return a
 
 
 RESPONSE_COLUMNS = ("request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "

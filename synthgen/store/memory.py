@@ -40,7 +40,11 @@ def keep_headroom(con: duckdb.DuckDBPyConnection, headroom: int = RUN_MEMORY_LIM
     The writer calls this as the index grows: left to out-of-memory errors, the limit
     doubled (64 -> 128 -> 256 MB in a million-answer run) and the cache filled the slack.
     """
-    [(pinned,)] = con.execute(_PINNED_SQL).fetchall()
+    try:
+        [(pinned,)] = con.execute(_PINNED_SQL).fetchall()
+    except duckdb.OutOfMemoryException:  # no room even to ask: grow, which is what is wanted
+        grow_memory(con)
+        return
     want = min(int(pinned + headroom), _ceiling())
     if want > _memory_limit(con):
         con.execute(f"SET memory_limit = '{want}B'")

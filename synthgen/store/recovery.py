@@ -17,12 +17,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
 
+from .. import coerce
 from ..types import Answer, Failure
-from .commit import commit
+from .commit import commit_safely
 
 SUFFIX = ".unsaved.jsonl"
 
@@ -67,25 +69,56 @@ def found(db: str | Path) -> list[Path]:
 
 
 def restore(con: duckdb.DuckDBPyConnection, db: str | Path) -> int:
-    """Store what recovery files of `db` hold, then delete them; return how many rows."""
+    """Store what recovery files of `db` hold, then delete them; return how many rows.
+
+    Whatever a file holds (a count of "x" an older synthgen saved, a field a newer one
+    added, a line cut short), what can be stored is: each record is coerced on the way in
+    (synthgen.coerce) and committed with `commit_safely`, so a bad value costs that row,
+    never the file. Only the database failing (a full disk) leaves the file for next time."""
     total = 0
     for path in found(db):
         by_run: dict[int, tuple[list[tuple], list[Failure]]] = {}
         for record in _records(path):
-            answers, failures = by_run.setdefault(int(record["run_id"]), ([], []))
-            if "answer" in record:
-                rid, k, a, lat, att = record["answer"]
-                answers.append((rid, k, Answer(**a), lat, att))
-            else:
-                failures.append(Failure(**record["failure"]))
+            parsed = _outcome(record)
+            if parsed is None:
+                continue
+            run_id, item = parsed
+            answers, failures = by_run.setdefault(run_id, ([], []))
+            (failures if isinstance(item, Failure) else answers).append(item)
         for run_id, (answers, failures) in by_run.items():
-            commit(con, run_id, answers, failures)
+            commit_safely(con, run_id, answers, failures)
             total += len(answers) + len(failures)
         path.unlink()
     return total
 
 
-def _records(path: Path) -> Iterator[dict]:
+def _outcome(record: Any) -> tuple[int, tuple | Failure] | None:
+    """One saved line -> (run id, an answer row or a Failure), its fields coerced; None for
+    a line that holds neither (nothing in it can be stored)."""
+    if type(record) is not dict or coerce.count(record.get("run_id")) is None:
+        return None
+    run_id = coerce.count(record["run_id"])
+    item = record.get("answer")
+    if type(item) is list and len(item) == 5 and type(item[0]) is str and type(item[2]) is dict:
+        rid, k, fields, latency, attempts = item
+        known = {f: fields.get(f) for f in Answer.__slots__ if f != "quota_pause"}
+        if type(known["text"]) is not str:
+            known["text"] = None
+        answer = coerce.answer(Answer(**{**known, "endpoint": known["endpoint"] or ""}))
+        return run_id, (rid, coerce.count(k) or 0, answer,
+                        float(latency) if type(latency) in (int, float) else 0.0,
+                        coerce.count(attempts) or 1)
+    item = record.get("failure")
+    if type(item) is dict and type(item.get("request_id")) is str and type(item.get("messages")) is str:
+        return run_id, Failure(item["request_id"], item["messages"],
+                               coerce.label(item.get("error_type")) or "error",
+                               coerce.status(item.get("status_code")),
+                               coerce.message(item.get("message") or "", 2000),
+                               coerce.count(item.get("attempts")) or 1)
+    return None
+
+
+def _records(path: Path) -> Iterator[Any]:
     with open(path, "rb") as fh:
         for line in fh:
             try:

@@ -27,7 +27,7 @@ import duckdb
 from ..errors import StoreWriteError
 from ..types import Answer, Failure
 from . import recovery
-from .commit import commit
+from .commit import commit_safely
 from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
@@ -52,6 +52,7 @@ class Writer:
         self.commits = 0
         self.busy_seconds = 0.0  # wall time inside commits (counts GIL and fsync waits too)
         self.cpu_seconds = 0.0  # CPU time of the writer thread, all of it (set when it ends)
+        self.unstorable: list[Failure] = []  # answers whose values no column could hold
         self.error: BaseException | None = None
         self.unsaved_answers: list[tuple] = []  # received, not committed (after an error)
         self.unsaved_failures: list[Failure] = []
@@ -144,9 +145,10 @@ class Writer:
 
     def _flush(self, answers: list[tuple], failures: list[Failure]) -> None:
         t0 = time.perf_counter()
-        commit(self._con, self._run_id, answers, failures, self._replace_failures)
-        self.committed_answers += len(answers)
-        self.committed_failures += len(failures)
+        filed = commit_safely(self._con, self._run_id, answers, failures, self._replace_failures)
+        self.unstorable += filed
+        self.committed_answers += len(answers) - len(filed)
+        self.committed_failures += len(failures) + len(filed)
         self.commits += 1
         self.busy_seconds += time.perf_counter() - t0
 
@@ -160,6 +162,16 @@ def _batch_bytes(answers: list[tuple], failures: list[Failure]) -> int:
     """A rough size of a batch in DuckDB: its text, plus ~100 bytes of other columns a row,
     plus ~40 bytes a logprob entry."""
     size = sum(len(a[2].text or "") + len(a[2].reasoning or "") + 100 for a in answers)
-    size += sum(40 * sum(1 + len(t.get("top_logprobs") or ()) for t in a[2].logprobs)
-                for a in answers if a[2].logprobs)
+    size += sum(_entry_bytes(t) + sum(_entry_bytes(u) for u in _alternatives(t))
+                for a in answers if a[2].logprobs for t in a[2].logprobs)
     return size + sum(len(f.messages) + len(f.message) + 100 for f in failures)
+
+
+def _entry_bytes(entry: object) -> int:
+    token = entry.get("token") if isinstance(entry, dict) else None
+    return 40 + (len(token) if isinstance(token, str) else 0)
+
+
+def _alternatives(entry: object) -> list:
+    top = entry.get("top_logprobs") if isinstance(entry, dict) else None
+    return top if isinstance(top, list) else []

@@ -1,0 +1,92 @@
+"""A chat completion body, typed: the one boundary between a teacher's JSON and an `Answer`.
+
+Every field synthgen keeps from an answer is read here, by the online transport and for
+every line of a Batch API or `vllm run-batch` output file alike, and each value passes
+`synthgen.coerce` (a count that is "x" or 2**40, a finish_reason that is an object, a
+logprob id past INTEGER: unknown, never a value that fails a later commit). What makes
+the answer itself unusable (not JSON, no choices, content that is not text, nothing at
+all) is an `InvalidResponse`: a retryable fault of that request, never an exception of
+another class. `error_text` reads an error body of any shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .. import coerce
+from ..errors import InvalidResponse
+from ..types import Answer
+
+
+def parse_answer(raw: bytes, endpoint: str) -> Answer:
+    """Parse a chat completion body; anything unusable is an InvalidResponse (retryable)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse(f"response is not valid JSON ({len(raw)} bytes)") from None
+    return answer_from(data, endpoint)
+
+
+def answer_from(data: Any, endpoint: str) -> Answer:
+    """A parsed chat completion object -> Answer (what `parse_answer` and a batch output
+    line's `response.body` share); anything unusable is an InvalidResponse."""
+    if type(data) is not dict:
+        raise InvalidResponse(f"response is not a chat completion (a JSON {type(data).__name__})")
+    choices = data.get("choices")
+    if choices is None and "error" in data:
+        raise InvalidResponse(f"the teacher answered 200 with an error: {error_message(data)}")
+    if type(choices) is not list or not choices or type(choices[0]) is not dict:
+        raise InvalidResponse("response is not a chat completion (no choices)")
+    choice = choices[0]
+    message = choice.get("message")
+    if type(message) is not dict:
+        raise InvalidResponse("response is not a chat completion (the choice has no message)")
+    text = message.get("content")
+    if text is not None and type(text) is not str:
+        raise InvalidResponse(f"the answer's content is a JSON {type(text).__name__}, not text")
+    reasoning = coerce.text(message.get("reasoning_content")) or coerce.text(message.get("reasoning"))
+    tool_calls = message.get("tool_calls")
+    tool_calls = tool_calls if type(tool_calls) is list and tool_calls else None
+    refusal = coerce.text(message.get("refusal")) or None
+    finish_reason = coerce.label(choice.get("finish_reason"))
+    if text is None and tool_calls is None and refusal is None:
+        raise InvalidResponse(
+            f"the answer has no content, tool calls or refusal (finish_reason {finish_reason!r}"
+            + (", reasoning only)" if reasoning else ")"))
+    usage = data.get("usage")
+    usage = usage if type(usage) is dict else {}
+    logprobs = choice.get("logprobs")
+    return Answer(
+        text=text,
+        finish_reason=finish_reason,
+        prompt_tokens=coerce.count(usage.get("prompt_tokens")),
+        completion_tokens=coerce.count(usage.get("completion_tokens")),
+        model=coerce.label(data.get("model")),
+        logprobs=coerce.logprobs(logprobs.get("content")) if type(logprobs) is dict else None,
+        endpoint=endpoint,
+        reasoning=reasoning,
+        tool_calls=tool_calls,
+        refusal=refusal,
+    )
+
+
+def error_message(data: Any, limit: int = 300) -> str:
+    """The server's own words from a parsed error body (OpenAI's {"error": {"message"}},
+    a bare {"message"}, a string, or anything else as JSON), as one line."""
+    err = data.get("error", data) if type(data) is dict else data
+    if type(err) is dict:
+        said = err.get("message")
+        if type(said) is str and said.strip():
+            return coerce.message(said, limit)
+    return coerce.message(err, limit)
+
+
+def error_text(raw: bytes, limit: int = 300) -> str:
+    """An error body's message (see `error_message`); a body that is not JSON as text."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return coerce.message(raw.decode("utf-8", "replace"), limit)
+    return error_message(data, limit)
