@@ -115,7 +115,7 @@ class GenerateConfig(BaseModel):
     @field_validator("extra_body")
     @classmethod
     def _no_secrets_in_the_body(cls, body: dict[str, Any]) -> dict[str, Any]:
-        found = sorted(path for path, name, v in _walk(body) if looks_secret(name, v))
+        found = sorted(path for path, name, v in _walk(body) if _credential(path, name, v))
         if found:
             raise ValueError(
                 f"{', '.join(found)} looks like a credential; extra-body is sent and stored with "
@@ -209,16 +209,31 @@ def load_schema(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def _walk(value: Any, path: str = "", top: bool = True) -> list[tuple[str, str, Any]]:
-    """(path, name, value) of every leaf: a credential can hide at any depth of a JSON body;
-    a key's name only counts at the top level (a JSON schema may well have an `api_key`
-    property), so deeper leaves have no name."""
+# Below the top level a name counts only when it is a credential's whole name: a nested
+# `tokenizer` or `keywords` is no key, a nested `api-key` or `Authorization` is.
+_CREDENTIAL_NAME = re.compile(r"(x-)?(api[-_]?key|key|(access|auth|refresh)?[-_]?token|secret|password|"
+                              r"passwd|authorization|credentials?|bearer|cookie)", re.IGNORECASE)
+
+
+def _credential(path: str, name: str, value: Any) -> bool:
+    """A value that looks like a key (sk-..., Bearer ...), or one named like a credential:
+    any secret-sounding name at the top level, a credential's whole name below it."""
+    if looks_secret("", value):
+        return True
+    named = path == name or bool(_CREDENTIAL_NAME.fullmatch(name))
+    return named and looks_secret(name, value)
+
+
+def _walk(value: Any, path: str = "", name: str = "") -> list[tuple[str, str, Any]]:
+    """(path, name, value) of every leaf: a credential can hide at any depth of a JSON body
+    (`extra_headers.api-key`). A leaf's name is its own key, so a JSON schema's property
+    named `api_key` (an object of keywords: `type`, `description`) is not taken for one."""
     if isinstance(value, dict):
         return [leaf for k, v in value.items()
-                for leaf in _walk(v, f"{path}.{k}" if path else str(k), False)]
+                for leaf in _walk(v, f"{path}.{k}" if path else str(k), str(k))]
     if isinstance(value, list):
-        return [leaf for i, v in enumerate(value) for leaf in _walk(v, f"{path}[{i}]", False)]
-    return [(path, path if "." not in path and "[" not in path else "", value)]
+        return [leaf for i, v in enumerate(value) for leaf in _walk(v, f"{path}[{i}]", name)]
+    return [(path, name, value)]
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

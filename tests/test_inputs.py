@@ -144,3 +144,54 @@ def test_bad_flags_get_one_clear_line(teacher, tmp_path):
         result = gen(teacher, tmp_path / "c.duckdb", *args)
         assert result.returncode != 0 and needle in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_conversation_the_teacher_cannot_answer_is_named(teacher, tmp_path):
+    """Issue 24 #11: an input of only an assistant, system or tool message, or one ending
+    with the assistant (exported as two assistant turns in a row), or with an empty user
+    message, was sent; each is now refused with its line."""
+    path = tmp_path / "in.jsonl"
+    rows = [
+        {"prompt": "fine"},
+        {"messages": [{"role": "assistant", "content": "I answer nothing"}]},
+        {"messages": [{"role": "system", "content": "be brief"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "  "}]},
+        {"messages": [{"role": "user", "content": []}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                      {"role": "user", "content": "more"}]},
+    ]
+    write_jsonl(path, rows)
+    result = gen(teacher, tmp_path / "c.duckdb", "--input", path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for line, why in [(2, "the last message is 'assistant'"), (3, "the last message is 'system'"),
+                      (4, "the last message is 'assistant'"), (5, "empty content"), (6, "empty content")]:
+        assert f"in.jsonl:{line}: " in result.stderr and why in result.stderr, (line, result.stderr)
+    assert "in.jsonl:1:" not in result.stderr and "in.jsonl:7:" not in result.stderr
+    assert sum(teacher.received.values()) == 0
+
+
+def test_parquet_columns_pandas_writes_are_read_or_named(teacher, tmp_path):
+    """Issue 24 #10: a nanosecond timestamp, a time of day or invalid UTF-8 in a Parquet
+    column ended with a traceback."""
+    table = pa.table({
+        "prompt": ["one", "two"],
+        "at": pa.array([1_700_000_000_123_456_789, 1_700_000_001_000_000_001], pa.timestamp("ns")),
+        "time": pa.array([1, 2_000_000_000_001], pa.time64("ns")),
+        "took": pa.array([5, 6], pa.duration("ns")),
+        "price": pa.array([1, 2], pa.decimal128(5, 2)),
+    })
+    pq.write_table(table, tmp_path / "ok.parquet")
+    result = gen(teacher, tmp_path / "c.duckdb", "--input", tmp_path / "ok.parquet")
+    assert result.returncode == 0, result.stderr
+    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    meta = con.execute("SELECT metadata->>'at', metadata->>'time' FROM corpus ORDER BY line").fetchall()
+    con.close()
+    assert meta == [("2023-11-14 22:13:20.123456789", "00:00:00.000000001"),
+                    ("2023-11-14 22:13:21.000000001", "00:33:20.000000001")]
+    bad = pa.array([b"fine", b"\xff\xfe broken"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"prompt": ["a", "b"], "note": bad}), tmp_path / "bad.parquet")
+    refused = gen(teacher, tmp_path / "d.duckdb", "--input", tmp_path / "bad.parquet")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "bad.parquet:2: " in refused.stderr and "column 'note'" in refused.stderr

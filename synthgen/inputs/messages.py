@@ -47,7 +47,7 @@ def messages_of(fields: Fields, template: Renders | None) -> list[dict[str, Any]
     if template is not None:
         _check_names(fields, ())
         try:
-            return template.render(fields)
+            return _check_turns(template.render(fields))
         except RenderError as exc:
             raise BadRow(str(exc)) from None
     _check_names(fields, ("prompt", "messages"))
@@ -80,12 +80,50 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(msg, dict):
             raise BadRow(f"messages[{i}] must be an object, got {_type(msg)}")
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRow(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}")
         content = msg.get("content")
         if not isinstance(content, str | list) and not (content is None and role == "assistant"):
             raise BadRow(f"messages[{i}].content must be a string or a list of parts, got {_type(content)}")
+        if isinstance(content, list):
+            _check_parts(content, i)
+    return _check_turns(messages)
+
+
+def _check_parts(parts: list[Any], i: int) -> None:
+    """OpenAI's content parts: objects with a `type`; a text part carries its `text`."""
+    for j, part in enumerate(parts):
+        where = f"messages[{i}].content[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise BadRow(f"{where} must be a content part, an object with a 'type' "
+                         f"(text, image_url, ...), got {_type(part)}")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise BadRow(f"{where} is a text part without a 'text' string")
+
+
+ANSWERED_ROLES = ("user", "tool")
+
+
+def _check_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The teacher answers the last message: it must be the user's (or a tool's result),
+    with something in it. A conversation that ends with the assistant would be stored, and
+    exported, with two assistant turns in a row; one of only a system prompt asks nothing."""
+    last = messages[-1] if messages else {}
+    role = last.get("role") if isinstance(last, dict) else None
+    if role not in ANSWERED_ROLES:
+        raise BadRow(f"the last message is {role!r}; the teacher answers the last message, so it must "
+                     "be the user's (or a tool result): drop a trailing assistant turn, or add the "
+                     "user's message")
+    for i, msg in enumerate(messages):
+        if msg.get("role") == "user" and not _has_content(msg.get("content")):
+            raise BadRow(f"messages[{i}] (user) has empty content")
     return messages
+
+
+def _has_content(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content.strip())
+    return isinstance(content, list) and bool(content)
 
 
 def _type(value: Any) -> str:

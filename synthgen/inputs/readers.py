@@ -127,8 +127,16 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ConfigError(f"input: {path}: not a readable Parquet file ({exc})") from None
     row_no = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for fields in batch.to_pylist():
+    batches = pf.iter_batches(batch_size=4096)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a column pyarrow cannot decode (invalid UTF-8...)
+            raise ConfigError(f"input: {path}: rows after {row_no:,} cannot be read "
+                              f"({_first_line(exc)})") from None
+        for fields in arrow_rows(batch):
             row_no += 1
             yield row_no, fields
 
@@ -146,12 +154,50 @@ def _read_sql(sql: str, store=None) -> Iterator[tuple[int, Fields | BadRow]]:
             raise ConfigError(f"input-sql: the query failed: {str(exc).splitlines()[0]}") from None
         row_no = 0
         for batch in reader:
-            for fields in batch.to_pylist():
+            for fields in arrow_rows(batch):
                 row_no += 1
                 yield row_no, fields
     finally:
         if store is None:
             con.close()
+
+
+def arrow_rows(batch) -> list[Fields | BadRow]:
+    """A record batch as Python rows. Dates, times, timestamps, durations and decimals come
+    as text (what the metadata keeps anyway: pyarrow cannot make a datetime of a timestamp
+    with nanoseconds, nor a time of day of some units); a row whose value still cannot be
+    made Python (invalid UTF-8, a nested timestamp) is a BadRow naming its column."""
+    import pyarrow as pa
+
+    columns = [c.cast(pa.string()) if _as_text(c.type) else c for c in batch.columns]
+    batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    try:
+        return batch.to_pylist()
+    except (ValueError, TypeError, pa.ArrowException):
+        return [_row(batch, i) for i in range(batch.num_rows)]
+
+
+def _as_text(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_temporal(kind) or pa.types.is_decimal(kind)
+
+
+def _row(batch, i: int) -> Fields | BadRow:
+    import pyarrow as pa
+
+    row: Fields = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            row[name] = column[i].as_py()
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            return BadRow(f"column {name!r} holds a value that cannot be read ({_first_line(exc)})")
+    return row
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 SNAPSHOT_PREFIX = "_input_sql_"

@@ -60,7 +60,7 @@ def inline_template(name: str, spec: Any, where: str) -> Template:
         elif isinstance(spec, list) and spec:
             parts = []
             for i, msg in enumerate(spec, 1):
-                if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(
+                if not isinstance(msg, dict) or _role(msg) not in ROLES or not isinstance(
                         msg.get("content"), str):
                     raise ConfigError(f"{where}: template message {i} needs a role in {sorted(ROLES)} "
                                       "and a content string")
@@ -91,7 +91,7 @@ def load_template(name: str, prompts_dir: Path) -> Template:
             raise ConfigError(f"{path}: expected a list of {{role, content}} messages")
         parts = []
         for i, msg in enumerate(spec, 1):
-            if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(
+            if not isinstance(msg, dict) or _role(msg) not in ROLES or not isinstance(
                 msg.get("content"), str
             ):
                 raise ConfigError(f"{path}: message {i} needs a role in {sorted(ROLES)} and a content string")
@@ -101,3 +101,9 @@ def load_template(name: str, prompts_dir: Path) -> Template:
         raise ConfigError(f"{path}: template syntax error: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _role(msg: dict) -> str | None:
+    """A template message's role, if it is a string (a YAML list or mapping is no role)."""
+    role = msg.get("role")
+    return role if isinstance(role, str) else None
