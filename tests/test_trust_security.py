@@ -80,6 +80,41 @@ def test_allow_files_reads_local_files_and_still_writes_nothing(two_stores, tmp_
     assert write.returncode == 2 and not (tmp_path / "w.csv").exists()
 
 
+@pytest.mark.parametrize("query", [
+    "EXPLAIN ANALYZE COPY (SELECT 'pwned') TO '{tmp}/x.csv'",
+    "explain analyse copy (select 1) to '{tmp}/x.csv'",
+    "EXPLAIN (FORMAT json) COPY (SELECT 1) TO '{tmp}/x.csv'",
+    "EXPLAIN /* a comment */ ANALYZE COPY (SELECT 1) TO '{tmp}/x.csv'",
+    "EXPLAIN ANALYZE INSERT INTO responses SELECT * FROM responses",
+    "EXPLAIN ANALYZE ATTACH '{tmp}/x.duckdb'",
+])
+@pytest.mark.parametrize("allow", [True, False])
+def test_an_explain_of_a_write_is_a_write(two_stores, tmp_path, query, allow):
+    """Issue 24 #5: EXPLAIN ANALYZE runs the statement it explains; under --allow-files it
+    wrote the file although the flag says the query is still read-only."""
+    db, _ = two_stores
+    result = synthgen("sql", "--db", db, *(["--allow-files"] if allow else []),
+                      query.format(tmp=tmp_path), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith("error: sql:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.duckdb").exists()
+    assert answers_in(db) == 5
+    plain = synthgen("sql", "--db", db, *(["--allow-files"] if allow else []),
+                     "EXPLAIN ANALYZE SELECT count(*) FROM corpus")
+    assert plain.returncode == 0, plain.stderr
+
+
+def test_allow_files_never_fetches_an_extension(two_stores, tmp_path):
+    """... nor lets DuckDB download and load httpfs for a URL in FROM."""
+    db, _ = two_stores
+    home = tmp_path / "home"
+    home.mkdir()
+    result = synthgen("sql", "--db", db, "--allow-files", "SELECT * FROM 'https://example.com/x.parquet'",
+                      env=clean_env(HOME=str(home)))
+    assert result.returncode == 2 and "httpfs" in result.stderr, result.stderr
+    assert not list(home.rglob("*.duckdb_extension*")), "an extension was downloaded"
+
+
 # 2. credentials stay with their host; a query string stays a query string
 def test_each_endpoint_gets_its_own_credentials_and_query(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(40)])
@@ -123,12 +158,20 @@ def test_the_resume_hint_and_errors_print_no_secret(tmp_path):
 
 def test_a_credential_in_extra_body_is_refused_and_not_echoed(teacher, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi"}])
-    for body in ('{"api_key": "zz-SECRET-3"}', '{"x": {"y": "sk-SECRETSECRETSECRET4"}}'):
+    for body in ('{"api_key": "zz-SECRET-3"}', '{"x": {"y": "sk-SECRETSECRETSECRET4"}}',
+                 '{"extra_headers": {"api-key": "zz-SECRET-5"}}',  # issue 24 #11: at any depth
+                 '{"extra_headers": {"Authorization": "token zz-SECRET-6"}}',
+                 '{"a": [{"b": {"password": "zz-SECRET-7"}}]}'):
         result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
                           "--model", "m", "--base-url", teacher.base_url, "--extra-body", body)
         assert result.returncode == 2 and "looks like a credential" in result.stderr
         assert "SECRET" not in result.stderr + result.stdout
     assert sum(teacher.received.values()) == 0
+    # a nested name that merely contains a credential word is no credential
+    fine = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                    "--model", "m", "--base-url", teacher.base_url, "--extra-body",
+                    '{"chat_template_kwargs": {"tokenizer": "x", "keywords": "y"}}')
+    assert fine.returncode == 0, fine.stderr
 
 
 # 4. redirects are not followed

@@ -40,7 +40,7 @@ def sql(db: Path, fmt: str, max_rows: int, allow_files: bool, query: str) -> Non
     if len(statements) > 1 and fmt != "table":
         raise StoreError(f"sql: {len(statements)} statements: --format {fmt} prints one result; "
                          "run them one at a time, or use --format table")
-    con = store.connect(db, read_only=True, sandbox=not allow_files)
+    con = store.connect(db, read_only=True, sandbox="files" if allow_files else True)
     try:
         if allow_files and isinstance(con, store.LiveConnection):
             raise StoreError("sql: --allow-files: a run is writing this store and serves reads of the "

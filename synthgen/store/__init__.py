@@ -13,13 +13,14 @@ Nothing here speaks HTTP; planning (what is pending) lives in `synthgen.plan`.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from ..errors import StoreError
-from .live import LiveConnection, ping
+from .live import RELEASE_WAIT, LiveConnection, is_synthgen, ping
 from .schema import LOGPROBS_TYPE, migrate
 
 __all__ = ["LOGPROBS_TYPE", "LiveConnection", "arrow_batches", "connect", "open_store"]
@@ -31,11 +32,16 @@ _LOCK_PID = re.compile(r"PID (\d+)")
 # A sandboxed reader sees the store and nothing else: no other file (read or written, no
 # ATTACH, COPY, INSTALL/LOAD) and no setting it could change back.
 SANDBOX = {"enable_external_access": False, "lock_configuration": True}
+# `sql --allow-files`: local files too, but no extension fetched from the internet or
+# loaded on its own (a URL in FROM would otherwise install httpfs), and no setting changed.
+FILES = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+         "lock_configuration": True}
 
 
-def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) -> Any:
+def connect(path: str | Path, read_only: bool = False, sandbox: bool | str = False) -> Any:
     """Open (and, unless read-only, create and migrate) a synthgen store.
 
+    `sandbox`: True, the store and nothing else; "files", local files too (see FILES).
     Read-only, while a synthgen run holds the file, this returns a `LiveConnection` that
     asks the run itself (DuckDB lets no other process open a file being written); the run
     reads no other files then, as `sandbox` asks of a connection opened here.
@@ -43,17 +49,29 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) ->
     path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"{path}: no such database")
-    try:
-        con = duckdb.connect(str(path), read_only=read_only, config=SANDBOX if sandbox else {})
-    except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
-            raise StoreError(f"{path}: cannot open database ({_first_line(exc)})") from exc
-        info = ping(path)
-        if info is not None and read_only:
-            return LiveConnection(path, info)
-        raise StoreError(_locked_message(path, exc, info)) from None
-    except duckdb.Error as exc:
-        raise StoreError(f"{path}: not a DuckDB database, or a damaged one ({_first_line(exc)})") from exc
+    config = SANDBOX if sandbox is True else FILES if sandbox == "files" else {}
+    ending_since: float | None = None
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise StoreError(f"{path}: cannot open database ({_first_line(exc)})") from exc
+            info = ping(path)
+            if info is not None and read_only:
+                return LiveConnection(path, info, config)
+            holder = _holder(exc)
+            # A run that has stopped serving reads but not yet closed the file (it is
+            # writing its summary, checkpointing): a reader waits for it to let go.
+            if info is None and read_only and holder is not None and is_synthgen(holder):
+                ending_since = ending_since or time.monotonic()
+                if time.monotonic() - ending_since < RELEASE_WAIT:
+                    time.sleep(0.05)
+                    continue
+            raise StoreError(_locked_message(path, exc, info)) from None
+        except duckdb.Error as exc:
+            raise StoreError(f"{path}: not a DuckDB database, or a damaged one ({_first_line(exc)})") from exc
     try:
         if read_only:
             tables = {r[0] for r in con.execute(
@@ -77,10 +95,20 @@ def _locked_message(path: Path, exc: BaseException, info: dict[str, Any] | None)
         run = f"run {info['run_id']} " if info.get("run_id") else ""
         return (f"{path}: a synthgen {run}(pid {info.get('pid')}) is writing this store; "
                 "one process writes a store at a time: wait for it to end, or use another --db")
-    match = _LOCK_PID.search(str(exc))
-    who = f"process {match.group(1)}" if match else "another process"
+    holder = _holder(exc)
+    if holder is not None and is_synthgen(holder):
+        return (f"{path}: a synthgen process (pid {holder}) holds this store (a run that is ending, "
+                "or a command writing it); one process writes a store at a time: wait for it to "
+                "end, or use another --db")
+    who = f"process {holder}" if holder is not None else "another process"
     return (f"{path}: the file is locked by {who}, which is not a synthgen run (a run would "
             "answer reads while it writes); close the program that holds it, then try again")
+
+
+def _holder(exc: BaseException) -> int | None:
+    """The pid DuckDB names as holding a file's lock."""
+    match = _LOCK_PID.search(str(exc))
+    return int(match.group(1)) if match else None
 
 
 def open_store(path: str | Path, read_only: bool = True) -> Any:

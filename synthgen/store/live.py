@@ -32,6 +32,7 @@ import socketserver
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,15 @@ import duckdb
 
 from ..errors import StoreError
 from .memory import grow_memory
-from .readonly import READ_KINDS
+from .readonly import READ_KINDS, statement_kind
 
 log = logging.getLogger("synthgen.live")
 
 BATCH_ROWS = 2048
 MAX_REQUEST = 1 << 20
 CONNECT_TIMEOUT = 2.0
+LINGER = 2.0  # seconds a read still running may go on after its run has ended
+RELEASE_WAIT = 30.0  # seconds a reader waits for an ending run to let go of the file
 
 
 def socket_path(db: str | Path) -> Path:
@@ -92,6 +95,7 @@ class LiveServer:
         os.chmod(self.path, 0o600)
         server.con, server.info, server.progress = self._con.cursor(), self._info, self._progress
         server.lock = threading.Lock()
+        server.active, server.closing = set(), False
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="synthgen-live", daemon=True)
@@ -99,14 +103,30 @@ class LiveServer:
         return self
 
     def close(self) -> None:
-        if self._server is None:
+        """Stop serving. A read still running is given LINGER seconds to finish, then
+        interrupted (its reader reads the file itself once the run has let it go): a
+        reader never holds up, or fails, the end of the run that serves it."""
+        server = self._server
+        if server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.con.close()
         self._server = None
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self.path.unlink()  # new readers go to the file, which is free once the run ends
+        server.closing = True
+        server.shutdown()
+        server.server_close()
+        deadline = time.monotonic() + LINGER
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with server.lock:
+            for cur in list(server.active):
+                with contextlib.suppress(duckdb.Error):
+                    cur.interrupt()
+        deadline = time.monotonic() + LINGER
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(duckdb.Error):
+            server.con.close()
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -115,6 +135,8 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     info: dict[str, Any]
     progress: Callable[[], dict[str, Any]] | None
     lock: threading.Lock  # a connection is not thread-safe: one cursor made at a time
+    active: set[duckdb.DuckDBPyConnection]  # the cursors of reads running now
+    closing: bool  # the run is ending: a read cut short says so, and its reader reads the file
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A reader's broken query must not print into the run's terminal: log it."""
@@ -128,6 +150,8 @@ def _arrow_reader(rel: duckdb.DuckDBPyRelation):
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    sent = False  # the answer's header has gone out (an error after it cannot be said)
+
     def handle(self) -> None:
         try:
             request = json.loads(self.rfile.readline(MAX_REQUEST))
@@ -142,21 +166,30 @@ class _Handler(socketserver.StreamRequestHandler):
             self._header({"ok": live is not None, **server.info, "progress": live})
             return
         with server.lock:
+            if server.closing:
+                self._header({"ended": True})
+                return
             cur = server.con.cursor()
+            server.active.add(cur)
         try:
             self._query(cur, str(request.get("query", "")), request.get("params"))
         except duckdb.Error as exc:
-            self._header({"error": str(exc), "type": type(exc).__name__})
+            if server.closing and not self.sent:
+                self._header({"ended": True})  # the run is ending: the reader reads the file
+            elif not self.sent:
+                self._header({"error": str(exc), "type": type(exc).__name__})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the reader went away mid-stream
         finally:
             with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
-            cur.close()
+            with server.lock:
+                server.active.discard(cur)
+                cur.close()
 
     def _query(self, cur: duckdb.DuckDBPyConnection, query: str, params: Any) -> None:
         statements = cur.extract_statements(query)
-        kinds = [s.type.name for s in statements]
+        kinds = [statement_kind(s) for s in statements]
         if len(statements) != 1 or kinds[0] not in READ_KINDS:
             what = ", ".join(kinds) or "nothing"
             raise duckdb.InvalidInputException(
@@ -180,8 +213,21 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
     def _header(self, data: dict[str, Any]) -> None:
+        self.sent = True
         self.wfile.write(json.dumps(data, default=str).encode() + b"\n")
         self.wfile.flush()
+
+
+def is_synthgen(pid: int) -> bool:
+    """Whether process `pid` is a synthgen command (Linux's /proc; elsewhere: not known,
+    so False)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return any(os.path.basename(a) == "synthgen" or (a == "-m" and argv[i + 1:i + 2] and
+                                                     argv[i + 1].startswith("synthgen"))
+               for i, a in enumerate(argv))
 
 
 def ping(db: str | Path) -> dict[str, Any] | None:
@@ -229,25 +275,36 @@ class LiveConnection:
     what was committed when the query ran.
     """
 
-    def __init__(self, db: str | Path, info: dict[str, Any]):
+    def __init__(self, db: str | Path, info: dict[str, Any], config: dict[str, Any] | None = None):
         self.db = Path(db)
         self.info = info
         self._path = socket_path(db)
         self._local = duckdb.connect()
         self._names = itertools.count()
+        self._config = config or {}  # how the file is opened once the run has let it go
+        self._file: duckdb.DuckDBPyConnection | None = None
 
     def arrow_reader(self, query: str, params: Any = None):
-        """The result as a pyarrow RecordBatchReader, streamed from the writing process."""
+        """The result as a pyarrow RecordBatchReader, streamed from the writing process;
+        read from the file itself when the run has ended (or ends before answering)."""
         import pyarrow as pa
 
+        if self._file is not None:
+            return _arrow_reader(self._file.sql(query, params=params))
         try:
             sock = _connect(self._path)
-        except OSError as exc:
-            raise StoreError(f"{self.db}: the run writing it stopped answering ({exc})") from None
+        except OSError:
+            return _arrow_reader(self._released().sql(query, params=params))
         sock.sendall(json.dumps({"query": query, "params": params}, default=str).encode() + b"\n")
         stream = sock.makefile("rb")
         sock.close()  # the file object keeps the socket open until it is closed
-        header = json.loads(stream.readline(MAX_REQUEST) or b"{}")
+        try:
+            header = json.loads(stream.readline(MAX_REQUEST) or b'{"ended": true}')
+        except (OSError, ValueError):
+            header = {"ended": True}
+        if header.get("ended"):
+            stream.close()
+            return _arrow_reader(self._released().sql(query, params=params))
         if "error" in header:
             stream.close()
             error = getattr(duckdb, str(header.get("type")), duckdb.Error)
@@ -258,6 +315,20 @@ class LiveConnection:
             stream.close()
             raise StoreError(f"{self.db}: the run writing it gave no answer")
         return pa.ipc.open_stream(stream)
+
+    def _released(self) -> duckdb.DuckDBPyConnection:
+        """The file itself, read-only, once the run that held it has let it go (it ended
+        between this reader's start and its query): waited for, RELEASE_WAIT at most."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while self._file is None:
+            try:
+                self._file = duckdb.connect(str(self.db), read_only=True, config=self._config)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(f"{self.db}: the run writing it ended, and the file is still "
+                                     f"locked ({str(exc).strip().splitlines()[0]})") from None
+                time.sleep(0.05)
+        return self._file
 
     def execute(self, query: str, parameters: Any = None) -> duckdb.DuckDBPyConnection:
         """A local cursor over the result, read as it streams in (read it once)."""
@@ -283,6 +354,8 @@ class LiveConnection:
 
     def close(self) -> None:
         self._local.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> LiveConnection:
         return self
