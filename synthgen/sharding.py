@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from .errors import ConfigError, InputError
 from .plan import Planner, plan_counts
 from .run import RunSummary, _close_run, _open_run, mark_killed_runs
 from .store import recovery
+from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.merge import Folded, fold
 
@@ -74,6 +74,10 @@ class Shard:
 
 @dataclass
 class Job:
+    """A sharded run. From `prepare` to `finish` the driver holds the main store open, as
+    any run holds its store: a second `generate` on it is refused (it would send the same
+    requests again, and be paid again), and `status`/`sql` read it through the driver."""
+
     run_id: int
     plan_key: str
     total: int
@@ -81,10 +85,22 @@ class Job:
     folded_before: Folded = field(default_factory=Folded)
     invalid: int = 0
     duplicates: int = 0
+    con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
+    live: LiveServer | None = field(default=None, repr=False)
 
     @property
     def pending(self) -> int:
         return sum(s.pending for s in self.shards)
+
+    def close(self) -> None:
+        """Let go of the main store (what `finish` does last; call it if `finish` never runs)."""
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+        if self.con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.con.close()
+            self.con = None
 
 
 def shard_paths(db: Path, count: int, shard_dir: Path | None = None) -> list[Path]:
@@ -98,20 +114,10 @@ def shard_plan_key(plan_key: str, index: int, count: int) -> str:
     return hashlib.blake2b(f"{plan_key}:shard:{index}/{count}".encode(), digest_size=16).hexdigest()
 
 
-@contextlib.contextmanager
-def _main(cfg: GenerateConfig) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = store.connect(cfg.db)
-    try:
-        limit_memory(con)
-        yield con
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.close()
-
-
 def prepare(cfg: GenerateConfig, count: int, shard_dir: Path | None = None,
             template: object = None) -> Job:
-    """Plan the job in the main store and write each shard's plan into its store."""
+    """Plan the job in the main store and write each shard's plan into its store. The
+    main store stays open (and served to readers) until `finish` or `Job.close`."""
     if count < 1:
         raise ConfigError("--shards must be at least 1")
     if not cfg.base_urls:
@@ -121,27 +127,51 @@ def prepare(cfg: GenerateConfig, count: int, shard_dir: Path | None = None,
     paths = shard_paths(Path(cfg.db), count, shard_dir)
     if shard_dir is not None:
         shard_dir.mkdir(parents=True, exist_ok=True)
-    with _main(cfg) as con:
-        mark_killed_runs(con)
-        recovery.restore(con, cfg.db)
-        run_id = _open_run(con, cfg)
-        folded = Folded()
-        for path in paths:  # what an earlier, cut-short try stored
-            if path.exists():
-                folded += fold(con, path, run_id)
-        planner = Planner(con, cfg, run_id, template)  # type: ignore[arg-type]
-        try:
-            planner.validate()
-        except InputError as exc:
-            _close_run(con, RunSummary(run_id=run_id, status="invalid_input", message=str(exc),
-                                       model=cfg.model or ""))
-            raise
-        plan = planner.plan_all()
-        shards = [Shard(i, count, path, shard_plan_key(plan.key, i, count))
-                  for i, path in enumerate(paths)]
-        for shard in shards:
-            shard.pending = _write_shard_plan(con, plan.key, plan.total, shard, cfg.retry_failed)
+    con = store.connect(cfg.db)
+    try:
+        limit_memory(con)
+        job = _plan(con, cfg, paths, template)
+        _fence(con, paths)
+        job.con = con
+        job.live = LiveServer(con, cfg.db, {"run_id": job.run_id, "shards": count}).start()
+        return job
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+        raise
+
+
+def _plan(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, paths: list[Path],
+          template: object) -> Job:
+    count = len(paths)
+    mark_killed_runs(con)
+    recovery.restore(con, cfg.db)
+    run_id = _open_run(con, cfg)
+    folded = Folded()
+    for path in paths:  # what an earlier, cut-short try stored
+        if path.exists():
+            folded += fold(con, path, run_id)
+    planner = Planner(con, cfg, run_id, template)  # type: ignore[arg-type]
+    try:
+        planner.validate()
+    except InputError as exc:
+        _close_run(con, RunSummary(run_id=run_id, status="invalid_input", message=str(exc),
+                                   model=cfg.model or ""))
+        raise
+    plan = planner.plan_all()
+    shards = [Shard(i, count, path, shard_plan_key(plan.key, i, count))
+              for i, path in enumerate(paths)]
+    for shard in shards:
+        shard.pending = _write_shard_plan(con, plan.key, plan.total, shard, cfg.retry_failed)
     return Job(run_id, plan.key, plan.total, shards, folded, plan.invalid, plan.duplicates)
+
+
+def _fence(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """From here the main store reaches no file but itself and its shard stores (their WAL
+    and checkpoint files too): what readers served meanwhile can see, as in any run."""
+    allowed = [str(p.resolve()) + suffix for p in paths for suffix in ("", ".wal", ".wal.checkpoint")]
+    con.execute("SET allowed_paths = ?", [allowed])
+    con.execute("SET enable_external_access = false")
 
 
 PENDING_IN_RANGE_SQL = """
@@ -159,7 +189,7 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
     store.connect(shard.path).close()  # create (and migrate) the shard store
     lo, hi = bounds(shard.index, shard.count)
     con.execute(PENDING_IN_RANGE_SQL, {"key": key, "lo": lo, "hi": hi, "retry_failed": retry_failed})
-    con.execute("ATTACH ? AS synthgen_shard", [str(shard.path)])
+    con.execute("ATTACH ? AS synthgen_shard", [str(shard.path.resolve())])
     try:
         con.execute("BEGIN")
         try:
@@ -202,7 +232,10 @@ class ShardOutcome:
 def finish(cfg: GenerateConfig, job: Job, outcomes: list[ShardOutcome], *, keep_shards: bool = False,
            interrupted: bool = False, elapsed: float = 0.0) -> RunSummary:
     """Fold every shard into the main store and close the job's run with what it stored."""
-    with _main(cfg) as con:
+    con = job.con
+    if con is None:
+        raise ValueError("finish: the job's main store was already let go (Job.close)")
+    try:
         folded = Folded()
         folded += job.folded_before
         for shard in job.shards:
@@ -232,9 +265,11 @@ def finish(cfg: GenerateConfig, job: Job, outcomes: list[ShardOutcome], *, keep_
                 for kind, n in o.summary.errors.items():
                     summary.errors[kind] = summary.errors.get(kind, 0) + n
         _close_run(con, summary)
-        if status == "done" and not keep_shards:
-            for shard in job.shards:
-                _remove_store(shard.path)
+    finally:
+        job.close()
+    if status == "done" and not keep_shards:
+        for shard in job.shards:
+            _remove_store(shard.path)
     return summary
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def cluster(tmp_path_factory):
         mp.setenv("FAKE_VLLM_DELAY", "0.3")
         mp.setenv("FAKE_VLLM_LATENCY", str(LATENCY))
         context = ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False,
-                           namespace="synthgen-tests")
+                           namespace="synthgen-tests", _node_ip_address="127.0.0.1")
         try:
             yield {"address": context.address_info["gcs_address"], "home": home,
                    "env": clean_env(PATH=os.environ["PATH"])}
@@ -96,6 +97,20 @@ def corpus(db: Path) -> list[tuple[str, str, str, str]]:
                            "FROM corpus").fetchall()
     finally:
         con.close()
+
+
+def test_a_cluster_synthgen_starts_for_itself_listens_on_loopback_only(tmp_path):
+    """Issue 24 #12: `generate --ray` with no cluster starts a local one; it binds 127.0.0.1,
+    not the machine's own address. (First in the module: no cluster of the tests runs yet.)"""
+    code = ("import ray\nfrom synthgen.cluster.connect import connect\n"
+            "connect(None, must_exist=False, local_cpus=1)\n"
+            "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n")
+    env = clean_env(RAY_ADDRESS="")
+    env.pop("RAY_ADDRESS")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['127.0.0.1']"
 
 
 def test_the_fleet_starts_replicas_on_ray_serves_a_run_and_stop_leaves_no_process(cluster, tmp_path):
@@ -340,3 +355,27 @@ def test_a_rerun_after_the_driver_was_killed_stores_every_prompt_once(cluster, t
         assert all(response == answer(prompt) for _, prompt, response, _ in rows)
         resent = sum(teacher.received.values()) - 400
         assert 0 <= resent <= 2 * (4 + 40), resent
+
+
+def test_a_second_generate_during_a_sharded_run_is_refused_and_nothing_is_paid_twice(cluster, tmp_path):
+    """Issue 24 #2: during `generate --ray --shards 3` a second `generate` on the main store
+    answered every prompt itself (the teacher paid twice), and `status` called the live
+    run killed. The driver now holds the main store until it has folded the shards."""
+    prompts = make_prompts(300)
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in prompts])
+    db = tmp_path / "main.duckdb"
+    shards = sharding.shard_paths(db, 3)
+    with TeacherServer(latency=0.1) as teacher:
+        proc = sharded(cluster, tmp_path, teacher, "--shards", "3", start=True)
+        wait_for(lambda: all(ping(p) for p in shards), 120)
+        second = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
+                          "--base-url", teacher.base_url, "--concurrency", "8", env=cluster["env"])
+        assert second.returncode == 2 and "is writing this store" in second.stderr, second.stderr
+        status = synthgen("status", "--db", db, env=cluster["env"])
+        assert status.returncode == 0 and "killed" not in status.stdout, status.stdout
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    rows = corpus(db)
+    assert len(rows) == len({r[0] for r in rows}) == 300
+    assert sum(teacher.received.values()) == 300 and set(teacher.received.values()) == {1}
+

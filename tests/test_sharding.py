@@ -168,3 +168,44 @@ def test_sharded_generate_needs_ray_and_a_teacher_everyone_reaches(tmp_path):
         sharding.prepare(GenerateConfig(input=tmp_path / "in.jsonl", db=tmp_path / "c.duckdb"), 2)
     unknown = synthgen(*base, "--teacher", "nope", "--teacher-state-dir", tmp_path / "state")
     assert unknown.returncode == 2 and "--teacher nope: no teacher of that name" in unknown.stderr
+
+
+def test_while_a_sharded_run_holds_the_store_a_second_generate_is_refused(tmp_path):
+    """Issue 24 #2: a second `generate` on the main store of a sharded run answered every
+    prompt itself while the shards did too (paid twice), and `status` called the live run
+    killed. The driver holds the main store from prepare to finish, as any run holds its own."""
+    prompts = make_prompts(60)
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in prompts])
+    db = tmp_path / "main.duckdb"
+    with TeacherServer() as teacher:
+        cfg = GenerateConfig(input=tmp_path / "in.jsonl", db=db, model="m",
+                             base_urls=[teacher.base_url], concurrency=4)
+        job = sharding.prepare(cfg, 3)
+        try:
+            second = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
+                              "--base-url", teacher.base_url)
+            assert second.returncode == 2, second.stderr
+            assert f"a synthgen run {job.run_id} (pid" in second.stderr, second.stderr
+            assert "is writing this store" in second.stderr
+            assert sum(teacher.received.values()) == 0
+            status = synthgen("status", "--db", db)
+            assert status.returncode == 0, status.stderr
+            said = status.stdout + status.stderr
+            assert "running" in said and "killed" not in said
+            # the shard stores are the driver's to fold; the store reads no other file
+            peek = synthgen("sql", "--db", db, "SELECT count(*) FROM read_csv('/etc/hostname')")
+            assert peek.returncode == 2 and "Traceback" not in peek.stderr
+            outcomes = []
+            for shard in job.shards:
+                outcome = sharding.ShardOutcome(shard)
+                if shard.pending:
+                    outcome.summary = sg.generate(shard.config(cfg))
+                outcomes.append(outcome)
+            summary = sharding.finish(cfg, job, outcomes)
+        finally:
+            job.close()
+        assert (summary.status, summary.answered) == ("done", 60)
+        assert sum(teacher.received.values()) == 60 and set(teacher.received.values()) == {1}
+    after = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
+                     "--base-url", "http://127.0.0.1:9/v1", "--skip-preflight")
+    assert after.returncode == 0, after.stderr  # let go at the end: nothing left to send

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..hints import pip_install
 
 NAMESPACE = "synthgen"
+LOOPBACK = "127.0.0.1"
 log = logging.getLogger("synthgen.cluster")
 
 
@@ -55,5 +56,7 @@ def connect(address: str | None, *, must_exist: bool, local_cpus: int | None = N
                     "or pass its address: --ray HOST:6379 (a cluster with token auth also needs "
                     "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
                 ) from None
-            ray.init(num_cpus=local_cpus, include_dashboard=False, **options)
+            # A cluster of this process's own: on loopback only (Ray binds the machine's
+            # address otherwise, and its ports would take connections from the network).
+            ray.init(num_cpus=local_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **options)
     return ray.get_runtime_context().gcs_address

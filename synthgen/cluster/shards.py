@@ -80,7 +80,15 @@ def generate_sharded(cfg: GenerateConfig, *, shards: int, address: str | None,
 
         template = load_template(cfg.template, cfg.prompts_dir)
     started = time.monotonic()
-    job = sharding.prepare(cfg, shards, shard_dir, template)
+    job = sharding.prepare(cfg, shards, shard_dir, template)  # holds the main store until finish
+    try:
+        return _run_job(cfg, job, address, keep_shards, say, started)
+    finally:
+        job.close()  # finish let it go already, unless something failed on the way
+
+
+def _run_job(cfg: GenerateConfig, job: sharding.Job, address: str | None, keep_shards: bool,
+             say: Callable[[str], None], started: float) -> RunSummary:
     if job.folded_before.rows:
         say(f"folded {job.folded_before.answers:,} answers and {job.folded_before.failures:,} failures "
             "that shards of an earlier try had stored")

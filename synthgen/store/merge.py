@@ -65,7 +65,7 @@ def attached(con: duckdb.DuckDBPyConnection, shard: Path):
     if not shard.is_file():
         raise StoreError(f"{shard}: no such shard store")
     try:
-        con.execute(f"ATTACH ? AS {_SHARD} (READ_ONLY)", [str(shard)])
+        con.execute(f"ATTACH ? AS {_SHARD} (READ_ONLY)", [str(Path(shard).resolve())])
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         if "lock" in first.lower():
