@@ -13,7 +13,8 @@ steer, answering each request from its own prompt (`teacher_server.answer`).
 
 Scripted per prompt, as in teacher_server: "#batch=500,429" gives the prompt's first run
 HTTP 500 and its second 429 (error-file lines), then an answer; "#batchalways=400" always
-400. Per batch: `expire_next = k` makes the next batch to finish expire after k lines,
+400. Per batch: `expire_next = k` makes the next batch to finish expire after k lines
+(`expire_all = k`: every batch),
 `fail_next = [errors]` fails the next batch in validation, `hang_create` creates the next
 batch and never answers, `drop_create` creates it and drops the connection, `flaky_polls
 = n` answers the next n polls with 500. `submitted` counts how many batches carried each
@@ -47,6 +48,7 @@ class BatchAPIServer:
         self.api_key = api_key
         self.hold = False  # batches stay in_progress until this is False again
         self.expire_next: int | None = None
+        self.expire_all: int | None = None  # every batch expires after this many lines
         self.expire_writes_lines = True  # expired requests get batch_expired lines
         self.fail_next: list[dict] | None = None
         self.hang_create = False
@@ -173,7 +175,8 @@ class BatchAPIServer:
                  "status": "validating", "output_file_id": None, "error_file_id": None,
                  "created_at": int(time.time()), "metadata": body.get("metadata") or {},
                  "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
-                 "_lines": lines, "_errors": errors, "_expire": self.expire_next,
+                 "_lines": lines, "_errors": errors,
+                 "_expire": self.expire_next if self.expire_next is not None else self.expire_all,
                  "_fail": self.fail_next}
         self.expire_next = self.fail_next = None
         for line in lines:

@@ -243,3 +243,20 @@ def test_batch_answers_are_held_to_the_response_schema_as_online_ones(api, tmp_p
     failed = rows(tmp_path / "c.duckdb", "SELECT error_type, message FROM failures")
     assert len(failed) == 3 and {f[0] for f in failed} == {"schema"}
     assert all("not JSON" in f[1] for f in failed)
+
+
+def test_batches_that_keep_expiring_unrun_are_not_resubmitted_forever(api, tmp_path):
+    """Issue 24 #11: an API that lets every batch expire without running a line was sent
+    the same requests again without limit. Three such batches in a row stop the run, with
+    every request pending for the same command to send later."""
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(10)])
+    api.expire_all = 0
+    with pytest.raises(RunAborted, match="3 batches in a row expired without running a request"):
+        run_batch(api, tmp_path / "in.jsonl", tmp_path / "c.duckdb")
+    assert api.batch_posts == 3
+    assert rows(tmp_path / "c.duckdb", "SELECT status FROM runs") == [("aborted",)]
+    assert rows(tmp_path / "c.duckdb", "SELECT count(*) FROM responses") == [(0,)]
+    api.expire_all = None  # the API works again: the same command sends them, once
+    summary = run_batch(api, tmp_path / "in.jsonl", tmp_path / "c.duckdb")
+    assert (summary.status, summary.answered, summary.pending) == ("done", 10, 0)
+    assert_each_answer_is_its_own(corpus(tmp_path / "c.duckdb"))

@@ -71,6 +71,9 @@ class Settings:
     poll_interval: float = 15.0
     poll_max: float = 300.0
     max_attempts: int = 5
+    # Batches in a row that ended (expired) without running a single request before the
+    # run stops: an API that never runs them would otherwise be resubmitted forever.
+    max_idle_batches: int = 3
 
 
 class BatchRunner:
@@ -99,6 +102,7 @@ class BatchRunner:
         self.cancelled: str | None = None  # the batch whose cancellation stops submissions
         self.submitted = 0  # batches this run created
         self.need_pass = True
+        self.idle_batches = 0  # batches in a row that ran nothing
         self._wait = settings.poll_interval
         self._workdir = Path(tempfile.mkdtemp(prefix="synthgen-batch-"))
 
@@ -120,6 +124,10 @@ class BatchRunner:
                     break
                 if await self._poll_all():
                     self._wait = self.settings.poll_interval
+                    if self.idle_batches >= self.settings.max_idle_batches:
+                        raise _Abort(f"{self.idle_batches} batches in a row expired without running a "
+                                     f"request: {self.endpoint} is not running this run's batches now; "
+                                     "their requests are pending, and the same command submits them again")
                 else:
                     await self._sleep(self._wait)
                     self._wait = min(2 * self._wait, self.settings.poll_max)
@@ -339,6 +347,8 @@ class BatchRunner:
         self.notify(f"batch {info.id} {info.status}: {tally.answered:,} answers stored, "
                     f"{tally.failed:,} failed, {tally.requeued:,} for a later batch"
                     + (f", {tally.already:,} answered before" if tally.already else ""))
+        ran_nothing = tally.not_run and not (tally.answered or tally.failed or tally.retry)
+        self.idle_batches = self.idle_batches + 1 if ran_nothing and info.status == "expired" else 0
 
     def _unanswered(self, info: BatchInfo, ids: list[str], missing: list[str]
                     ) -> list[tuple[str, TeacherFault]]:
