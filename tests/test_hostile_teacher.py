@@ -19,7 +19,7 @@ import pytest
 from conftest import clean_env, start_synthgen, synthgen
 from teacher_server import TeacherServer, answer, make_prompts, write_jsonl
 
-from synthgen.engine.retry import MAX_RETRY_AFTER, retry_after_cap, retrying
+from synthgen.engine.retry import MAX_RETRY_AFTER, retrying
 from synthgen.errors import RateLimited
 from synthgen.store import recovery
 
@@ -279,6 +279,8 @@ def test_any_retry_after_is_capped_by_the_rate_limit_wait(value):
 
     wait = policy.wait(State)
     assert 0 <= wait <= 8 and wait == wait
+    from synthgen.engine.retry import retry_after_cap
+
     assert retry_after_cap(8) == 8 and retry_after_cap(10_000) == MAX_RETRY_AFTER
 
 
