@@ -8,8 +8,9 @@ pass rate (in `pass_rates`).
     math     math-verify: the answer is mathematically equivalent to the reference
              (1/2 = 0.5 = \\frac{1}{2}, \\boxed{...} found in prose)
     python   the code in the answer (its ```python block, else all of it) followed by the
-             reference's tests (asserts) runs in a fresh `python -I` subprocess, in an
-             empty temporary directory, with a timeout; passing means exit status 0
+             reference's tests (asserts) runs in synthgen's sandbox (no network, no write
+             outside an empty temporary directory, bounded memory, a timeout; see
+             synthgen/sandbox); passing means exit status 0
 
 `keep: passing` (the default) keeps every sample that passes; `keep: best` only the first
 passing sample of each prompt.
@@ -17,11 +18,7 @@ passing sample of each prompt.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -121,18 +118,13 @@ def _math(text: str, reference: str) -> tuple[bool, str]:
 
 
 def _python(text: str, tests: str, timeout: float) -> tuple[bool, str]:
+    """The answer's code and the reference's tests, run in the sandbox (synthgen.sandbox):
+    no network, nothing written outside its own empty directory, bounded memory and time."""
+    from ...sandbox import Limits, run_python
+
     blocks = CODE_BLOCK.findall(text)
     code = blocks[0] if blocks else text
-    program = f"{code}\n\n{tests}\n"
-    with tempfile.TemporaryDirectory(prefix="synthgen-verify-") as tmp:
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"}
-        try:
-            done = subprocess.run([sys.executable, "-I", "-c", program], cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False, f"timed out after {timeout:g}s"
-    if done.returncode == 0:
+    result = run_python(f"{code}\n\n{tests}\n", limits=Limits(seconds=timeout))
+    if result.ok:
         return True, ""
-    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-    return False, _short(last, 160)
+    return False, _short(f"timed out after {timeout:g}s" if result.timed_out else result.reason(), 160)
