@@ -31,7 +31,7 @@ def test_prompt_logprobs_on_token_ids_score_exactly_the_answer_span(vllm_teacher
 
     reply = httpx.post(f"{url}/completions", trust_env=False, timeout=300, json={
         "model": vllm_teacher.model, "prompt": prompt + answer, "max_tokens": 1, "temperature": 0,
-        "prompt_logprobs": K})
+        "prompt_logprobs": K, "return_token_ids": True})
     assert reply.status_code == 200, reply.text
     choice = reply.json()["choices"][0]
     assert choice["prompt_token_ids"] == prompt + answer  # scored as sent: no re-tokenizing
