@@ -103,8 +103,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds (each runs both clients twice)")
     parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="one more `vllm serve` argument for the server started here "
+                             "(repeat; e.g. --serve-arg=--gpu-memory-utilization=0.9)")
     args = parser.parse_args()
-    args.tokenizer = args.tokenizer or str(bundled_hf_dir())
+    bundled = args.model == LOCAL_MODEL_NAME
+    args.tokenizer = args.tokenizer or (str(bundled_hf_dir()) if bundled else args.model)
 
     work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     seeds = [json.loads(line)["prompt"] for line in (ROOT / "data" / "seeds.jsonl").read_text().splitlines()]
@@ -114,8 +118,9 @@ def main() -> None:
     teacher = None
     if args.base_url is None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        teacher = launch_teacher("vllm", model=LOCAL_MODEL_NAME, max_model_len=args.max_model_len,
-                                 extra_args=["--no-enable-prefix-caching"], vllm_executable=args.vllm,
+        teacher = launch_teacher("vllm", model=args.model, max_model_len=args.max_model_len,
+                                 extra_args=["--no-enable-prefix-caching", *args.serve_arg],
+                                 vllm_executable=args.vllm,
                                  log_dir=work, announce=lambda m: print(m, file=sys.stderr))
         args.base_url = teacher.base_urls[0]
     root = args.base_url.rstrip("/").removesuffix("/v1")
