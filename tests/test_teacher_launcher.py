@@ -227,3 +227,15 @@ def test_child_killed_by_signal_is_named(fake_vllm: Path, monkeypatch) -> None:
 
     with pytest.raises(TeacherError, match="was killed by SIGSEGV before it became healthy"):
         launch_teacher("vllm", model="m", health_timeout=30, announce=kill_on_start)
+
+
+@pytest.mark.parametrize(("args", "mode"), [
+    ((), "raw"),  # vLLM's default: raw_logprobs
+    (("--logprobs-mode", "processed_logprobs"), "processed"),
+    (("--logprobs-mode=raw_logprobs",), "raw"),
+    (("--logprobs-mode", "raw_logits"), None),  # logits: not log-probabilities at all
+])
+def test_what_a_servers_logprobs_are_follows_its_logprobs_mode(args, mode) -> None:
+    from synthgen.teacher.vllm import logprobs_mode
+
+    assert logprobs_mode(args) == mode
