@@ -148,7 +148,8 @@ def main() -> None:
     sg_tok = statistics.median(r["tok_s"] for r in runs["synthgen"])
     print(f"\nmedian output tok/s: vllm bench serve {vllm_tok:.1f}, synthgen {sg_tok:.1f}, "
           f"ratio {sg_tok / vllm_tok:.3f}  ({args.prompts} prompts x {args.max_tokens} tokens, "
-          f"concurrency {args.concurrency}, {args.rounds} ABBA rounds)")
+          f"concurrency {args.concurrency}, {args.rounds} ABBA rounds; stores, results and the "
+          f"server's log in {work})")
     print(json.dumps({"args": {k: v for k, v in vars(args).items()}, "runs": runs}))
 
 
