@@ -5,10 +5,15 @@
 #   bench/vllm_gpu.sh Qwen/Qwen2.5-0.5B-Instruct
 #   REPLICAS=2 N=4 bench/vllm_gpu.sh Qwen/Qwen2.5-1.5B-Instruct
 #
-# Starts `synthgen teacher start --backend vllm` (REPLICAS servers, one GPU each),
-# answers every bundled seed prompt N times with top-5 logprobs, prints requests/s and
-# completion tokens/s from the store, and always stops the servers (trap on EXIT).
-# Knobs (environment): REPLICAS, N, MAX_TOKENS, CONCURRENCY, MAX_MODEL_LEN, GPU_MEM, DB.
+# 1. Starts `synthgen teacher start --backend vllm` (REPLICAS servers, one GPU each),
+#    answers every bundled seed prompt N times with top-5 logprobs, prints requests/s and
+#    completion tokens/s from the store, and always stops the servers (trap on EXIT).
+# 2. Then (COMPARE=1, the default) the comparison bench/vllm_client.py makes on a CPU, on
+#    one GPU server: vLLM's own client, `vllm bench serve`, and synthgen, back to back in
+#    ABBA order, the same prompts, max tokens (ignore_eos) and concurrency; it prints output
+#    tok/s of each and the ratio (bench/RESULTS.md, "synthgen against vLLM's own client").
+#    Knobs: CMP_PROMPTS (1024), CMP_TOKENS (256), CMP_CONCURRENCY (256), CMP_ROUNDS (2).
+# Knobs (environment): REPLICAS, N, MAX_TOKENS, CONCURRENCY, MAX_MODEL_LEN, GPU_MEM, DB, COMPARE.
 #
 # Dry run on a CPU machine (checks the script, not vLLM): put a `vllm` on PATH that runs
 # tests/fake_vllm.py (`exec python3 tests/fake_vllm.py "$@"`) and set SYNTHGEN_GPUS=2.
@@ -49,3 +54,11 @@ synthgen sql --db "$DB" "
          round(completion_tokens / s, 1) AS tokens_per_s,
          (SELECT count(DISTINCT endpoint) FROM corpus) AS endpoints_used
   FROM r"
+
+if [ "${COMPARE:-1}" = 1 ]; then
+    synthgen teacher stop --state-dir "$STATE" >/dev/null  # the GPU(s) for one compared server
+    python bench/vllm_client.py --vllm "$(command -v vllm)" --model "$MODEL" \
+        --prompts "${CMP_PROMPTS:-1024}" --max-tokens "${CMP_TOKENS:-256}" \
+        --concurrency "${CMP_CONCURRENCY:-256}" --rounds "${CMP_ROUNDS:-2}" \
+        --max-model-len "$MAX_MODEL_LEN" --serve-arg=--gpu-memory-utilization="$GPU_MEM"
+fi

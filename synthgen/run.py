@@ -35,15 +35,18 @@ from pydantic import ValidationError
 from . import store
 from .backends.http import HttpTransport
 from .backends.openai_batch import BatchClient
+from .backends.vllm_metrics import MetricsReader
 from .batch import records as batch_records
 from .batch.runner import BatchRunner, Settings
 from .config import GenerateConfig, describe_validation_error
 from .engine import adaptive
+from .engine.adaptive import AdaptiveConcurrency
 from .engine.core import FETCH_ROWS, Engine, raise_if_aborted
 from .engine.governor import build_governor
 from .engine.limiter import ConcurrencyLimit
 from .engine.preflight import check_teachers
 from .engine.progress import report, snapshot
+from .engine.server_queue import watch_queues
 from .errors import ConfigError, InputError, RunAborted, StoreWriteError
 from .fit import SchemaCheck
 from .plan import Planner, plan_counts
@@ -416,6 +419,7 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     limit = ConcurrencyLimit(concurrency)
     stats.limit = limit.limit
     governor = build_governor(cfg, transports, limit, stats)
+    queues = _watch_vllm_queues(transports, governor.adaptive, stats)
     writer = Writer(con.cursor(), run_id, cfg.flush_interval,
                     replace_failures=cfg.retry_failed, db=cfg.db).start()
     planner.start(stats)
@@ -435,9 +439,9 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     finally:
         planner.stop()
         await governor.aclose()
-        for task in (reporter, recorder):
+        for task in (reporter, recorder, queues):
             task.cancel()
-        await asyncio.gather(reporter, recorder, return_exceptions=True)
+        await asyncio.gather(reporter, recorder, queues, return_exceptions=True)
         writer.close()  # commits whatever is queued; raises StoreWriteError if it could not
         if writer.unstorable:
             reporting.warn(f"{len(writer.unstorable):,} answers held values no column could store; "
@@ -445,6 +449,20 @@ async def _drive(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: in
     if plan_failed is not None:
         raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
     return engine
+
+
+def _watch_vllm_queues(transports: list[HttpTransport], auto: AdaptiveConcurrency | None,
+                       stats: Stats) -> asyncio.Task[None]:
+    """With --concurrency auto, a task that reads the queue of every vLLM endpoint (known by
+    the preflight's GET /models) into the adaptive limit (engine/server_queue.py)."""
+    urls = [t.endpoint for t in transports if t.dialect == "vllm"] if auto is not None else []
+
+    async def watch() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            readers = [await stack.enter_async_context(MetricsReader(url)) for url in urls]
+            await watch_queues([r.read for r in readers], auto, stats)
+
+    return asyncio.create_task(watch())
 
 
 async def _drive_batches(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,

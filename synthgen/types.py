@@ -138,6 +138,10 @@ class Stats:
     price_in: float | None = None  # per million prompt tokens
     price_out: float | None = None  # per million completion tokens
     pacing: dict[str, float] = field(default_factory=dict)
+    # A vLLM teacher's own queue (its /metrics; --concurrency auto reads it): requests
+    # waiting there for a slot, and its fullest KV cache (0..1). None: not read.
+    server_waiting: float | None = None
+    server_kv: float | None = None
     window: RateWindow = field(default_factory=RateWindow, repr=False, compare=False)
 
     @property

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from teacher_server import TeacherServer
+from vllm_tier import vllm_bin, vllm_teacher  # noqa: F401  (the `vllm` tier's fixtures)
 
 
 @pytest.fixture

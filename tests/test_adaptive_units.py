@@ -88,3 +88,40 @@ def test_overload_cuts_once_per_burst_then_again_if_it_goes_on():
     for _ in range(30):  # a window's worth in all (70), with no answer in between
         ctl.overload()
     assert ctl.limit == 49
+
+
+def test_a_servers_queue_cuts_the_limit_by_what_waits_once_a_window():
+    """vLLM's /metrics (engine/server_queue.py): requests waiting there are "too much" before
+    any latency shows it; arrivals waiting for the next step are not."""
+    ctl = AdaptiveConcurrency(ConcurrencyLimit(1), initial=16)
+    ctl.server_load(1.0, 0.2)  # one arrival between steps: nothing to do
+    assert ctl.limit == 16 and ctl.slow_start and ctl.queue_cuts == 0
+    ctl.server_load(8.0, 0.3)  # 16 in flight, 8 run: 8 wait
+    assert ctl.limit == 11 and not ctl.slow_start  # by what waits, at most BACKOFF at once
+    ctl.server_load(8.0, 0.3)  # the same window: the same queue, seen again
+    assert ctl.limit == 11 and ctl.queue_cuts == 1
+    feed(ctl, 1, lambda _limit: 0.1)  # a window of answers after the cut: a new window
+    ctl.sending = 0
+    ctl.server_load(2.0, 0.4)  # 2 still wait: down to what runs
+    assert ctl.limit == 9 and ctl.queue_cuts == 2
+    feed(ctl, 1, lambda _limit: 0.1)
+    ctl.sending = 0
+    ctl.server_load(0.0, 0.97)  # nothing waits, but the KV cache is full: preemption is next
+    assert ctl.limit == 6 and ctl.queue_cuts == 3
+
+def test_server_load_is_read_from_vllm_metrics_text():
+    from synthgen.backends.vllm_metrics import metrics_url, parse_metrics
+
+    text = (
+        '# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n'
+        '# TYPE vllm:num_requests_waiting gauge\n'
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
+        'vllm:num_requests_waiting{engine="1",model_name="m"} 2.0\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 8.0\n'
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25\n'
+        'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.5\n'
+    )
+    load = parse_metrics(text)
+    assert load is not None and (load.waiting, load.running, load.kv_usage) == (5.0, 8.0, 0.5)
+    assert parse_metrics("# llama.cpp\nllamacpp:requests_processing 2\n") is None
+    assert metrics_url("http://u:p@host:8000/v1/?k=1") == "http://host:8000/metrics"

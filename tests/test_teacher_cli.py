@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from synthgen.cli.teacher import teacher
-from synthgen.teacher.process import pid_alive
+from synthgen.teacher.process import left_behind, pid_alive
 
 FAKE = Path(__file__).with_name("fake_vllm.py")
 
@@ -29,6 +30,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SYNTHGEN_GPUS", "2")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.3")
+    monkeypatch.delenv("SYNTHGEN_VLLM", raising=False)  # the stand-in, even where a real one is named
     return tmp_path
 
 
@@ -79,6 +81,34 @@ def test_start_status_stop_detached(env: Path) -> None:
     after = runner.invoke(teacher, ["status", *states])
     assert after.exit_code == 1 and "not running" in after.stdout
     assert runner.invoke(teacher, ["stop", *states]).exit_code == 0  # idempotent
+
+
+def test_stop_clears_the_workers_a_killed_server_left(env: Path, monkeypatch) -> None:
+    """A server SIGKILLed by someone else leaves its workers (vLLM's engine core) in its
+    process group: `stop` finds the group by the recorded pid and stops them too."""
+    monkeypatch.setenv("FAKE_VLLM_WORKER", "1")
+    runner = CliRunner()
+    states = ["--state-dir", str(env / "state")]
+    started = runner.invoke(teacher, ["start", "--backend", "vllm", "--model", "m", *states,
+                                      "--", "--logprobs-mode", "processed_logprobs"])
+    assert started.exit_code == 0, started.output
+    record = json.loads((env / "state" / "default.json").read_text())
+    assert record["logprobs_mode"] == "processed"  # `generate --teacher` records it
+    pid = record["servers"][0]["pid"]
+    log = Path(record["servers"][0]["log_path"])
+    deadline = time.monotonic() + 10
+    while "EngineCore pid=" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = int(log.read_text().split("EngineCore pid=")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_alive(worker) and left_behind(pid)
+    stopped = runner.invoke(teacher, ["stop", *states])
+    assert stopped.exit_code == 0 and "had died; stopped the workers it left" in stopped.stdout
+    while pid_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(worker) and not left_behind(pid)
 
 
 def test_start_failure_is_reported_and_nothing_recorded(env: Path, monkeypatch) -> None:

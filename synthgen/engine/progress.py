@@ -46,6 +46,8 @@ class Snapshot:
     tpm_limit: float | None = None
     learned_rps: float | None = None  # a pace learned from 429s (runs without --rpm)
     paused_s: float = 0.0  # a shared pause (429 / spent quota) still to sit out
+    server_waiting: float | None = None  # requests queued at a vLLM teacher (its /metrics)
+    server_kv: float | None = None  # its fullest KV cache, 0..1
     errors: dict[str, int] = field(default_factory=dict)  # failed attempts, by kind
     failures: dict[str, int] = field(default_factory=dict)  # requests filed as failed, by kind
     prompt_tokens: int = 0
@@ -87,6 +89,7 @@ def snapshot(stats: Stats, now: float | None = None) -> Snapshot:
         tpm=None if pt_s is None or ct_s is None else (pt_s + ct_s) * 60,
         rpm_limit=pacing.get("rpm_limit"), tpm_limit=pacing.get("tpm_limit"),
         learned_rps=pacing.get("learned_rps"), paused_s=pacing.get("paused_s", 0.0),
+        server_waiting=stats.server_waiting, server_kv=stats.server_kv,
         errors=_copy(stats.errors), failures=_copy(stats.failures),
         prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, cost=stats.cost,
     )
@@ -165,6 +168,9 @@ def fields_of(snap: Snapshot) -> list[tuple[str, str]]:
         out.append(("learned", f"paced {snap.learned_rps:.2f}/s (429s)"))
     if snap.paused_s > 0:
         out.append(("paused", f"paused {snap.paused_s:.0f}s"))
+    if snap.server_waiting is not None:
+        kv = f", KV cache {snap.server_kv:.0%}" if snap.server_kv is not None else ""
+        out.append(("server_queue", f"server queue {snap.server_waiting:.0f}{kv}"))
     failed = f"failed {snap.failed:,}"
     if snap.failures:
         failed += f" ({kinds(snap.failures)})"

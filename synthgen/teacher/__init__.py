@@ -6,6 +6,10 @@
     with start_teacher("vllm", model="Qwen/Qwen2.5-7B-Instruct", replicas=2) as t:
         ...                                      # two `vllm serve`, one GPU each
 
+    with start_teacher("vllm", model=LOCAL_MODEL_NAME) as t:
+        ...                                      # the bundled teacher on vLLM (its CPU
+                                                 # engine where no GPU is)
+
 The servers run on free loopback ports, log to files named on stderr, and are
 stopped (SIGTERM, then SIGKILL, whole process group) when the block exits for
 any reason, Ctrl-C and SIGTERM included.
@@ -32,7 +36,8 @@ from .process import (
     sigterm_as_interrupt,
     stop_all,
 )
-from .vllm import VllmOptions, vllm_servers
+from .vllm import VllmOptions, find_vllm, on_cpu, vllm_servers
+from .vllm_cpu import bundled_hf_dir, is_bundled
 
 __all__ = [
     "BACKENDS",
@@ -125,7 +130,7 @@ def launch_teacher(
     max_model_len: int | None = None,
     served_model_name: str | None = None,
     extra_args: Sequence[str] = (),
-    vllm_executable: str = "vllm",
+    vllm_executable: str | None = None,
     health_timeout: float | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE_S,
     log_dir: Path | None = None,
@@ -136,6 +141,8 @@ def launch_teacher(
 
     The caller owns the result and must `stop()` it; prefer `start_teacher`.
     `detached` servers are meant to outlive this process (`teacher start`).
+    `vllm_executable` is `--vllm`: the `vllm` to run or its venv (default: $SYNTHGEN_VLLM,
+    else PATH).
     """
     logs = Path(log_dir) if log_dir else default_log_dir()
     model_path: str | None = None
@@ -158,9 +165,16 @@ def launch_teacher(
         hint: int | None = 2 * local.parallel
     elif backend == "vllm":
         if not model:
-            raise TeacherError("--backend vllm needs --model (a Hugging Face id or a local path)")
+            raise TeacherError(
+                f"--backend vllm needs --model (a Hugging Face id, a local path, or {LOCAL_MODEL_NAME} "
+                "for the bundled teacher)")
+        executable = find_vllm(vllm_executable)
+        served_path = model
+        if is_bundled(model):  # vLLM serves its Hugging Face copy, under the same name
+            served_path = str(bundled_hf_dir(announce))
+            served_model_name = served_model_name or model
         options = VllmOptions(
-            model=model,
+            model=served_path,
             replicas=replicas,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -168,9 +182,12 @@ def launch_teacher(
             served_model_name=served_model_name,
             port=port,
             extra_args=tuple(extra_args),
-            executable=vllm_executable,
+            executable=executable,
         )
-        servers = vllm_servers(options, logs)
+        servers = vllm_servers(options, logs, executable)
+        if announce and on_cpu():
+            announce("no NVIDIA GPU: running vLLM's CPU engine (float32, eager, a 2 GiB KV cache "
+                     "per replica unless set; see docs/teacher.md)")
         served = served_model_name or model
         hint = None
     else:

@@ -265,6 +265,13 @@ def stop_process_group(
     raise TeacherError(f"process group {pid} survived SIGKILL")
 
 
+def left_behind(pid: int) -> bool:
+    """Whether the session leader `pid` is gone but members of its process group still run
+    (a server killed with SIGKILL leaves vLLM's engine-core workers). Linux never reuses a
+    pid while it names a live process group, so that group is still the server's."""
+    return not pid_alive(pid) and _group_alive(pid)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -12,12 +12,24 @@ inspected through Ray (synthgen.cluster), never by pid.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .process import pid_alive
+from .process import left_behind, pid_alive
+
+
+def started_before_boot(started_at: str) -> bool | None:
+    """Whether an ISO time is before this machine's last boot (None: unknown, no /proc)."""
+    try:
+        fields = dict(line.split(None, 1) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime "))
+        booted = float(fields["btime"])
+        return dt.datetime.fromisoformat(started_at).timestamp() < booted
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 @dataclass
@@ -27,6 +39,11 @@ class ServerRecord:
     base_url: str
     health_url: str
     log_path: str
+
+    def orphans(self, started_at: str) -> bool:
+        """True when this server's leader died and left workers in its process group (a
+        record from before the last boot never does: its pids mean nothing now)."""
+        return started_before_boot(started_at) is False and left_behind(self.pid)
 
     def running(self) -> bool:
         """True when the recorded pid is alive and is still our server."""
@@ -52,6 +69,9 @@ class TeacherRecord:
     actors: list[str] = field(default_factory=list)
     # The GGUF a local server serves (its file size is what `synthgen compare` reports).
     model_path: str | None = None
+    # What its logprobs are ("raw", "processed"; None: unknown or logits), so that
+    # `generate --teacher NAME` records the right --logprobs-mode without being told.
+    logprobs_mode: str | None = None
 
     @property
     def base_urls(self) -> list[str]:

