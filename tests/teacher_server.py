@@ -12,7 +12,8 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 `trunc` (body cut short of its Content-Length), `badjson` (200 with a broken body),
 `hang` (sleeps past any sane timeout), `errorbody` (200 whose body is an error object),
 `nullcontent` (content null, nothing else), `toolcall` / `refusal` (content null with
-tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). Global knobs:
+tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `#finish=length`
+in a prompt answers it with finish_reason "length" (cut by max_tokens). Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
 503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
 
@@ -188,7 +189,9 @@ class TeacherServer:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.reasoning_field:
             message[self.reasoning_field] = think(prompt)
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
+        cut = "#finish=length" in prompt  # an answer cut by max_tokens
+        choice: dict[str, Any] = {"index": 0, "message": message,
+                                  "finish_reason": "length" if cut else "stop"}
         if body.get("logprobs"):
             k = body.get("top_logprobs") or 0
             choice["logprobs"] = {"content": [

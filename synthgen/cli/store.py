@@ -13,7 +13,7 @@ import orjson
 from .. import store
 from ..errors import StoreError
 from ..store.export import FORMATS
-from ..store.export import export as export_corpus
+from ..store.export import write as write_export
 from ..store.readonly import read_statements
 from ..store.status import status_and_stages
 
@@ -172,20 +172,41 @@ def _stages(stages: list[dict]) -> None:
 @DB
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="FILE.jsonl or FILE.parquet")
-@click.option("--where", help="SQL condition over the corpus view, e.g. \"finish_reason = 'stop'\" "
-                              "(over the pairs with --format preference).")
+@click.option("--where", help="SQL condition over the rows written: corpus's columns, and after a recipe "
+                              "the stage's own (score >= 7) and its keep decision (kept, removed_by); "
+                              "over the pairs with --format preference.")
+@click.option("--stage", help="The kept rows of this recipe stage [default: the last stage of the "
+                              "recipe run last; a judge stage's are the rows it rated, with its score].")
 @click.option("--all-plans", is_flag=True,
-              help="Every answer in the store, not only the latest plan's (the last input run).")
+              help="Every answer in the store, not only the latest plan's or recipe's.")
+@click.option("--include-truncated", is_flag=True,
+              help="Also the answers cut by max_tokens (finish_reason 'length'), left out by default: "
+                   "a student trained on them learns to stop mid-sentence.")
+@click.option("--include-removed", is_flag=True,
+              help="Also the stage's rows its keep removed, with kept, removed_by and removed_detail.")
+@click.option("--allow-empty", is_flag=True,
+              help="Write an empty file (exit 0) when no row matches, instead of saying why and "
+                   "exiting 1.")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
               help="messages: the conversation; prompt-completion: TRL trains only the answer; "
                    "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
-def export(db: Path, out: Path, where: str | None, all_plans: bool, fmt: str) -> None:
+def export(db: Path, out: Path, where: str | None, stage: str | None, all_plans: bool,
+           include_truncated: bool, include_removed: bool, allow_empty: bool, fmt: str) -> None:
     """Write one chat-format row per answer (messages + assistant answer + metadata).
 
-    By default the answers of the latest plan: an answer to a prompt since edited in the
-    input is not exported (--all-plans exports it too).
+    After `synthgen run RECIPE`: the kept rows of its last stage (--stage NAME for
+    another). Otherwise the answers of the latest plan: an answer to a prompt since
+    edited in the input is not exported (--all-plans exports it too). Answers cut by
+    max_tokens are left out unless --include-truncated.
     """
-    count = export_corpus(db, out, where, all_plans=all_plans, format=fmt)
-    scope = ("" if all_plans or fmt == "preference" else
-             " (the latest plan; --all-plans for every answer in the store)")
-    click.echo(f"wrote {count:,} {'pairs' if fmt == 'preference' else 'rows'} to {out}{scope}", err=True)
+    done = write_export(db, out, where, all_plans=all_plans, format=fmt, stage=stage,
+                        include_truncated=include_truncated, include_removed=include_removed,
+                        allow_empty=allow_empty)
+    left = []
+    if done.truncated:
+        left.append(f"{done.truncated:,} cut by max_tokens (--include-truncated)")
+    if done.removed and include_removed is False and fmt != "preference":
+        left.append(f"{done.removed:,} removed by the stage's keep (--include-removed)")
+    noun = "pairs" if fmt == "preference" else "rows"
+    click.echo(f"wrote {done.rows:,} {noun} to {out}: {done.what}"
+               + (f"; left out: {', '.join(left)}" if left else ""), err=True)

@@ -60,10 +60,26 @@ def rows_sql(stage: str, plan_key: str | None, input_sql: str | None, input_colu
 
 
 def view_sql(stage: str, columns: dict[str, str]) -> str:
+    """The stage's view: its kept rows, corpus's columns, parent_request_id, its columns."""
+    return f'CREATE OR REPLACE VIEW "{stage}" AS {_with_columns(_settled(stage, False), columns)}'
+
+
+def decided_rows_sql(stage: str, columns: dict[str, str]) -> str:
+    """Every row of a settled stage, kept or not, as its view has them, with its keep
+    decision: `kept`, `removed_by` (the rule) and `removed_detail`."""
+    return _with_columns(_settled(stage, True), columns)
+
+
+def _settled(stage: str, every_row: bool) -> str:
+    decision = ", m.kept, m.rule AS removed_by, m.detail AS removed_detail" if every_row else ""
+    which = "" if every_row else " AND m.kept"
+    return (f"SELECT c.*, m.parent_request_id{decision} FROM corpus c JOIN stage_rows m "
+            f"ON m.request_id = c.request_id WHERE m.stage = '{stage}'{which}")
+
+
+def _with_columns(rows: str, columns: dict[str, str]) -> str:
     extra = "".join(f", ({expr}) AS {name}" for name, expr in columns.items())
-    return (f'CREATE OR REPLACE VIEW "{stage}" AS SELECT *{extra} FROM ('
-            "SELECT c.*, m.parent_request_id FROM corpus c JOIN stage_rows m ON m.request_id = c.request_id "
-            f"WHERE m.stage = '{stage}' AND m.kept) AS s")
+    return f"SELECT *{extra} FROM ({rows}) AS s"
 
 
 def settle(con: duckdb.DuckDBPyConnection, stage: str, columns: dict[str, str],
@@ -104,7 +120,8 @@ def settle(con: duckdb.DuckDBPyConnection, stage: str, columns: dict[str, str],
 
 
 STATUS_SQL = """
-SELECT s.recipe, s.position, s.stage, s.status, s.plan_key, s.rows, s.kept,
+SELECT s.recipe, s.position, s.stage, s.status, s.plan_key, s.rows, s.kept, s.updated_at,
+       coalesce(s.spec->>'judge' = 'true', false) AS judge,
        CASE WHEN s.plan_key IS NULL THEN s.rows ELSE (
            SELECT count(*) FROM plan_requests p WHERE p.plan_key = s.plan_key) END AS planned,
        CASE WHEN s.plan_key IS NULL THEN s.rows ELSE (
@@ -123,7 +140,8 @@ FROM stages s ORDER BY s.recipe, s.position
 
 def status(con: Any) -> list[dict[str, Any]]:
     """One dict per stage (live reads too): recipe, position, stage, status, planned,
-    answered, failed, rows, kept (None until settled) and removed ({rule: count})."""
+    answered, failed, rows, kept (None until settled), removed ({rule: count}), judge
+    (its rows are verdicts on the rows they came from) and updated_at."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "stages" not in tables:
         return []
