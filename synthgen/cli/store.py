@@ -15,6 +15,7 @@ from ..errors import StoreError
 from ..store.export import FORMATS
 from ..store.export import write as write_export
 from ..store.readonly import read_statements
+from ..store.stages import funnel_text
 from ..store.status import status_and_stages
 
 DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -161,11 +162,7 @@ def _stages(stages: list[dict]) -> None:
         if s["recipe"] != recipe:
             recipe = s["recipe"]
             click.echo(f"recipe {recipe}")
-        kept = "not settled yet" if s["kept"] is None else f"{s['kept']:,} kept"
-        removed = ", ".join(f"{rule} {n:,}" for rule, n in s["removed"].items())
-        click.echo(f"  stage {s['position']} {s['stage']}: {s['planned']:,} planned, "
-                   f"{s['answered']:,} answered, {s['failed']:,} failed, {kept}"
-                   + (f" (removed: {removed})" if removed else ""))
+        click.echo(f"  stage {s['position']} {s['stage']}: {funnel_text(s)}")
 
 
 @click.command()

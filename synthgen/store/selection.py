@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from ..errors import ConfigError, StoreError
 from . import stages as stage_store
 
@@ -104,10 +102,9 @@ def stage_selection(con: Any, stage: dict[str, Any], why: str = "",
         raise StoreError(f"export: stage {name} (recipe {stage['recipe']}) has not finished: it was "
                          "interrupted or is running; run the recipe again to finish it, or export an "
                          "earlier stage with --stage NAME")
-    spec = _spec(con, name)
-    columns = spec.get("columns") or {}
+    columns = stage_store.stage_columns(con, name)
     rows = stage_store.decided_rows_sql(name, columns)
-    if spec.get("judge"):
+    if stage["judge"]:
         picked = "".join(f', j."{c}"' for c in columns)
         sql = (f"SELECT p.*, j.request_id AS judged_by, j.kept, j.removed_by, j.removed_detail{picked} "
                f"FROM ({rows}) AS j JOIN corpus p ON p.request_id = j.parent_request_id")
@@ -122,10 +119,6 @@ def stage_selection(con: Any, stage: dict[str, Any], why: str = "",
     return Selection(sql, f"{what} (recipe {stage['recipe']}{why})", name, extra, stage["removed"])
 
 
-def _spec(con: Any, stage: str) -> dict[str, Any]:
-    [(spec,)] = con.execute("SELECT spec FROM stages WHERE stage = ?", [stage]).fetchall()
-    data = orjson.loads(spec) if isinstance(spec, str | bytes) else spec
-    return data if isinstance(data, dict) else {}
 
 
 def filtered(sel: Selection, where: str | None, include_truncated: bool = False,

@@ -5,7 +5,9 @@ decisions, and the view named after it.
     rows_sql()   every row of a stage: corpus's columns, parent_request_id, its columns
     settle()     one transaction: the stage's rows and why each was kept or removed, its
                  pass rates and preference pairs, its counts, and its view (kept rows)
-    status()     per stage: planned, answered, failed, rows, kept
+    status()     per stage: planned, answered, failed, rows, kept (and funnel_text(): in words)
+    judged_scores_sql(), verdicts_sql()   a judge stage's scores joined to the rows it
+                 rated, and its own rows (verdicts, which are not answers to count)
 
 Settling replaces everything the stage had, so a stage settled again after a kill (or with
 other settings) holds exactly what its rows say now. Nothing here knows what a filter is.
@@ -153,3 +155,45 @@ def status(con: Any) -> list[dict[str, Any]]:
         item["removed"] = {r["rule"]: r["n"] for r in item["removed"] or []}
         out.append(item)
     return out
+
+
+def funnel_text(s: dict[str, Any]) -> str:
+    """A stage's funnel in words, as `status`, the report and the viewer all say it."""
+    kept = "not settled yet" if s["kept"] is None else f"{s['kept']:,} kept"
+    removed = ", ".join(f"{rule} {n:,}" for rule, n in s["removed"].items())
+    return (f"{s['planned']:,} planned, {s['answered']:,} answered, {s['failed']:,} failed, {kept}"
+            + (f" (removed: {removed})" if removed else ""))
+
+
+def judged_scores_sql(con: Any, stages: list[dict[str, Any]]) -> str | None:
+    """(request_id, score): the mean score the judge stages gave each row they rated (a
+    verdict its keep removed rated the row too), from each judge stage's `score` column;
+    None where no judge stage has one."""
+    parts = []
+    for s in stages:
+        if not s["judge"] or s["kept"] is None:
+            continue
+        columns = stage_columns(con, s["stage"])
+        if "score" in columns:
+            parts.append(f"SELECT parent_request_id, TRY_CAST(score AS DOUBLE) AS score "
+                         f"FROM ({decided_rows_sql(s['stage'], columns)}) AS j")
+    if not parts:
+        return None
+    return ("SELECT parent_request_id AS request_id, avg(score) AS score FROM ("
+            + " UNION ALL ".join(parts) + ") AS v WHERE parent_request_id IS NOT NULL GROUP BY 1")
+
+
+def verdicts_sql(stages: list[dict[str, Any]]) -> str | None:
+    """The request ids of the judge stages' own rows (verdicts, not answers); None: none."""
+    names = [s["stage"] for s in stages if s["judge"]]
+    if not names:
+        return None
+    listed = ", ".join(f"'{n}'" for n in names)  # stage names are [a-z][a-z0-9_]*
+    return f"SELECT request_id FROM stage_requests WHERE stage IN ({listed})"
+
+
+def stage_columns(con: Any, stage: str) -> dict[str, str]:
+    """The stage's own `columns` (name -> SQL expression), as its recipe gave them."""
+    row = con.execute("SELECT spec->'columns' FROM stages WHERE stage = ?", [stage]).fetchone()
+    value = orjson.loads(row[0]) if row and isinstance(row[0], str | bytes) else (row[0] if row else None)
+    return value if isinstance(value, dict) else {}
