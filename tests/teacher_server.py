@@ -15,7 +15,8 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `#finish=length`
 in a prompt answers it with finish_reason "length" (cut by max_tokens). Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
-503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
+503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend
+checks; `answered_at` holds the time each answer was sent.
 
 Structured output: a request that carries a JSON schema (in any server's form) is answered
 `{"answer": "ANSWER[...]", "words": N}`, unless the prompt scripts a misfit per attempt:
@@ -31,6 +32,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -94,6 +96,7 @@ class TeacherServer:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.keep_bodies = True
+        self.answered_at: list[float] = []  # time.time() of every answer (not faults) sent
         self.urls: list[str] = []  # path and query of every chat request
         self.redirect_to = ""
         self.reasoning_field: str | None = None
@@ -177,7 +180,9 @@ class TeacherServer:
                 fault = kinds[attempt - 1]
         if fault is not None:
             return await self._fault(request, fault)
-        return web.json_response(self._completion(body, prompt, attempt))
+        response = web.json_response(self._completion(body, prompt, attempt))
+        self.answered_at.append(time.time())
+        return response
 
     def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:
         text = answer(prompt, body.get("seed"))
