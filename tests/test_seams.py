@@ -220,3 +220,24 @@ def test_the_generate_path_imports_neither_torch_nor_the_openai_sdk(teacher, tmp
                             capture_output=True, text=True, env=clean_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"the generate path imported: {result.stdout}"
+
+
+def test_install_hints_name_this_synthgens_own_source(monkeypatch):
+    """`pip install 'synthgen[x]'` installs an unrelated PyPI project: every hint is
+    hints.pip_install's, which names where this synthgen came from."""
+    from synthgen.errors import ConfigError
+    from synthgen.hints import pip_install
+    from synthgen.recipes.filters import dedup, verify
+    from synthgen.report import require_matplotlib
+
+    spelled = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+               if path.name != "hints.py" and "pip install 'synthgen[" in path.read_text()]
+    assert spelled == []
+    for module, extra, call in (("matplotlib", "report", require_matplotlib),
+                                ("datasketch", "recipes", lambda: dedup.near_duplicates(
+                                    [("a", "x y z")], {"candidates": None, "threshold": 0.9, "num_perm": 8})),
+                                ("math_verify", "recipes", lambda: verify._math("1", "1"))):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert pip_install(extra) in str(caught.value), caught.value

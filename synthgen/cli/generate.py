@@ -10,7 +10,7 @@ import click
 import orjson
 
 from ..config import NOT_SENT, build_config, load_config_file
-from ..errors import ConfigError, InputError, RunAborted
+from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
 from ..run import RunSummary
 from ..run import generate as run_generate
@@ -150,7 +150,10 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
     if overrides["verbose"] == 0:
         overrides["verbose"] = None
     if not file_values.get("db") and not overrides.get("db"):
-        raise ConfigError("--db is required (the DuckDB file to write)")
+        # said as click says it for every other command (--db may come from --config here,
+        # so click cannot require it itself)
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "db"))
     if teacher_name is not None:
         _use_recorded_teacher(overrides, file_values, teacher_name, teacher_state_dir)
     if (ray_address is None) != (shards is None):

@@ -73,12 +73,24 @@ def _print(cur, fmt: str, max_rows: int) -> None:
         while rows := cur.fetchmany(4096):
             out.writerows([_cell(v) for v in r] for r in rows)
     elif fmt == "jsonl":
+        # a JSON column (messages, metadata, params, json...) is JSON in the line, not a
+        # string of JSON inside it
+        parsed = [str(d[1]) == "JSON" for d in cur.description]
         while rows := cur.fetchmany(4096):
             for r in rows:
-                record = dict(zip(cols, r, strict=True))
+                record = {c: _parsed(v) if j else v for c, v, j in zip(cols, r, parsed, strict=True)}
                 sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
     else:
         _table(cols, cur.fetchmany(max_rows + 1), max_rows)
+
+
+def _parsed(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
 
 
 def _cell(value: object) -> object:
@@ -87,17 +99,42 @@ def _cell(value: object) -> object:
     return value
 
 
+# A column narrower than this shows nothing readable: more columns than fit at this width
+# are printed as records, one `column  value` line each (as psql's \x does).
+MIN_COLUMN = 12
+
+
 def _table(cols: list[str], rows: list[tuple], max_rows: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*cols, show_lines=False)
-    for row in rows[:max_rows]:
-        table.add_row(*(_short(v) for v in row))
     console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table)
+    if len(cols) * MIN_COLUMN > console.width:
+        _records(console, cols, rows[:max_rows])
+    else:
+        table = Table(*cols, show_lines=False)
+        for row in rows[:max_rows]:
+            table.add_row(*(_short(v) for v in row))
+        console.print(table)
     if len(rows) > max_rows:
         console.print(f"(first {max_rows} rows shown; use --max-rows or --format csv for more)")
+
+
+def _records(console, cols: list[str], rows: list[tuple]) -> None:
+    """Each row as a block of `column  value` lines, a value cut to the line: a table of
+    this many columns would cut every one of them to a few letters."""
+    from rich.text import Text
+
+    name = max(len(c) for c in cols)
+    room = max(20, console.width - name - 2)
+    for i, row in enumerate(rows, 1):
+        console.print(Text(f"-[ row {i} ]" + "-" * max(0, min(console.width, 60) - 11), style="dim"))
+        for col, value in zip(cols, row, strict=True):
+            console.print(Text(f"{col.ljust(name)}  {_short(value, room)}"), no_wrap=True,
+                          overflow="ellipsis")
+    if rows:
+        console.print(Text(f"({len(cols)} columns shown as records; --format jsonl or csv prints them whole)",
+                           style="dim"))
 
 
 def _short(value: object, limit: int = 200) -> str:
