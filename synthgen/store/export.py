@@ -130,8 +130,8 @@ def write(db: str | Path, out: str | Path, where: str | None = None, all_plans: 
 
 
 def export_query(con: Any, format: str, where: str | None = None, all_plans: bool = False,
-         stage: str | None = None, include_truncated: bool = False,
-         include_removed: bool = False) -> Query:
+                 stage: str | None = None, include_truncated: bool = False,
+                 include_removed: bool = False) -> Query:
     """What `format` writes from this store, and why it would be nothing (`Query.empty`)."""
     if format not in FORMATS:
         raise ConfigError(f"export: format {format!r}: use one of {', '.join(FORMATS)}")
@@ -165,12 +165,13 @@ def _pairs(con: Any, where: str | None, stage: str | None) -> Query:
     on_stage = "TRUE" if stage is None else "stage = '" + stage.replace("'", "''") + "'"
     sql = PAIRS_SQL.format(where=where or "TRUE", stage=on_stage)
     [(total,)] = con.execute(f"SELECT count(*) FROM preference_pairs WHERE {on_stage}").fetchall()
+    what = f"the preference pairs of stage {stage}" if stage else "the preference pairs of every stage"
     if not total:
         of = f" of stage {stage}" if stage else ""
-        return Query(sql, what="preference pairs", empty=f"the store has no preference pairs{of}; {made}")
+        return Query(sql, what=what, empty=f"the store has no preference pairs{of}; {made}")
     [(matched,)] = _run(lambda: con.execute(f"SELECT count(*) FROM ({sql}) AS x").fetchall())
     empty = "" if matched else f"--where {where!r} matched none of the {total:,} preference pairs"
-    return Query(sql, what="preference pairs", empty=empty)
+    return Query(sql, what=what, empty=empty)
 
 
 def _run(query: Any) -> Any:
