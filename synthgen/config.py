@@ -15,6 +15,15 @@ from .errors import ConfigError
 from .types import SCHEMA_KEY
 from .urls import looks_secret, normalize_base_url, strip_credentials
 
+# What every request carries unless told otherwise (None: not sent, the server's own).
+# Sent explicitly because servers' defaults differ (llama.cpp's GGUF: 0.8 / 0.95 and no
+# length limit; vLLM without --max-tokens runs an answer to the context length). Changing
+# one changes every request id: a store planned without them is planned again.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+DEFAULT_MAX_TOKENS = 1024
+NOT_SENT = "none"  # what the flags and config files take for "send no value"
+
 # Fields that shape the request itself: a change to any of them makes new request ids.
 REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body",
                   "response_schema")
@@ -45,9 +54,9 @@ class GenerateConfig(BaseModel):
 
     # sampling (these shape request ids)
     n: int = Field(default=1, ge=1, le=1024)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=DEFAULT_TEMPERATURE, ge=0, le=2)
+    top_p: float | None = Field(default=DEFAULT_TOP_P, gt=0, le=1)
+    max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -126,6 +135,11 @@ class GenerateConfig(BaseModel):
     @classmethod
     def _load_schema(cls, value: Any) -> Any:
         return load_schema(value)
+
+    @field_validator("temperature", "top_p", "max_tokens", mode="before")
+    @classmethod
+    def _not_sent(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == NOT_SENT else value
 
     @field_validator("stop", mode="before")
     @classmethod

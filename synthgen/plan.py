@@ -102,9 +102,8 @@ def fingerprint(cfg: GenerateConfig) -> tuple[str, bool]:
     the tables behind a query may have changed)."""
     if cfg.input_sql is not None:
         return "sql:" + hashlib.blake2b(cfg.input_sql.encode(), digest_size=16).hexdigest(), False
+    require_input(cfg)
     assert cfg.input is not None
-    if not cfg.input.is_file():
-        raise ConfigError(f"input: {cfg.input}: no such file")
     h = hashlib.blake2b(digest_size=16)
     with cfg.input.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -112,12 +111,19 @@ def fingerprint(cfg: GenerateConfig) -> tuple[str, bool]:
     return "file:" + h.hexdigest(), True
 
 
+def require_input(cfg: GenerateConfig) -> None:
+    """An input file that is not there is refused here, naming it."""
+    if cfg.input is not None and not cfg.input.is_file():
+        raise ConfigError(f"input: {cfg.input}: no such file")
+
+
 class Planner:
     """One plan of one run: `validate()`, then `start()` and read `pending()`; `join()`."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, run_id: int,
-                 template: Template | None):
+                 template: Template | None, checked: tuple[str, int] | None = None):
         self.con = con
+        self.checked = checked  # (fingerprint, requests): an input validated before the run
         self.cfg = cfg
         self.run_id = run_id
         self.template = template
@@ -172,28 +178,17 @@ class Planner:
     def validate(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Read the whole input once with the planner's own rules; raise InputError naming
         the bad lines (unless --skip-invalid). Nothing is written. False when `should_stop`
-        said so (a signal) before the end."""
+        said so (a signal) before the end. An input `checked` already (precheck.py: the same
+        file, by its content hash) is not read again."""
         if self.reused:
             return True
-        bad = Problems()
-        valid = 0
-        for line, fields in self.rows(self.con):
-            if line % 4096 == 0 and should_stop():
-                return False
-            try:
-                if isinstance(fields, BadRow):
-                    raise fields
-                messages_of(fields, self.template)
-            except BadRow as exc:
-                raw = "" if isinstance(fields, BadRow) else canonical(fields).decode()[:2000]
-                bad.add(line, str(exc), raw)
-                continue
-            valid += 1
-            if self.cfg.limit is not None and valid >= self.cfg.limit:
-                break
-        if bad.count and not self.cfg.skip_invalid:
-            raise InputError(_problem_message(self.cfg, bad.shown, bad.count), bad.shown, bad.count)
-        self.expected = valid * self.cfg.n
+        if self.checked is not None and self.checked[0] == self.fingerprint:
+            self.expected = self.checked[1]
+            return True
+        expected = check_rows(self.rows(self.con), self.cfg, self.template, should_stop)
+        if expected is None:
+            return False
+        self.expected = expected
         return True
 
     def plan_all(self) -> Plan:
@@ -359,6 +354,31 @@ def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, re
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
+
+
+def check_rows(rows: Iterator[tuple[int, Any]], cfg: GenerateConfig, template: Template | None,
+               should_stop: Callable[[], bool] = lambda: False) -> int | None:
+    """Every row through the planner's own rules: the requests the valid rows make, or
+    InputError naming the bad lines (unless --skip-invalid); None if `should_stop` said so."""
+    bad = Problems()
+    valid = 0
+    for line, fields in rows:
+        if line % 4096 == 0 and should_stop():
+            return None
+        try:
+            if isinstance(fields, BadRow):
+                raise fields
+            messages_of(fields, template)
+        except BadRow as exc:
+            raw = "" if isinstance(fields, BadRow) else canonical(fields).decode()[:2000]
+            bad.add(line, str(exc), raw)
+            continue
+        valid += 1
+        if cfg.limit is not None and valid >= cfg.limit:
+            break
+    if bad.count and not cfg.skip_invalid:
+        raise InputError(_problem_message(cfg, bad.shown, bad.count), bad.shown, bad.count)
+    return valid * cfg.n
 
 
 def _source(cfg: GenerateConfig) -> str:

@@ -32,12 +32,8 @@ import duckdb
 import orjson
 from pydantic import ValidationError
 
-from . import store
-from .backends.http import HttpTransport
-from .backends.openai_batch import BatchClient
-from .backends.vllm_metrics import MetricsReader
+from . import precheck, store
 from .batch import records as batch_records
-from .batch.runner import BatchRunner, Settings
 from .config import GenerateConfig, describe_validation_error
 from .engine import adaptive
 from .engine.adaptive import AdaptiveConcurrency
@@ -57,6 +53,8 @@ from .store.writer import Writer
 from .types import Stats
 
 if TYPE_CHECKING:
+    from .backends.http import HttpTransport
+    from .backends.openai_batch import BatchClient
     from .inputs.templates import Template
 
 log = logging.getLogger("synthgen")
@@ -141,9 +139,32 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     elif options:
         config = config.model_copy(update=options)
     reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep)
+    template = prompt_template
+    if template is None and config.template and config.given_plan is None:  # a given plan is rendered
+        from .inputs.templates import load_template
+
+        template = load_template(config.template, config.prompts_dir)
+    # The input and its lines, before a teacher is started or a store created (precheck.py)
+    local = not config.base_urls
+    stop = _StopFlag()
+    with stop.handling():
+        checked = precheck.check(config, template, _local_model if local else None, stop.is_set)
+    if checked is None:  # a signal while the input was read: nothing was started or stored
+        raise KeyboardInterrupt
+    if local and checked.finished:  # a finished store: nothing to send, no teacher to start
+        update = {"model": _local_model(), "logprobs_mode": config.logprobs_mode or "raw",
+                  "skip_preflight": True}
+        return _generate(config.model_copy(update=update), reporting, template, checked)
     given = "concurrency" in config.model_fields_set
     with teacher_settings(config.base_urls, config.threads, given) as update:
-        return _generate(config.model_copy(update=update), reporting, prompt_template)
+        return _generate(config.model_copy(update=update), reporting, template, checked)
+
+
+def _local_model() -> str:
+    """The name the bundled teacher serves (part of every request id sent to it)."""
+    from .teacher.local import MODEL_NAME
+
+    return MODEL_NAME
 
 
 @contextlib.contextmanager
@@ -207,18 +228,15 @@ def plan_only(cfg: GenerateConfig) -> RunSummary:
             con.close()
 
 
-def _generate(cfg: GenerateConfig, reporting: _Reporting, template: Template | None = None) -> RunSummary:
-    if template is None and cfg.template and cfg.given_plan is None:  # a given plan is rendered
-        from .inputs.templates import load_template
-
-        template = load_template(cfg.template, cfg.prompts_dir)
+def _generate(cfg: GenerateConfig, reporting: _Reporting, template: Template | None = None,
+              checked: precheck.Checked | None = None) -> RunSummary:
     api_key = os.environ.get(cfg.api_key_env) or None
     if api_key is None and "api_key_env" in cfg.model_fields_set:
         raise ConfigError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set "
                           "(or empty); export it, or leave --api-key-env out for a server without keys")
     stop = _StopFlag()
     with stop.handling():
-        return asyncio.run(_with_teachers(cfg, template, api_key, reporting, stop))
+        return asyncio.run(_with_teachers(cfg, template, api_key, reporting, stop, checked))
 
 
 class _StopFlag:
@@ -253,7 +271,13 @@ class _StopFlag:
 
 
 async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
-                         reporting: _Reporting, stop: _StopFlag) -> RunSummary:
+                         reporting: _Reporting, stop: _StopFlag,
+                         checked: precheck.Checked | None = None) -> RunSummary:
+    # aiohttp is imported here, not with this module: a run refused before it sends (a
+    # missing input) is refused in the time Python takes to start, not aiohttp's 0.2 s more
+    from .backends.http import HttpTransport
+    from .backends.openai_batch import BatchClient
+
     async with contextlib.AsyncExitStack() as stack:
         transports = [await stack.enter_async_context(
             HttpTransport(url, cfg.model or "", api_key, cfg.timeout)) for url in cfg.base_urls]
@@ -273,7 +297,8 @@ async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
                                "received but could not write")
             if not cfg.batch:
                 _warn_batches_in_flight(con, cfg, reporting)
-            return await _with_store(con, cfg, template, transports, reporting, stop, client)
+            return await _with_store(con, cfg, template, transports, reporting, stop, client,
+                                     checked.validated if checked else None)
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.close()
@@ -290,12 +315,13 @@ def _warn_batches_in_flight(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig,
 
 async def _with_store(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, template,
                       transports: list[HttpTransport], reporting: _Reporting,
-                      stop: _StopFlag, client: BatchClient | None = None) -> RunSummary:
+                      stop: _StopFlag, client: BatchClient | None = None,
+                      validated: tuple[str, int] | None = None) -> RunSummary:
     run_id = _open_run(con, cfg)
     summary = RunSummary(run_id=run_id, status="failed", model=cfg.model or "")
     started = time.monotonic()
     try:
-        planner = Planner(con, cfg, run_id, template)
+        planner = Planner(con, cfg, run_id, template, checked=validated)
     except ConfigError as exc:  # the input file is missing, the input query fails
         summary.status, summary.message = "invalid_input", str(exc)
         _close_run(con, summary)
@@ -458,6 +484,8 @@ def _watch_vllm_queues(transports: list[HttpTransport], auto: AdaptiveConcurrenc
     urls = [t.endpoint for t in transports if t.dialect == "vllm"] if auto is not None else []
 
     async def watch() -> None:
+        from .backends.vllm_metrics import MetricsReader  # with aiohttp, as the transports
+
         async with contextlib.AsyncExitStack() as stack:
             readers = [await stack.enter_async_context(MetricsReader(url)) for url in urls]
             await watch_queues([r.read for r in readers], auto, stats)
@@ -485,6 +513,8 @@ async def _drive_batches(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, ru
             "UPDATE runs SET answered = ?, failed = ?, prompt_tokens = ?, completion_tokens = ? "
             "WHERE run_id = ?",
             [stats.answered, stats.failed, stats.prompt_tokens, stats.completion_tokens, run_id])
+
+    from .batch.runner import BatchRunner, Settings  # with aiohttp: only a batch run needs it
 
     settings = Settings(max_requests=cfg.batch_max_requests, max_bytes=cfg.batch_max_bytes,
                         poll_interval=cfg.batch_poll_interval, poll_max=cfg.batch_poll_max,

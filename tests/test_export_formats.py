@@ -80,7 +80,12 @@ def test_preference_pairs_export_as_prompt_chosen_rejected(store, tmp_path):
 
 def test_preference_without_pairs_says_how_to_make_them(store, tmp_path):
     result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "preference")
-    assert result.returncode == 0 and "wrote 0 pairs" in result.stderr
+    assert result.returncode == 1 and "no preference pairs" in result.stderr, result.stderr
+    assert "synthgen run preferences" in result.stderr and not (tmp_path / "x.jsonl").exists()
+    result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "preference",
+                     "--allow-empty")
+    assert result.returncode == 0 and "wrote 0 pairs" in result.stderr, result.stderr
+    assert (tmp_path / "x.jsonl").read_text() == ""
     result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "dpo")
     assert result.returncode == 2 and "Invalid value for '--format'" in result.stderr
 

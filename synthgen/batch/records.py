@@ -18,11 +18,13 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from ..backends.openai_batch import BatchInfo
+if TYPE_CHECKING:
+    from ..backends.openai_batch import BatchInfo
+
 
 OPEN_STATES = ("preparing", "uploaded", "submitted")
 CLOSED_STATES = ("ingested", "lost")

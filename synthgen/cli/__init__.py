@@ -68,7 +68,8 @@ _top_help()
 
 
 def main() -> None:
-    """Entry point: user errors print one clear line and exit 2, never a traceback."""
+    """Entry point: user errors print one clear line and exit 2 (or the error's own
+    `exit_code`: 1 for an export that matched nothing), never a traceback."""
     try:
         rv = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -79,7 +80,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SynthgenError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:  # a file that cannot be read or written: say which, no traceback
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import orjson
 
-from ..config import build_config, load_config_file
-from ..errors import ConfigError, InputError, RunAborted
+from ..config import NOT_SENT, build_config, load_config_file
+from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
 from ..run import RunSummary
 from ..run import generate as run_generate
@@ -28,6 +28,22 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"top_k\": 20}'")
     return data
+
+
+class OrNotSent(click.ParamType):
+    """A number, or 'none': send no value (the server's own default)."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.name = f"{kind.__name__.upper()}|none"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, str) and value.strip().lower() == NOT_SENT:
+            return NOT_SENT
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number, nor 'none' (send no value)", param, ctx)
 
 
 @click.command()
@@ -55,9 +71,13 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--rate-limit-wait", type=float,
               help="Seconds one request keeps waiting out 429s before it fails.")
 @click.option("--n", type=int, help="Samples per prompt.")
-@click.option("--temperature", type=float)
-@click.option("--top-p", type=float)
-@click.option("--max-tokens", type=int)
+@click.option("--temperature", type=OrNotSent(float),
+              help="Sampling temperature, sent with every request; 'none' sends none (the server's own).")
+@click.option("--top-p", type=OrNotSent(float),
+              help="Nucleus sampling, sent with every request; 'none' sends none.")
+@click.option("--max-tokens", type=OrNotSent(int),
+              help="Longest answer in tokens, sent with every request; 'none' sends none (a server may "
+                   "then write to its context length). Answers it cuts are left out of export.")
 @click.option("--seed", type=int, help="Seed for sample 0; sample k uses seed+k.")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--logprobs", type=int, help="Store the teacher's top-K logprobs per token.")
@@ -130,7 +150,10 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
     if overrides["verbose"] == 0:
         overrides["verbose"] = None
     if not file_values.get("db") and not overrides.get("db"):
-        raise ConfigError("--db is required (the DuckDB file to write)")
+        # said as click says it for every other command (--db may come from --config here,
+        # so click cannot require it itself)
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "db"))
     if teacher_name is not None:
         _use_recorded_teacher(overrides, file_values, teacher_name, teacher_state_dir)
     if (ray_address is None) != (shards is None):

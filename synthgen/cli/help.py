@@ -50,7 +50,7 @@ def _generate_defaults() -> dict[str, str]:
     names = {"input_path": "input", "base_urls": "base_urls"}
     out = {}
     for param in ("concurrency", "timeout", "max_attempts", "rate_limit_wait", "n", "api_key_env",
-                  "prompts_dir"):
+                  "prompts_dir", "temperature", "top_p", "max_tokens"):
         field = GenerateConfig.model_fields[names.get(param, param)]
         if field.default is not None:
             out[param] = str(field.default)

@@ -10,7 +10,7 @@ import click
 from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
 from .generate import resume_hint
-from .progress import progress_options, show_library_messages
+from .progress import announcer, progress_options, show_library_messages
 
 
 @click.command("run")
@@ -51,7 +51,7 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_recipe(spec, db, options, announce=lambda m: click.echo(m, err=True), **shown)
+            summary = run_recipe(spec, db, options, announce=announcer(shown), **shown)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:
@@ -67,3 +67,5 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
     click.echo(f"  see them: {synthgen_command()} sql --db {quote(str(db))} {quote(f'SELECT * FROM {last}')}",
                err=True)
     click.echo(f"  every stage: {synthgen_command()} status --db {quote(str(db))}", err=True)
+    click.echo(f"  export them: {synthgen_command()} export --db {quote(str(db))} "
+               f"--out {quote(Path(db).stem + '.jsonl')}", err=True)

@@ -16,7 +16,7 @@ import click
 
 from ..errors import TeacherError
 from ..hints import quote, synthgen_command
-from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
+from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher
 from ..teacher.paths import state_dir as default_state_dir
 from ..teacher.process import DEFAULT_STOP_GRACE_S, stop_process_group
 from ..teacher.state import ServerRecord, TeacherRecord, forget, load, save
@@ -401,8 +401,9 @@ def demo(
     from .progress import progress_options, show_library_messages
     from .store import sql
 
-    with start_teacher("local", threads=threads, announce=_echo_err) as t, \
-            show_library_messages(), progress_options() as shown:
+    # generate() starts the bundled teacher (its log shows here) once the input is checked,
+    # and not at all when the store has every answer already
+    with show_library_messages(), progress_options() as shown:
         summary = generate(
             **shown,
             input=input_path or demo_file("seeds.jsonl"),
@@ -411,9 +412,7 @@ def demo(
             prompts_dir=demo_file("demo.jinja").parent,
             limit=limit,
             n=samples,
-            model=t.model,
-            base_urls=t.base_urls,
-            concurrency=t.concurrency_hint or 8,
+            threads=threads,
             temperature=0.7,
             top_p=0.9,
             max_tokens=max_tokens,
@@ -421,10 +420,13 @@ def demo(
             logprobs=logprobs,
             logprobs_mode="raw",
         )
+    done = (f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
+            f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); teacher stopped."
+            if summary.answered or summary.failed else
+            f"nothing left to answer: {db} holds all {summary.already_done} answers "
+            "(no teacher was started).")
     _echo_err(
-        f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
-        f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); "
-        f"teacher stopped. Rows below come from:\n"
+        f"{done} Rows below come from:\n"
         f"  {synthgen_command()} sql --db {quote(str(db))} {quote(' '.join(DEMO_QUERY.split()))}"
     )
     click.get_current_context().invoke(sql, db=db, fmt="table", max_rows=5, query=DEMO_QUERY)

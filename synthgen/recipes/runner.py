@@ -151,6 +151,9 @@ def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None
                               f"must return their request_id (it returns {', '.join(cols)})")
         # the stored rows themselves, with the query's own columns (not corpus's) beside them
         return stage.input_sql, [c for c in cols if c not in CORPUS_COLUMNS or c == "parent_request_id"]
+    if stage.judge and "request_id" not in cols:
+        raise ConfigError(f"{where}: a judge stage rates rows already stored: its query must return "
+                          f"their request_id (it returns {', '.join(cols)})")
     if "request_id" in cols and "parent_request_id" in cols:
         raise ConfigError(f"{where}: returns both request_id and parent_request_id; the row's request_id "
                           "becomes its parent_request_id, so give one")

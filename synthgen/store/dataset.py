@@ -12,34 +12,43 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StoreError
+from ..hints import pip_install
 from . import arrow_batches, connect
 from .export import FORMATS, export_query, records
 from .readonly import read_statements
 
 
 def to_dataset(db: str | Path, query: str | None = None, format: str = "messages",
-               where: str | None = None, all_plans: bool = False) -> Any:
+               where: str | None = None, all_plans: bool = False, *, stage: str | None = None,
+               include_truncated: bool = False, include_removed: bool = False) -> Any:
     """A `datasets.Dataset` of the store's rows in `format` (needs the datasets package:
-    `pip install 'synthgen[datasets]'`; the [train] extra has it too)."""
+    synthgen's `datasets` extra; the `train` extra has it too). Without `query`,
+    the rows `export` writes with the same arguments (an empty Dataset where it writes
+    nothing)."""
     try:
         import datasets
     except ImportError:
-        raise ConfigError("to_dataset needs the datasets package: pip install 'synthgen[datasets]'") from None
+        raise ConfigError(f"to_dataset needs the datasets package: {pip_install('datasets')}") from None
     if format not in FORMATS:
         raise ConfigError(f"to_dataset: format {format!r}: use one of {', '.join(FORMATS)}")
-    if query is not None:
-        if where is not None:
-            raise ConfigError("to_dataset: give query or where, not both (put the condition in the query)")
-        [sql] = read_statements(query)
-    else:
-        sql = export_query(format, where, all_plans)
     con = connect(db, read_only=True)
     try:
+        extra: list[str] = []
+        if query is not None:
+            if where is not None or stage is not None:
+                raise ConfigError("to_dataset: give query, or where/stage, not both (put the condition "
+                                  "in the query)")
+            [sql] = read_statements(query)
+        else:
+            chosen = export_query(con, format, where, all_plans, stage, include_truncated, include_removed)
+            sql, extra = chosen.sql, chosen.extra
+        if not sql:  # a store without preference pairs
+            return datasets.Dataset.from_list([])
         try:
             reader = arrow_batches(con, sql)
         except Exception as exc:
             raise StoreError(f"to_dataset: the query failed: {str(exc).splitlines()[0]}") from None
-        rows = list(records(reader, format))
+        rows = list(records(reader, format, extra))
     finally:
         con.close()
     return datasets.Dataset.from_list(rows)

@@ -78,3 +78,15 @@ def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
     if config.get("batch"):
         cost *= 1 - float(config.get("batch_discount") or 0)
     return cost
+
+
+def input_label(source: str | None, width: int = 48) -> str:
+    """A plan's input (`plans.source`) short enough for a label: a file's name, or the
+    start of a query (the report's funnel and the viewer's stage list show it)."""
+    if not source:
+        return "(unnamed)"
+    if source.startswith("sql: "):
+        text = "query: " + " ".join(source[5:].split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+    name = Path(source).name
+    return name if len(name) <= width else "…" + name[-(width - 1):]
