@@ -36,6 +36,7 @@ from .errors import ConfigError, InputError
 from .inputs import BadRow, messages_of, read_rows, to_messages
 from .inputs.readers import drop_snapshots, snapshot_sql
 from .store.memory import grow_memory, retry_out_of_memory
+from .store.tx import transaction
 from .types import Request, Stats
 
 if TYPE_CHECKING:
@@ -262,18 +263,12 @@ class Planner:
         [(self.duplicates,)] = con.execute(
             "SELECT count(*) FROM duplicate_inputs WHERE plan_key = ?", [key]).fetchall()
         bad = self._bad
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             if bad.rows:
                 con.executemany("INSERT INTO invalid_inputs VALUES (?, ?, ?, ?)",
                                 [(key, line, err, raw) for line, err, raw in bad.rows])
             con.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, now())",
                         [key, _source(cfg), self.fingerprint, total, bad.count])
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
         self.total, self.invalid = total, bad.count
         if self._stats is not None:  # the total is known now (duplicates made one request each)
             self._stats.total, self._stats.planning = total, False
@@ -332,8 +327,7 @@ def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, re
     plan refers to them (a plan is sent while it is planned): those stay, and the next
     plan of the same input finds them.
     """
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         if replan:
             con.execute("DELETE FROM plans WHERE plan_key = ?", [key])
         con.execute("DELETE FROM invalid_inputs WHERE plan_key = ?", [key])
@@ -349,11 +343,6 @@ def _forget_unfinished(con: duckdb.DuckDBPyConnection, key: str, run_id: int, re
               AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.request_id = q.request_id)
               AND NOT EXISTS (SELECT 1 FROM plan_requests p WHERE p.request_id = q.request_id)
             """, {"run": run_id})
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
 
 
 def check_rows(rows: Iterator[tuple[int, Any]], cfg: GenerateConfig, template: Template | None,
@@ -462,8 +451,7 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: 
     (converted in C++), staged once in a temporary table for the two inserts.
     """
     ids, lines, samples, messages, params, metadata = (list(c) for c in zip(*batch, strict=True))
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE _plan_batch AS
@@ -518,11 +506,6 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, key: str, run_id: int, model: 
             {"key": key},
         )
         con.execute("DROP TABLE _plan_batch")
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return added
 
 

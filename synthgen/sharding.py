@@ -34,6 +34,7 @@ from .store import recovery
 from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.merge import Folded, fold
+from .store.tx import transaction
 
 _SPACE = 1 << 64
 
@@ -191,8 +192,7 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
     con.execute(PENDING_IN_RANGE_SQL, {"key": key, "lo": lo, "hi": hi, "retry_failed": retry_failed})
     con.execute("ATTACH ? AS synthgen_shard", [str(shard.path.resolve())])
     try:
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             con.execute("""
                 INSERT INTO synthgen_shard.requests
                 SELECT q.* FROM main.requests q JOIN _shard_pending USING (request_id)
@@ -209,11 +209,6 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
             con.execute("INSERT INTO synthgen_shard.plans VALUES ($skey, $source, $fp, $n, 0, now())",
                         {"skey": shard.plan_key, "source": f"{shard.label} of plan {key} ({total:,})",
                          "fp": f"shard:{key}", "n": pending})
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
     finally:
         con.execute("DETACH synthgen_shard")
         con.execute("DROP TABLE IF EXISTS _shard_pending")

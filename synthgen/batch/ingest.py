@@ -19,7 +19,6 @@ alone: an answer is only ever stored next to its own prompt.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from ..errors import NotRun, RejectedFault, RetryableFault, SchemaMismatch, Teac
 from ..fit import AnswerSchema
 from ..store.commit import commit_safely
 from ..store.memory import retry_out_of_memory
+from ..store.tx import transaction
 from ..types import SCHEMA_KEY, Answer, Failure
 from .files import read_lines
 
@@ -158,17 +158,11 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
 
 def _insert_errors(con: duckdb.DuckDBPyConnection, key: str | None, rows: list[tuple]) -> None:
     ids, kinds, codes, messages = (list(c) for c in zip(*rows, strict=True))
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute(
             "INSERT INTO batch_errors SELECT $key, unnest($ids), unnest($kinds), "
             "unnest($codes)::INTEGER, unnest($messages), now() ON CONFLICT DO NOTHING",
             {"key": key, "ids": ids, "kinds": kinds, "codes": codes, "messages": messages})
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
 
 
 def ingest_file(con: duckdb.DuckDBPyConnection, path: Path, ctx: Context, endpoint: str,

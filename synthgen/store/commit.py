@@ -9,13 +9,12 @@ table, which builds the nested column about twice as fast as DuckDB's JSON cast.
 
 from __future__ import annotations
 
-import contextlib
-
 import duckdb
 import orjson
 
 from .. import coerce
 from ..types import Answer, Failure
+from .tx import transaction
 
 # What a row's own values raise (a count past INTEGER, text that is not UTF-8, a type Arrow
 # cannot hold), as against the database failing (IOException: a full disk; FatalException).
@@ -31,22 +30,17 @@ def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
     arrow = bool(answers) and any(a[2].logprobs for a in answers)
     if arrow:
         con.register("_answers", _answers_arrow(answers))
-    con.execute("BEGIN")
     try:
-        if arrow:
-            con.execute(INSERT_ANSWERS_ARROW, {"run": run_id})
-        elif answers:
-            con.execute(INSERT_ANSWERS, _answer_columns(answers, run_id))
-        if answers and replace_failures:
-            con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
-                        [[a[0] for a in answers]])
-        if failures:
-            con.execute(INSERT_FAILURES, _failure_columns(failures, run_id))
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT may have ended it already
-            con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            if arrow:
+                con.execute(INSERT_ANSWERS_ARROW, {"run": run_id})
+            elif answers:
+                con.execute(INSERT_ANSWERS, _answer_columns(answers, run_id))
+            if answers and replace_failures:
+                con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
+                            [[a[0] for a in answers]])
+            if failures:
+                con.execute(INSERT_FAILURES, _failure_columns(failures, run_id))
     finally:
         if arrow:
             con.unregister("_answers")

@@ -31,12 +31,12 @@ never "delete your database".
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import duckdb
 
 from ..errors import StoreError
+from .tx import transaction
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
 # `id` is the teacher's token id where the server reports it (llama.cpp does), else NULL.
@@ -380,12 +380,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     for name, fn in MIGRATIONS:
         if name in done:
             continue
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             fn(con)
             con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise

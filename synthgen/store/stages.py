@@ -15,13 +15,13 @@ other settings) holds exactly what its rows say now. Nothing here knows what a f
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import duckdb
 import orjson
 
 from ..errors import StoreError
+from .tx import transaction
 
 
 def claim(con: duckdb.DuckDBPyConnection, recipe: str, stage: str, position: int,
@@ -91,8 +91,7 @@ def settle(con: duckdb.DuckDBPyConnection, stage: str, columns: dict[str, str],
     detail, other)}), its pass rates and pairs, its counts and its view. Returns kept."""
     ids = [r[0] for r in rows]
     kept = sum(1 for rid in ids if rid not in removed)
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM stage_rows WHERE stage = ?", [stage])
         con.execute("DELETE FROM pass_rates WHERE stage = ?", [stage])
         con.execute("DELETE FROM preference_pairs WHERE stage = ?", [stage])
@@ -113,11 +112,6 @@ def settle(con: duckdb.DuckDBPyConnection, stage: str, columns: dict[str, str],
         con.execute("UPDATE stages SET status = 'done', rows = ?, kept = ?, updated_at = now() "
                     "WHERE stage = ?", [len(rows), kept, stage])
         con.execute(view_sql(stage, columns))
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return kept
 
 
