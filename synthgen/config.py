@@ -7,13 +7,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .types import SCHEMA_KEY
 from .urls import looks_secret, normalize_base_url, strip_credentials
+
+if TYPE_CHECKING:
+    from .batch.settings import Settings
+    from .engine.limits import Limits
+    from .ids import PlanSpec
+    from .pricing import Prices
 
 # What every request carries unless told otherwise (None: not sent, the server's own).
 # Sent explicitly because servers' defaults differ (llama.cpp's GGUF: 0.8 / 0.95 and no
@@ -180,6 +186,42 @@ class GenerateConfig(BaseModel):
 
             params[SCHEMA_KEY] = orjson.dumps(self.response_schema).decode()
         return params
+
+    # The config in parts: each room gets its own small typed share, never this model
+    # (the engine its limits, the batch runner its settings, pricing its prices).
+    PARTS: ClassVar[tuple[str, ...]] = ("planning", "limits", "prices", "batching")
+
+    @property
+    def planning(self) -> PlanSpec:
+        from .ids import PlanSpec
+
+        return PlanSpec(db=self.db, model=self.model, input=self.input, input_sql=self.input_sql,
+                        given_plan=self.given_plan, limit=self.limit, skip_invalid=self.skip_invalid,
+                        retry_failed=self.retry_failed, n=self.n, seed=self.seed,
+                        params=self.request_params())
+
+    @property
+    def limits(self) -> Limits:
+        from .engine.limits import Limits
+
+        budget = self.max_tokens or self.extra_body.get("max_completion_tokens")
+        return Limits(concurrency=self.concurrency, max_attempts=self.max_attempts,
+                      rate_limit_wait=self.rate_limit_wait, rpm=self.rpm, tpm=self.tpm, model=self.model,
+                      completion_budget=budget if isinstance(budget, int) else None)
+
+    @property
+    def prices(self) -> Prices:
+        from .pricing import Prices
+
+        return Prices(self.price_in, self.price_out, self.batch_discount if self.batch else 0.0)
+
+    @property
+    def batching(self) -> Settings:
+        from .batch.settings import Settings
+
+        return Settings(max_requests=self.batch_max_requests, max_bytes=self.batch_max_bytes,
+                        poll_interval=self.batch_poll_interval, poll_max=self.batch_poll_max,
+                        max_attempts=self.max_attempts)
 
     def public_dict(self) -> dict[str, Any]:
         """The config as stored in `runs.config`: no secret can be in it by construction

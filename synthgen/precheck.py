@@ -1,6 +1,6 @@
 """What `generate()` checks before it starts a teacher or creates a store.
 
-    check(cfg, template, model) -> Checked
+    check(spec, template, model) -> Checked
         the input file is there and every line of it is valid (plan.check_rows, the
         planner's own rules), unless the store planned this very file already (its lines
         were checked then); and whether the store has answered all of that plan, so a
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import store
-from .config import GenerateConfig
 from .errors import StoreError
+from .ids import PlanSpec, fingerprint, plan_key, require_input
 from .inputs import read_rows
-from .plan import check_rows, fingerprint, plan_counts, plan_key, require_input
+from .plan import check_rows
+from .store.plans import has_plan, plan_counts
 
 if TYPE_CHECKING:
     from .inputs.templates import Template
@@ -47,43 +48,44 @@ class Checked:
         return self.fingerprint, self.expected
 
 
-def check(cfg: GenerateConfig, template: Template | None, model: Callable[[], str | None] | None,
+def check(spec: PlanSpec, template: Template | None, model: Callable[[], str | None] | None,
           should_stop: Callable[[], bool] = lambda: False) -> Checked | None:
-    """Check `cfg`'s input file. With `model` (a run that would start the bundled teacher:
-    the name it serves, asked once the file is found; it is part of every request id),
-    also every line and whether the store has answered them all. Raises ConfigError (no
-    such file) or InputError (bad lines); None when `should_stop` said so (a signal)."""
-    if cfg.input is None or cfg.given_plan is not None:
+    """Check the input file of `spec` (a run's planning part). With `model` (a run that would
+    start the bundled teacher: the name it serves, asked once the file is found; it is part
+    of every request id), also every line and whether the store has answered them all.
+    Raises ConfigError (no such file) or InputError (bad lines); None when `should_stop`
+    said so (a signal)."""
+    if spec.input is None or spec.given_plan is not None:
         return Checked()
-    require_input(cfg)  # ConfigError: "input: x.jsonl: no such file"
+    require_input(spec)  # ConfigError: "input: x.jsonl: no such file"
     if model is None:  # a teacher that is already up: the planner reads the lines, once
         return Checked()
-    found, _ = fingerprint(cfg)
-    planned, finished = _in_store(cfg, found, template, model())
+    spec = spec.with_model(model())
+    found, _ = fingerprint(spec)
+    planned, finished = _in_store(spec, found, template)
     if planned:
         return Checked(found, finished=finished)
-    expected = check_rows(read_rows(cfg.input, None), cfg, template, should_stop)
+    expected = check_rows(read_rows(spec.input, None), spec, template, should_stop)
     return None if expected is None else Checked(found, expected)
 
 
-def _in_store(cfg: GenerateConfig, found: str, template: Template | None,
-              model: str | None) -> tuple[bool, bool]:
+def _in_store(spec: PlanSpec, found: str, template: Template | None) -> tuple[bool, bool]:
     """(the store holds this plan, nothing of it is left to send). A store that cannot be
     read now (locked by a run, damaged) is for the run itself to say so."""
-    if not model or not cfg.db.is_file():
+    if not spec.model or not spec.db.is_file():
         return False, False
-    key = plan_key(cfg.model_copy(update={"model": model}), found, template)
+    key = plan_key(spec, found, template)
     try:
-        con = store.connect(cfg.db, read_only=True)
+        con = store.connect(spec.db, read_only=True)
     except StoreError:
         return False, False
     try:
         if isinstance(con, store.LiveConnection):
             return False, False
-        if con.execute("SELECT 1 FROM plans WHERE plan_key = ?", [key]).fetchone() is None:
+        if not has_plan(con, key):
             return False, False
         counts = plan_counts(con, key)
-        left = counts["pending"] + (counts["failed"] if cfg.retry_failed else 0)
+        left = counts["pending"] + (counts["failed"] if spec.retry_failed else 0)
         return True, left == 0
     finally:
         con.close()

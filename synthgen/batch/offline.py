@@ -25,7 +25,9 @@ from .. import store
 from ..backends.http import chat_body
 from ..backends.openai_batch import request_line
 from ..errors import ConfigError, StoreError
-from ..plan import pending_batches
+from ..store.plans import pending_batches
+from ..store.runs import close_run, open_run, software_versions
+from ..types import RunSummary
 from . import records
 from .files import BatchFile, Splitter
 from .ingest import Context, Tally, ingest_file
@@ -120,19 +122,13 @@ def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]
             status = "done"
         finally:
             with contextlib.suppress(duckdb.Error):
-                con.execute(
-                    "UPDATE runs SET status = ?, ended_at = now(), answered = ?, failed = ?, "
-                    "prompt_tokens = ?, completion_tokens = ? WHERE run_id = ?",
-                    [status, total.answered, total.failed, total.prompt_tokens,
-                     total.completion_tokens, run_id])
+                close_run(con, RunSummary(run_id=run_id, status=status, answered=total.answered,
+                                          failed=total.failed, prompt_tokens=total.prompt_tokens,
+                                          completion_tokens=total.completion_tokens), planned=False)
         return run_id, results
     finally:
         con.close()
 
 
 def _open_run(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:
-    run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()[0]
-    config = {"ingest": [str(p.resolve()) for p in paths]}
-    con.execute("INSERT INTO runs (run_id, status, started_at, config) VALUES (?, 'running', now(), ?)",
-                [run_id, orjson.dumps(config).decode()])
-    return run_id
+    return open_run(con, {"ingest": [str(p.resolve()) for p in paths]}, software_versions())

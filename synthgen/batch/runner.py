@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -49,6 +48,7 @@ from ..types import Answer, Request, Stats
 from . import records
 from .files import BatchFile, Splitter
 from .ingest import CHUNK, Context, Tally, ingest_file, store_outcomes
+from .settings import Settings
 
 log = logging.getLogger("synthgen")
 T = TypeVar("T")
@@ -62,18 +62,6 @@ class _Abort(Exception):
 
 class _Stopped(Exception):
     """A signal asked the run to stop."""
-
-
-@dataclass
-class Settings:
-    max_requests: int = 50_000
-    max_bytes: int = 200_000_000
-    poll_interval: float = 15.0
-    poll_max: float = 300.0
-    max_attempts: int = 5
-    # Batches in a row that ended (expired) without running a single request before the
-    # run stops: an API that never runs them would otherwise be resubmitted forever.
-    max_idle_batches: int = 3
 
 
 class BatchRunner:

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from .. import store
 from ..config import GenerateConfig, describe_validation_error
 from ..errors import ConfigError
+from ..ids import fingerprint, plan_key
 from ..inputs.messages import RESERVED
-from ..plan import fingerprint, plan_key
 from ..run import RunSummary, generate, teacher_settings
 from ..store import stages as stage_store
 from ..store.readonly import read_statements
@@ -95,7 +95,8 @@ def _run_stage(recipe: Recipe, stage: Stage, db: Path, base: dict[str, Any],
     try:
         input_sql, input_columns = _input_sql(con, stage)
         cfg = _config(stage, db, base, input_sql) if stage.generates else None
-        key = plan_key(cfg, fingerprint(cfg)[0], stage.template) if cfg is not None else None
+        spec = cfg.planning if cfg is not None else None
+        key = plan_key(spec, fingerprint(spec)[0], stage.template) if spec is not None else None
         stage_store.claim(con, recipe.name, stage.name, stage.position, key, stage.spec())
     finally:
         con.close()

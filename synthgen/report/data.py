@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..pricing import Prices
 from ..store import stages as stage_store
 from ..store.status import input_label
 
@@ -39,8 +40,7 @@ class RunData:
     failed: int
     prompt_tokens: int
     completion_tokens: int
-    price_in: float | None
-    price_out: float | None
+    prices: Prices
     stage: str | None = None  # the recipe stage it ran ("self-instruct · answers"), if one
     bucket_s: int = 1
     series: list[dict[str, Any]] = field(default_factory=list)  # per bucket: t, answers, tokens, p50...
@@ -53,10 +53,7 @@ class RunData:
 
     @property
     def cost(self) -> float | None:
-        if self.price_in is None and self.price_out is None:
-            return None
-        return ((self.prompt_tokens or 0) * (self.price_in or 0)
-                + (self.completion_tokens or 0) * (self.price_out or 0)) / 1e6
+        return self.prices.cost(self.prompt_tokens, self.completion_tokens)
 
     @property
     def duration_s(self) -> float | None:
@@ -151,8 +148,7 @@ FROM runs ORDER BY run_id
 def _run(con: Any, row: tuple) -> RunData:
     run_id, status, model, started, ended, answered, failed, pt, ct, config = row
     cfg = json.loads(config) if isinstance(config, str) and config else {}
-    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct,
-                  cfg.get("price_in"), cfg.get("price_out"))
+    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct, Prices.of_config(cfg))
     [(t0, t1)] = _rows(con, """
         SELECT least(min(epoch_ms(created_at)), (SELECT epoch_ms(started_at) FROM runs WHERE run_id = $r)),
                max(epoch_ms(created_at))

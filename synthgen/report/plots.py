@@ -129,14 +129,13 @@ def cost(run: RunData) -> str:
     fig, (ax,) = _figure()
     total, xs, ys = 0.0, [], []
     for p in run.series:
-        total += (p["prompt_tokens"] * (run.price_in or 0)
-                  + p["completion_tokens"] * (run.price_out or 0)) / 1e6
+        total += run.prices.cost(p["prompt_tokens"], p["completion_tokens"]) or 0.0
         xs.append(p["t"] + run.bucket_s)
         ys.append(total)
     ax.plot(xs, ys, color="C4", marker=".")
     ax.set_ylabel("estimated cost ($)")
     _seconds_axis(ax, run)
-    ax.set_title(f"cost so far (at ${run.price_in or 0}/M in, ${run.price_out or 0}/M out)")
+    ax.set_title(f"cost so far (at {run.prices.describe()})")
     return svg(fig)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from ..pricing import Prices
 from . import LiveConnection, connect
 from . import stages as stage_store
 
@@ -69,15 +70,8 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 
 
 def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
-    """At the run's prices; a batch run's at the batch discount off them."""
-    price_in, price_out = config.get("price_in"), config.get("price_out")
-    if price_in is None and price_out is None:
-        return None
-    cost = ((run["prompt_tokens"] or 0) * (price_in or 0)
-            + (run["completion_tokens"] or 0) * (price_out or 0)) / 1e6
-    if config.get("batch"):
-        cost *= 1 - float(config.get("batch_discount") or 0)
-    return cost
+    """At the run's prices; a batch run's at the batch discount off them (pricing.py)."""
+    return Prices.of_config(config).cost(run["prompt_tokens"], run["completion_tokens"])
 
 
 def input_label(source: str | None, width: int = 48) -> str:
