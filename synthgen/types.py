@@ -59,6 +59,11 @@ class Answer:
     tool_calls: list[dict[str, Any]] | None = None
     refusal: str | None = None
     json: Any = None  # the parsed object of a schema-checked answer
+    # The parts of the usage a provider prices apart (None: not said): prompt tokens read
+    # from its cache, prompt tokens written to it, and reasoning tokens (in the completion)
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(slots=True)

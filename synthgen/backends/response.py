@@ -58,6 +58,7 @@ def answer_from(data: Any, endpoint: str) -> Answer:
     usage = data.get("usage")
     usage = usage if type(usage) is dict else {}
     logprobs = choice.get("logprobs")
+    prompt_details, completion_details = _details(usage, "prompt"), _details(usage, "completion")
     return Answer(
         text=text,
         finish_reason=finish_reason,
@@ -69,7 +70,15 @@ def answer_from(data: Any, endpoint: str) -> Answer:
         reasoning=reasoning,
         tool_calls=tool_calls,
         refusal=refusal,
+        cached_tokens=coerce.count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=coerce.count(completion_details.get("reasoning_tokens")),
     )
+
+
+def _details(usage: dict, kind: str) -> dict:
+    """OpenAI's `prompt_tokens_details` / `completion_tokens_details`, if an object."""
+    details = usage.get(f"{kind}_tokens_details")
+    return details if type(details) is dict else {}
 
 
 def error_message(data: Any, limit: int = 300) -> str:

@@ -103,13 +103,15 @@ def _safe_answer(a: Answer) -> Answer:
 
 RESPONSE_COLUMNS = ("request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "
                     "completion_tokens, latency_ms, attempts, model, endpoint, created_at, logprobs, "
-                    "reasoning, tool_calls, refusal, json")
+                    "reasoning, tool_calls, refusal, json, cached_tokens, cache_write_tokens, "
+                    "reasoning_tokens")
 
 INSERT_ANSWERS = f"""
 INSERT INTO responses ({RESPONSE_COLUMNS})
 SELECT unnest($ids), $run, unnest($samples), unnest($texts), unnest($finish), unnest($pt),
        unnest($ct), unnest($latency), unnest($attempts), unnest($models), unnest($endpoints),
-       now(), NULL, unnest($reasoning), unnest($tools)::JSON, unnest($refusals), unnest($json)::JSON
+       now(), NULL, unnest($reasoning), unnest($tools)::JSON, unnest($refusals), unnest($json)::JSON,
+       unnest($cached)::INTEGER, unnest($cache_write)::INTEGER, unnest($reasoning_tokens)::INTEGER
 ON CONFLICT DO NOTHING
 """
 
@@ -117,7 +119,7 @@ INSERT_ANSWERS_ARROW = f"""
 INSERT INTO responses ({RESPONSE_COLUMNS})
 SELECT request_id, $run, sample_index, text, finish_reason, prompt_tokens, completion_tokens,
        latency_ms, attempts, model, endpoint, now(), logprobs, reasoning, tool_calls::JSON,
-       refusal, json::JSON
+       refusal, json::JSON, cached_tokens, cache_write_tokens, reasoning_tokens
 FROM _answers ON CONFLICT DO NOTHING
 """
 
@@ -144,6 +146,8 @@ def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
         "models": [x.model for x in a], "endpoints": [x.endpoint for x in a],
         "reasoning": [x.reasoning for x in a], "tools": [_json_text(x.tool_calls) for x in a],
         "refusals": [x.refusal for x in a], "json": [_json_text(x.json) for x in a],
+        "cached": [x.cached_tokens for x in a], "cache_write": [x.cache_write_tokens for x in a],
+        "reasoning_tokens": [x.reasoning_tokens for x in a],
     }
 
 
@@ -171,6 +175,9 @@ def _answers_arrow(rows: list[tuple]):
         "tool_calls": pa.array([_json_text(x.tool_calls) for x in a], pa.string()),
         "refusal": pa.array([x.refusal for x in a], pa.string()),
         "json": pa.array([_json_text(x.json) for x in a], pa.string()),
+        "cached_tokens": pa.array([x.cached_tokens for x in a], pa.int32()),
+        "cache_write_tokens": pa.array([x.cache_write_tokens for x in a], pa.int32()),
+        "reasoning_tokens": pa.array([x.reasoning_tokens for x in a], pa.int32()),
     })
 
 

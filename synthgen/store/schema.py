@@ -36,6 +36,7 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import StoreError
+from . import views
 from .tx import transaction
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
@@ -326,32 +327,6 @@ def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-CORPUS_VIEW_007 = """
-CREATE OR REPLACE VIEW corpus AS
-SELECT r.request_id, q.run_id, q.line, r.sample_index, q.messages,
-       r.text AS response, r.finish_reason, r.prompt_tokens, r.completion_tokens,
-       r.model, r.logprobs, q.metadata, q.params, r.latency_ms, r.attempts,
-       r.endpoint, r.created_at, r.reasoning, r.tool_calls, r.refusal, r.json,
-       CASE WHEN r.logprobs IS NOT NULL THEN u.config->>'logprobs_mode' END AS logprobs_mode,
-       CASE WHEN r.logprobs IS NULL THEN NULL
-            WHEN u.config->>'logprobs_mode' = 'raw' THEN 1.0
-            WHEN u.config->>'logprobs_mode' = 'processed'
-                THEN coalesce(TRY_CAST(q.params->>'temperature' AS DOUBLE), 1.0)
-       END AS logprobs_temperature
-FROM responses r JOIN requests q USING (request_id) LEFT JOIN runs u ON u.run_id = r.run_id
-"""
-
-
-def _m007_logprobs_mode(con: duckdb.DuckDBPyConnection) -> None:
-    """What distribution each answer's logprobs are: `raw` (the model's own, temperature 1:
-    llama.cpp's server, vLLM's default raw_logprobs) or `processed` (after the request's
-    temperature: vLLM's processed_logprobs, its V0 engine), and at what temperature.
-    Recorded per run (runs.config's logprobs_mode, `generate --logprobs-mode`), so each
-    answer has the mode of the run that answered it; NULL where nobody knows (a hosted
-    API). KD reads both to compare the student at the teacher's temperature."""
-    con.execute(CORPUS_VIEW_007)
-
-
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -360,7 +335,8 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("004_duplicate_inputs", _m004_duplicate_inputs),
     ("005_batch_api", _m005_batch_api),
     ("006_recipes", _m006_recipes),
-    ("007_logprobs_mode", _m007_logprobs_mode),
+    ("007_logprobs_mode", views.logprobs_mode),
+    ("008_usage_parts", views.usage_parts),
 ]
 
 
