@@ -55,8 +55,10 @@ class GenerateConfig(BaseModel):
     # teacher
     model: str | None = None
     base_urls: list[str] = Field(default_factory=list)
-    api_key_env: str = "OPENAI_API_KEY"
+    api: str = "openai"  # which API the teacher speaks: a backend's name (backends/registry.py)
+    api_key_env: str | None = None  # None: the backend's own (OPENAI_API_KEY, ANTHROPIC_API_KEY)
     skip_preflight: bool = False
+    cache_prompt: bool = False  # ask the API to cache the shared prompt prefix (Anthropic's cache_control)
 
     # sampling (these shape request ids)
     n: int = Field(default=1, ge=1, le=1024)
@@ -85,6 +87,8 @@ class GenerateConfig(BaseModel):
     tpm: float | None = Field(default=None, gt=0)
     price_in: float | None = Field(default=None, ge=0)
     price_out: float | None = Field(default=None, ge=0)
+    price_cached_in: float | None = Field(default=None, ge=0)  # prompt tokens read from a cache
+    price_cache_write: float | None = Field(default=None, ge=0)  # prompt tokens written to one
     flush_interval: float = Field(default=0.1, gt=0, le=10)
 
     # batch mode: the same plan through a Batch API (files + batches) at its discount
@@ -116,6 +120,23 @@ class GenerateConfig(BaseModel):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be a positive integer or 'auto'")
         return value
+
+    @field_validator("api")
+    @classmethod
+    def _known_api(cls, name: str) -> str:
+        from .backends.registry import get
+
+        get(name)  # ConfigError naming the backends there are
+        return name
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable that holds the API key (--api-key-env, or the API's own)."""
+        if self.api_key_env:
+            return self.api_key_env
+        from .backends.registry import get
+
+        return get(self.api).api_key_env
 
     @field_validator("base_urls", mode="before")
     @classmethod
@@ -213,7 +234,8 @@ class GenerateConfig(BaseModel):
     def prices(self) -> Prices:
         from .pricing import Prices
 
-        return Prices(self.price_in, self.price_out, self.batch_discount if self.batch else 0.0)
+        return Prices(self.price_in, self.price_out, self.batch_discount if self.batch else 0.0,
+                      self.price_cached_in, self.price_cache_write)
 
     @property
     def batching(self) -> Settings:

@@ -15,27 +15,39 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Prices:
-    """Per million tokens; `discount` is the share taken off both (a Batch API's 50%)."""
+    """Per million tokens; `discount` is the share taken off all of them (a Batch API's
+    50%). Prompt tokens read from a provider's cache, and those written to it, have prices
+    of their own where given (Anthropic: 0.1x and 1.25x input); else the input price."""
 
     input: float | None = None
     output: float | None = None
     discount: float = 0.0
+    cached_input: float | None = None
+    cache_write: float | None = None
 
     @classmethod
     def of_config(cls, config: dict[str, Any]) -> Prices:
         """The prices a run was given, from its stored config (`runs.config`)."""
         discount = float(config.get("batch_discount") or 0) if config.get("batch") else 0.0
-        return cls(config.get("price_in"), config.get("price_out"), discount)
+        return cls(config.get("price_in"), config.get("price_out"), discount,
+                   config.get("price_cached_in"), config.get("price_cache_write"))
 
     @property
     def known(self) -> bool:
         return self.input is not None or self.output is not None
 
-    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
-        """What these tokens cost; None when no price was given (unknown, not free)."""
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None, cached_tokens: int | None = 0,
+             cache_write_tokens: int | None = 0) -> float | None:
+        """What these tokens cost; None when no price was given (unknown, not free).
+        `prompt_tokens` count every prompt token, the cached and cache-written ones too."""
         if not self.known:
             return None
-        full = ((prompt_tokens or 0) * (self.input or 0) + (completion_tokens or 0) * (self.output or 0))
+        read, written = cached_tokens or 0, cache_write_tokens or 0
+        fresh = max(0, (prompt_tokens or 0) - read - written)
+        base = self.input or 0
+        full = (fresh * base + read * (base if self.cached_input is None else self.cached_input)
+                + written * (base if self.cache_write is None else self.cache_write)
+                + (completion_tokens or 0) * (self.output or 0))
         return full / 1e6 * (1 - self.discount)
 
     def describe(self) -> str:

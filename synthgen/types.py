@@ -128,6 +128,8 @@ class Counts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     no_usage: int = 0  # answers the teacher sent without token counts (priced at nothing)
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache (within prompt_tokens)
+    cache_write_tokens: int = 0  # prompt tokens written to it (within prompt_tokens)
     errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
     failures: Counter = field(default_factory=Counter)  # every request filed as failed, by kind
 
@@ -177,7 +179,8 @@ class Stats(Counts):
     @property
     def cost(self) -> float | None:
         """Estimated cost so far; None when no price was given."""
-        return self.prices.cost(self.prompt_tokens, self.completion_tokens)
+        return self.prices.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens,
+                                self.cache_write_tokens)
 
     def sample(self, now: float | None = None) -> None:
         """Add the counters as they are now to the window (its first sample: the start)."""

@@ -102,4 +102,5 @@ class Backend:
     api_key_env: str = "OPENAI_API_KEY"
     check: Callable[[Any], list[str]] | None = None
     describe: str = ""
+    base_url: str | None = None  # where a run without --base-url goes (None: the bundled teacher)
 

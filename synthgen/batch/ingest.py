@@ -20,7 +20,7 @@ alone: an answer is only ever stored next to its own prompt.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,9 @@ from ..types import SCHEMA_KEY, Answer, Failure
 from .files import read_lines
 
 CHUNK = 5_000
+# One line of an output file -> (custom_id, Answer or fault): the API's own (its client's
+# `outcome`); OpenAI's format by default (its Batch API and `vllm run-batch` write it).
+Parse = Callable[[bytes, str], "tuple[str, Answer | TeacherFault]"]
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Tally:
     bad_lines: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
     errors: Counter = field(default_factory=Counter)    # retryable errors by kind
     failures: Counter = field(default_factory=Counter)  # failures by kind
     seen: set[str] = field(default_factory=set)         # custom_ids met (of this batch)
@@ -62,7 +67,7 @@ class Tally:
     def add(self, other: Tally) -> None:
         """Sum another tally into this one (its `seen` set is not kept)."""
         for name in ("answered", "already", "failed", "retry", "not_run", "unknown", "bad_lines",
-                     "prompt_tokens", "completion_tokens"):
+                     "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.update(other.errors)
         self.failures.update(other.failures)
@@ -129,6 +134,8 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
             tally.answered += 1
             tally.prompt_tokens += result.prompt_tokens or 0
             tally.completion_tokens += result.completion_tokens or 0
+            tally.cached_tokens += result.cached_tokens or 0
+            tally.cache_write_tokens += result.cache_write_tokens or 0
             continue
         if answered:
             tally.already += 1
@@ -166,7 +173,7 @@ def _insert_errors(con: duckdb.DuckDBPyConnection, key: str | None, rows: list[t
 
 
 def ingest_file(con: duckdb.DuckDBPyConnection, path: Path, ctx: Context, endpoint: str,
-                tally: Tally, keep_seen: bool = True) -> None:
+                tally: Tally, keep_seen: bool = True, parse: Parse = outcome) -> None:
     """Every line of an output or error file, a chunk per transaction (bounded memory at
     any file size; a kill halfway loses nothing: ingesting again stores only the rest).
     Without `keep_seen` the ids met are forgotten after each chunk (a file of any size
@@ -175,7 +182,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, path: Path, ctx: Context, endpoi
         parsed = []
         for raw in lines:
             try:
-                parsed.append(outcome(raw, endpoint))
+                parsed.append(parse(raw, endpoint))
             except BadLine:
                 tally.bad_lines += 1
         store_outcomes(con, ctx, parsed, tally)

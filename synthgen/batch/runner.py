@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -28,11 +29,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
-from ..backends.openai_batch import BatchClient, BatchInfo, request_line
+from ..backends.openai_batch import BatchInfo
 from ..errors import (
     AuthFault,
     EndpointRefused,
@@ -45,6 +46,9 @@ from ..errors import (
     TooLarge,
 )
 from ..types import Answer, Request, Stats
+
+if TYPE_CHECKING:
+    from ..backends.base import BatchAPI
 from . import records
 from .files import BatchFile, Splitter
 from .ingest import CHUNK, Context, Tally, ingest_file, store_outcomes
@@ -67,7 +71,7 @@ class _Stopped(Exception):
 class BatchRunner:
     """One `generate --batch` run against one Batch API endpoint."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: BatchClient,
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: BatchAPI,
                  pending: Callable[[], Iterator[list[Request]]], body: Callable[[Request], bytes],
                  run_id: int, plan_key: str | None, settings: Settings, stats: Stats,
                  should_stop: Callable[[], bool] = lambda: False,
@@ -157,7 +161,12 @@ class BatchRunner:
         for row in rows:
             if row.endpoint != self.endpoint:
                 continue
-            if row.state == "preparing":
+            if row.state == "preparing" and not self.client.uploads and row.created_at is not None:
+                # An API that takes the requests with the create (Message Batches) may have
+                # made the batch before the kill: it is looked for, else sent again.
+                await self._create(row.batch_key, None, row.requests, resumed=True,
+                                   since=row.created_at.timestamp(), adopt_only=True)
+            elif row.state == "preparing":
                 # Its file never reached the API (the file id is recorded before the batch
                 # is created): nothing to find there; its requests go into this run's pass.
                 await asyncio.to_thread(records.discard, self.cur, row.batch_key)
@@ -206,7 +215,8 @@ class BatchRunner:
             for request in batch:
                 if request.request_id in held:
                     continue
-                done = splitter.add(request.request_id, request_line(request.request_id, self.body(request)))
+                line = self.client.request_line(request.request_id, self.body(request))
+                done = splitter.add(request.request_id, line)
                 if done is not None:
                     ready.append(done)
         return ready.popleft()
@@ -216,6 +226,13 @@ class BatchRunner:
         n = len(batch_file.request_ids)
         await asyncio.to_thread(records.record_new, self.cur, key, self.run_id, self.plan_key,
                                 self.endpoint, batch_file.request_ids, batch_file.size)
+        if not self.client.uploads:  # the requests go with the create (Message Batches)
+            try:
+                await self._create(key, None, n, resumed=False, path=batch_file.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    batch_file.path.unlink()
+            return
         try:
             file_id = await self._call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
                                        "uploading a batch file (POST /files)")
@@ -242,19 +259,27 @@ class BatchRunner:
         await asyncio.to_thread(records.set_uploaded, self.cur, key, file_id)
         await self._create(key, file_id, n, resumed=False)
 
-    async def _create(self, key: str, file_id: str, n: int, resumed: bool) -> None:
-        """POST /batches, unless the batch exists already: after a kill, or after a create
+    async def _create(self, key: str, file_id: str | None, n: int, resumed: bool,
+                      path: Path | None = None, since: float | None = None,
+                      adopt_only: bool = False) -> None:
+        """Create the batch, unless it exists already: after a kill, or after a create
         whose answer was lost (a timeout does not say the batch was not made), the API's
-        list is searched for our key or our file before creating it again."""
+        list is searched for it (our key, our file, or its time and size) first.
+        `adopt_only`: there is nothing to create it from any more (its file is gone):
+        if it is not found, its requests go into this run's pass."""
         info: BatchInfo | None = None
+        since = since if since is not None else time.time()
         for attempt in range(CONTROL_ATTEMPTS):
             if resumed or attempt:
-                info = await self._call(lambda: self.client.find(file_id, key),
-                                        "listing batches (GET /batches)")
+                info = await self._call(lambda: self.client.find(file_id, key, since, n),
+                                        "listing batches")
                 if info is not None:
                     break
+                if adopt_only:
+                    await asyncio.to_thread(records.discard, self.cur, key)
+                    return
             try:
-                info = await self.client.create(file_id, key)
+                info = await self.client.create(file_id, key, path)
                 break
             except (AuthFault, Redirected, EndpointRefused) as exc:
                 raise _Abort(f"creating a batch (POST /batches): {exc.message}") from None
@@ -321,7 +346,8 @@ class BatchRunner:
             if file_id:
                 path = await self._download(file_id)
                 try:
-                    await asyncio.to_thread(ingest_file, self.cur, path, ctx, self.endpoint, tally)
+                    await asyncio.to_thread(ingest_file, self.cur, path, ctx, self.endpoint, tally,
+                                            parse=self.client.outcome)
                 finally:
                     path.unlink(missing_ok=True)
         missing = [rid for rid in ids if rid not in tally.seen]
@@ -370,12 +396,15 @@ class BatchRunner:
         s.failed += tally.failed
         s.prompt_tokens += tally.prompt_tokens
         s.completion_tokens += tally.completion_tokens
+        s.cached_tokens += tally.cached_tokens
+        s.cache_write_tokens += tally.cache_write_tokens
         s.errors.update(tally.errors)
         s.failures.update(tally.failures)
         self.on_progress()
 
     async def _download(self, file_id: str) -> Path:
-        path = self._workdir / f"{file_id}.jsonl"
+        # a file id may be a URL (Message Batches' results_url): its name here is a hash of it
+        path = self._workdir / f"{hashlib.blake2b(file_id.encode(), digest_size=8).hexdigest()}.jsonl"
 
         async def fetch() -> int:
             with open(path, "wb") as fh:  # a retry starts the file again

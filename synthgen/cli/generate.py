@@ -60,8 +60,14 @@ class OrNotSent(click.ParamType):
 @click.option("--base-url", "base_urls", multiple=True,
               help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Repeat for "
                    "several replicas. Without it the bundled local teacher is started.")
-@click.option("--api-key-env", help="Environment variable holding the API key. "
-                                    "The key is never stored.")
+@click.option("--api", help="The API the teacher speaks: openai (OpenAI and every OpenAI-compatible "
+                            "server: vLLM, llama.cpp, gateways), anthropic (Messages API), or a "
+                            "backend another package adds.")
+@click.option("--api-key-env", help="Environment variable holding the API key (with --api anthropic: "
+                                    "ANTHROPIC_API_KEY). The key is never stored.")
+@click.option("--cache-prompt", is_flag=True, default=None,
+              help="Ask the API to cache the prompt's shared prefix where it takes such a hint "
+                   "(Anthropic: cache_control on the system prompt); cached tokens are priced apart.")
 @click.option("--skip-preflight", is_flag=True, default=None,
               help="Do not check the endpoints, the key and the model name before sending.")
 @click.option("--concurrency", help="Requests in flight, or 'auto' (found by measurement).")
@@ -100,6 +106,10 @@ class OrNotSent(click.ParamType):
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
 @click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
 @click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--price-cached-in", type=float,
+              help="Price per million prompt tokens read from the provider's cache [default: --price-in].")
+@click.option("--price-cache-write", type=float,
+              help="Price per million prompt tokens written to the provider's cache [default: --price-in].")
 @click.option("--batch", is_flag=True, default=None,
               help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
                    "at its discount) instead of one request at a time. Same plan, ids and store; "

@@ -54,6 +54,8 @@ def _generate_defaults() -> dict[str, str]:
         field = GenerateConfig.model_fields[names.get(param, param)]
         if field.default is not None:
             out[param] = str(field.default)
+    out["api"] = str(GenerateConfig.model_fields["api"].default)
+    out["api_key_env"] = "OPENAI_API_KEY"  # the default API's own variable (each API has one)
     return out
 
 
@@ -81,15 +83,16 @@ GENERATE = Spec(
         ("Input", ["config_file", "input_path", "input_sql", "template", "prompts_dir", "limit",
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
-        ("Teacher", ["model", "base_urls", "teacher_name", "teacher_state_dir", "api_key_env",
-                     "skip_preflight", "threads", "logprobs_mode"]),
+        ("Teacher", ["model", "base_urls", "api", "teacher_name", "teacher_state_dir", "api_key_env",
+                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body", "response_schema"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),
         ("Batch API (half the price, answers within 24 h)",
          ["batch", "batch_discount", "batch_poll_interval", "batch_poll_max", "batch_max_requests",
           "batch_max_bytes"]),
-        ("Cost and output", ["price_in", "price_out", "progress_interval", "verbose"]),
+        ("Cost and output", ["price_in", "price_out", "price_cached_in", "price_cache_write",
+                             "progress_interval", "verbose"]),
         ("On a Ray cluster (the [ray] extra; see docs/scale.md)", ["ray_address", "shards", "shard_dir",
                                                                    "keep_shards"]),
     ],

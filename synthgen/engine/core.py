@@ -254,6 +254,9 @@ class Engine:
         stats.completion_tokens += answer.completion_tokens or 0
         if answer.prompt_tokens is None or answer.completion_tokens is None:
             stats.no_usage += 1
+        if answer.cached_tokens or answer.cache_write_tokens:
+            stats.cached_tokens += answer.cached_tokens or 0
+            stats.cache_write_tokens += answer.cache_write_tokens or 0
         if self._held:
             for f in self._held:  # the endpoint works: those were the prompts' own failures
                 self._file(f)

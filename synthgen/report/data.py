@@ -41,6 +41,8 @@ class RunData:
     prompt_tokens: int
     completion_tokens: int
     prices: Prices
+    cached_tokens: int = 0  # of the prompt tokens: read from the provider's cache
+    cache_write_tokens: int = 0  # ... and written to it
     stage: str | None = None  # the recipe stage it ran ("self-instruct · answers"), if one
     bucket_s: int = 1
     series: list[dict[str, Any]] = field(default_factory=list)  # per bucket: t, answers, tokens, p50...
@@ -53,7 +55,8 @@ class RunData:
 
     @property
     def cost(self) -> float | None:
-        return self.prices.cost(self.prompt_tokens, self.completion_tokens)
+        return self.prices.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens,
+                                self.cache_write_tokens)
 
     @property
     def duration_s(self) -> float | None:
@@ -140,15 +143,17 @@ def load(con: Any, db: str, live_run: int | None = None) -> ReportData:
 
 RUNS_SQL = """
 SELECT run_id, status, model, started_at, ended_at, coalesce(answered, 0), coalesce(failed, 0),
-       coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), config
+       coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), config,
+       coalesce(cached_tokens, 0), coalesce(cache_write_tokens, 0)
 FROM runs ORDER BY run_id
 """
 
 
 def _run(con: Any, row: tuple) -> RunData:
-    run_id, status, model, started, ended, answered, failed, pt, ct, config = row
+    run_id, status, model, started, ended, answered, failed, pt, ct, config, cached, written = row
     cfg = json.loads(config) if isinstance(config, str) and config else {}
-    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct, Prices.of_config(cfg))
+    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct, Prices.of_config(cfg),
+                  cached, written)
     [(t0, t1)] = _rows(con, """
         SELECT least(min(epoch_ms(created_at)), (SELECT epoch_ms(started_at) FROM runs WHERE run_id = $r)),
                max(epoch_ms(created_at))

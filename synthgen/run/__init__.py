@@ -29,6 +29,8 @@ import duckdb
 from pydantic import ValidationError
 
 from .. import precheck, store
+from ..backends import registry
+from ..backends.base import ListsModels
 from ..batch import records as batch_records
 from ..config import GenerateConfig, describe_validation_error
 from ..engine.preflight import check_teachers
@@ -84,6 +86,11 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     if transports:
         config = config.model_copy(update={"base_urls": [], "model": config.model or "custom"})
     reporting = Reporting(progress, progress_interval, on_progress, retry_sleep)
+    backend = registry.get(config.api)
+    if not config.base_urls and not transports and backend.base_url:  # the API's own address
+        config = config.model_copy(update={"base_urls": [backend.base_url]})
+    for warning in backend.check(config) if backend.check is not None else []:
+        reporting.warn(warning)  # what the API cannot do is refused (ConfigError) before anything
     template = prompt_template
     if template is None and config.template and config.given_plan is None:  # a given plan is rendered
         from ..inputs.templates import load_template
@@ -151,8 +158,8 @@ def plan_only(cfg: GenerateConfig) -> RunSummary:
 
 def _generate(cfg: GenerateConfig, reporting: Reporting, template: Template | None,
               checked: precheck.Checked, transports: list[Any] | None = None) -> RunSummary:
-    api_key = os.environ.get(cfg.api_key_env) or None
-    if api_key is None and "api_key_env" in cfg.model_fields_set:
+    api_key = os.environ.get(cfg.key_env) or None
+    if api_key is None and cfg.api_key_env:
         raise ConfigError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set "
                           "(or empty); export it, or leave --api-key-env out for a server without keys")
     stop = StopFlag()
@@ -164,20 +171,20 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
                          reporting: Reporting, stop: StopFlag, checked: precheck.Checked,
                          given: list[Any] | None) -> RunSummary:
     """The teacher's transports (and a Batch API client), checked once, then the store."""
-    # aiohttp is imported here, not with this module: a run refused before it sends (a
-    # missing input) is refused in the time Python takes to start, not aiohttp's 0.2 s more
-    from ..backends.http import HttpTransport
-    from ..backends.openai_batch import BatchClient
-
+    backend = registry.get(cfg.api)  # its module imports aiohttp only when it makes a transport
     async with contextlib.AsyncExitStack() as stack:
+        options = {"cache_prompt": cfg.cache_prompt}
         transports = given or [await stack.enter_async_context(
-            HttpTransport(url, cfg.model or "", api_key, cfg.timeout)) for url in cfg.base_urls]
+            backend.transport(url, cfg.model or "", api_key, cfg.timeout, options)) for url in cfg.base_urls]
         if not cfg.skip_preflight and not given:
-            for warning in await check_teachers(transports, cfg.model or ""):
+            askable = [t for t in transports if isinstance(t, ListsModels)]
+            for warning in await check_teachers(askable, cfg.model or "") if askable else []:
                 reporting.warn(warning)
         client = None
         if cfg.batch:
-            client = await stack.enter_async_context(BatchClient(cfg.base_urls[0], api_key, cfg.timeout))
+            if backend.batch is None:
+                raise ConfigError(f"--batch: the {backend.name} API has no batch endpoint here")
+            client = await stack.enter_async_context(backend.batch(cfg.base_urls[0], api_key, cfg.timeout))
         con = store.connect(cfg.db)
         try:
             limit_memory(con)

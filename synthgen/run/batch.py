@@ -33,8 +33,7 @@ async def drive(run: Run, transport: Any, client: Any) -> Ended:
         return False
 
     def record() -> None:
-        runs.record_counts(recorder, run.run_id, stats.answered, stats.failed, stats.prompt_tokens,
-                           stats.completion_tokens)
+        runs.record_counts(recorder, run.run_id, stats)
 
     runner = BatchRunner(run.con, client, lambda: planner.pending(cfg.retry_failed, FETCH_ROWS),
                          transport.body, run.run_id, planner.key, cfg.batching, stats,

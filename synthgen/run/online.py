@@ -90,8 +90,8 @@ async def _record_progress(run: Run, writer: Writer) -> None:
     kill) shows this run's counts instead of zeros."""
     while True:
         await asyncio.sleep(RECORD_EVERY)
-        runs.record_counts(run.con, run.run_id, writer.committed_answers, writer.committed_failures,
-                           run.stats.prompt_tokens, run.stats.completion_tokens)
+        runs.record_counts(run.con, run.run_id, run.stats,
+                           committed=(writer.committed_answers, writer.committed_failures))
 
 
 def _watch_vllm_queues(transports: list[Any], auto: AdaptiveConcurrency | None,

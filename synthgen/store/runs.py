@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from ..types import RunSummary
+from ..types import Counts, RunSummary
 
 
 def open_run(con: duckdb.DuckDBPyConnection, config: dict[str, Any], versions: dict[str, str]) -> int:
@@ -29,10 +29,10 @@ def close_run(con: duckdb.DuckDBPyConnection, s: RunSummary, planned: bool = Tru
     it planned nothing: an ingest of files made elsewhere)."""
     con.execute(
         "UPDATE runs SET status = ?, ended_at = now(), answered = ?, failed = ?, "
-        "prompt_tokens = ?, completion_tokens = ?, message = ?, "
-        "planned = coalesce(planned, ?) WHERE run_id = ?",
-        [s.status, s.answered, s.failed, s.prompt_tokens, s.completion_tokens,
-         s.message, s.total if planned else None, s.run_id])
+        "prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, cache_write_tokens = ?, "
+        "message = ?, planned = coalesce(planned, ?) WHERE run_id = ?",
+        [s.status, s.answered, s.failed, s.prompt_tokens, s.completion_tokens, s.cached_tokens,
+         s.cache_write_tokens, s.message, s.total if planned else None, s.run_id])
 
 
 def set_plan(con: duckdb.DuckDBPyConnection, run_id: int, plan_key: str) -> None:
@@ -44,12 +44,16 @@ def set_planned(con: duckdb.DuckDBPyConnection, run_id: int, planned: int) -> No
     con.execute("UPDATE runs SET planned = ? WHERE run_id = ?", [planned, run_id])
 
 
-def record_counts(con: duckdb.DuckDBPyConnection, run_id: int, answered: int, failed: int,
-                  prompt_tokens: int, completion_tokens: int) -> None:
-    """A running run's counts so far, so `status` during it (and after a kill) shows them."""
+def record_counts(con: duckdb.DuckDBPyConnection, run_id: int, counts: Counts,
+                  committed: tuple[int, int] | None = None) -> None:
+    """A running run's counts so far, so `status` during it (and after a kill) shows them;
+    `committed`: (answers, failures) stored, where that is what the row should say."""
+    answered, failed = committed if committed is not None else (counts.answered, counts.failed)
     con.execute(
-        "UPDATE runs SET answered = ?, failed = ?, prompt_tokens = ?, completion_tokens = ? "
-        "WHERE run_id = ?", [answered, failed, prompt_tokens, completion_tokens, run_id])
+        "UPDATE runs SET answered = ?, failed = ?, prompt_tokens = ?, completion_tokens = ?, "
+        "cached_tokens = ?, cache_write_tokens = ? WHERE run_id = ?",
+        [answered, failed, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens,
+         counts.cache_write_tokens, run_id])
 
 
 # A killed run recorded its counts at most a second before it died (or never, if it died
@@ -62,7 +66,10 @@ UPDATE runs SET status = 'killed',
     failed = (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id),
     prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
     completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM responses s
-                         WHERE s.run_id = runs.run_id)
+                         WHERE s.run_id = runs.run_id),
+    cached_tokens = (SELECT coalesce(sum(cached_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
+    cache_write_tokens = (SELECT coalesce(sum(cache_write_tokens), 0) FROM responses s
+                          WHERE s.run_id = runs.run_id)
 WHERE status = 'running' RETURNING run_id
 """
 

@@ -23,7 +23,7 @@ WITH plan AS (
 )
 SELECT r.run_id, r.status, r.started_at, r.ended_at, r.model, r.base_urls, r.config,
        r.answered AS run_answered, r.failed AS run_failed, r.prompt_tokens, r.completion_tokens,
-       r.message, r.plan_key, p.total, p.answered, p.failed
+       r.message, r.plan_key, p.total, p.answered, p.failed, r.cached_tokens, r.cache_write_tokens
 FROM runs r LEFT JOIN plan p USING (plan_key)
 ORDER BY r.run_id
 """
@@ -71,7 +71,8 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 
 def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
     """At the run's prices; a batch run's at the batch discount off them (pricing.py)."""
-    return Prices.of_config(config).cost(run["prompt_tokens"], run["completion_tokens"])
+    return Prices.of_config(config).cost(run["prompt_tokens"], run["completion_tokens"],
+                                         run.get("cached_tokens"), run.get("cache_write_tokens"))
 
 
 def input_label(source: str | None, width: int = 48) -> str:

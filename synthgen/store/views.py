@@ -48,4 +48,6 @@ def usage_parts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
     con.execute("ALTER TABLE responses ADD COLUMN cache_write_tokens INTEGER")
     con.execute("ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER")
+    con.execute("ALTER TABLE runs ADD COLUMN cached_tokens BIGINT")
+    con.execute("ALTER TABLE runs ADD COLUMN cache_write_tokens BIGINT")
     con.execute(CORPUS_VIEW_008)
