@@ -26,10 +26,10 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -50,22 +50,13 @@ from ..types import Answer, Request, Stats
 if TYPE_CHECKING:
     from ..backends.base import BatchAPI
 from . import records
+from .calls import CONTROL_ATTEMPTS, Abort, Calls, Stopped
 from .files import BatchFile, Splitter
 from .ingest import CHUNK, Context, Tally, ingest_file, store_outcomes
 from .settings import Settings
 
 log = logging.getLogger("synthgen")
-T = TypeVar("T")
 
-CONTROL_ATTEMPTS = 8  # tries of one control call (upload, create, poll, download)
-
-
-class _Abort(Exception):
-    """Stop the run: the store is consistent, the same command continues."""
-
-
-class _Stopped(Exception):
-    """A signal asked the run to stop."""
 
 
 class BatchRunner:
@@ -96,6 +87,7 @@ class BatchRunner:
         self.need_pass = True
         self.idle_batches = 0  # batches in a row that ran nothing
         self._wait = settings.poll_interval
+        self.calls = Calls(settings.poll_interval, settings.poll_max, should_stop)
         self._workdir = Path(tempfile.mkdtemp(prefix="synthgen-batch-"))
 
     # -- the loop -------------------------------------------------------------------------
@@ -106,7 +98,7 @@ class BatchRunner:
         try:
             await self._reattach()
             while True:
-                self._check_stop()
+                self.calls.check_stop()
                 if self.need_pass and self.cancelled is None:
                     self.need_pass = False
                     await self._submit_pass()
@@ -117,32 +109,21 @@ class BatchRunner:
                 if await self._poll_all():
                     self._wait = self.settings.poll_interval
                     if self.idle_batches >= self.settings.max_idle_batches:
-                        raise _Abort(f"{self.idle_batches} batches in a row expired without running a "
+                        raise Abort(f"{self.idle_batches} batches in a row expired without running a "
                                      f"request: {self.endpoint} is not running this run's batches now; "
                                      "their requests are pending, and the same command submits them again")
                 else:
-                    await self._sleep(self._wait)
+                    await self.calls.sleep(self._wait)
                     self._wait = min(2 * self._wait, self.settings.poll_max)
             return "cancelled" if self.cancelled is not None else None
-        except _Stopped:
+        except Stopped:
             return "interrupted"
-        except _Abort as exc:
+        except Abort as exc:
             return str(exc)
         finally:
             self.stats.in_flight = sum(r.requests for r in self.open)
             shutil.rmtree(self._workdir, ignore_errors=True)
             self.cur.close()
-
-    def _check_stop(self) -> None:
-        if self.should_stop():
-            raise _Stopped
-
-    async def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self._check_stop()
-            await asyncio.sleep(min(left, 0.1))
-        self._check_stop()
 
     def _in_flight(self, delta: int) -> None:
         self.stats.in_flight += delta
@@ -188,7 +169,7 @@ class BatchRunner:
         pending = self.pending()
         try:
             while True:
-                self._check_stop()
+                self.calls.check_stop()
                 splitter.max_bytes = self.max_bytes
                 batch_file = await asyncio.to_thread(self._next_file, pending, splitter, ready)
                 if batch_file is None:
@@ -234,7 +215,7 @@ class BatchRunner:
                     batch_file.path.unlink()
             return
         try:
-            file_id = await self._call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
+            file_id = await self.calls.call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
                                        "uploading a batch file (POST /files)")
         except TooLarge:
             await asyncio.to_thread(records.discard, self.cur, key)
@@ -251,7 +232,7 @@ class BatchRunner:
             return
         except RejectedFault as exc:
             await asyncio.to_thread(records.discard, self.cur, key)
-            raise _Abort(f"the endpoint refused the batch file upload ({exc.message}): does "
+            raise Abort(f"the endpoint refused the batch file upload ({exc.message}): does "
                          f"{self.endpoint} serve the Batch API (POST /files)?") from None
         finally:
             with contextlib.suppress(OSError):
@@ -271,7 +252,7 @@ class BatchRunner:
         since = since if since is not None else time.time()
         for attempt in range(CONTROL_ATTEMPTS):
             if resumed or attempt:
-                info = await self._call(lambda: self.client.find(file_id, key, since, n),
+                info = await self.calls.call(lambda: self.client.find(file_id, key, since, n),
                                         "listing batches")
                 if info is not None:
                     break
@@ -282,15 +263,15 @@ class BatchRunner:
                 info = await self.client.create(file_id, key, path)
                 break
             except (AuthFault, Redirected, EndpointRefused) as exc:
-                raise _Abort(f"creating a batch (POST /batches): {exc.message}") from None
+                raise Abort(f"creating a batch (POST /batches): {exc.message}") from None
             except RejectedFault as exc:
                 await asyncio.to_thread(records.discard, self.cur, key)
-                raise _Abort(f"the endpoint refused to create a batch ({exc.message})") from None
+                raise Abort(f"the endpoint refused to create a batch ({exc.message})") from None
             except RetryableFault as exc:
                 if attempt + 1 >= CONTROL_ATTEMPTS:
-                    raise _Abort(f"creating a batch (POST /batches) failed {CONTROL_ATTEMPTS} times: "
+                    raise Abort(f"creating a batch (POST /batches) failed {CONTROL_ATTEMPTS} times: "
                                  f"{exc.message}; the same command tries again") from None
-                await self._sleep(self._backoff(attempt, exc))
+                await self.calls.sleep(self.calls.backoff(attempt, exc))
         assert info is not None
         await asyncio.to_thread(records.set_submitted, self.cur, key, info)
         self.submitted += 1
@@ -308,10 +289,10 @@ class BatchRunner:
         """One look at every open batch; True when any of them moved."""
         moved = False
         for row in list(self.open):
-            self._check_stop()
+            self.calls.check_stop()
             assert row.batch_id is not None
             try:
-                info = await self._call(lambda r=row: self.client.get(r.batch_id),
+                info = await self.calls.call(lambda r=row: self.client.get(r.batch_id),
                                         f"polling batch {row.batch_id}")
             except RejectedFault as exc:  # the API does not know it (another key, deleted)
                 await asyncio.to_thread(records.set_done, self.cur, row.batch_key, "lost", exc.message)
@@ -410,29 +391,5 @@ class BatchRunner:
             with open(path, "wb") as fh:  # a retry starts the file again
                 return await self.client.download(file_id, fh)
 
-        await self._call(fetch, f"downloading {file_id}")
+        await self.calls.call(fetch, f"downloading {file_id}")
         return path
-
-    # -- control calls --------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
-        """One control call, retried by class: retryable faults wait and go again, a refused
-        key or a redirect stops the run, any other refusal is the caller's to handle."""
-        for attempt in range(CONTROL_ATTEMPTS):
-            self._check_stop()
-            try:
-                return await fn()
-            except (AuthFault, Redirected, EndpointRefused) as exc:
-                raise _Abort(f"{what}: {exc.message}") from None
-            except RetryableFault as exc:
-                if attempt + 1 >= CONTROL_ATTEMPTS:
-                    raise _Abort(f"{what} failed {CONTROL_ATTEMPTS} times ({exc.message}); the "
-                                 "batches are recorded: the same command continues") from None
-                log.debug("%s: %s; retrying", what, exc.message)
-                await self._sleep(self._backoff(attempt, exc))
-        raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int, fault: RetryableFault) -> float:
-        if fault.retry_after is not None:
-            return min(fault.retry_after, self.settings.poll_max)
-        return min(self.settings.poll_interval * 2 ** attempt, self.settings.poll_max)

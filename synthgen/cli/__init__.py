@@ -25,7 +25,7 @@ COMMANDS = {
     "view": "synthgen.cli.view:view",
     "batch": "synthgen.cli.batch:batch",
     "teacher": "synthgen.cli.teacher:teacher",
-    "demo": "synthgen.cli.teacher:demo",
+    "demo": "synthgen.cli.demo:demo",
     "train": "synthgen.cli.student:train",
     "eval": "synthgen.cli.student:eval_command",
     "student": "synthgen.cli.export_gguf:student",
