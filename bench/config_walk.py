@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from teacher_server import TeacherServer, write_jsonl  # noqa: E402
+from teacher_server import TeacherServer, write_jsonl
 
-import synthgen  # noqa: E402
+import synthgen
 
 ROOT = Path(synthgen.__file__).resolve().parent
 RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
