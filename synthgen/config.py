@@ -82,6 +82,7 @@ class GenerateConfig(BaseModel):
     timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=100)
     rate_limit_wait: float = Field(default=1800.0, gt=0)  # seconds one request waits out 429s
+    length_retries: int = Field(default=1, ge=0, le=100)  # retries of a max_tokens cut, T > 0
     retry_failed: bool = False
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
@@ -227,7 +228,8 @@ class GenerateConfig(BaseModel):
 
         budget = self.max_tokens or self.extra_body.get("max_completion_tokens")
         return Limits(concurrency=self.concurrency, max_attempts=self.max_attempts,
-                      rate_limit_wait=self.rate_limit_wait, rpm=self.rpm, tpm=self.tpm, model=self.model,
+                      rate_limit_wait=self.rate_limit_wait, length_retries=self.length_retries,
+                      rpm=self.rpm, tpm=self.tpm, model=self.model,
                       completion_budget=budget if isinstance(budget, int) else None)
 
     @property

@@ -76,6 +76,10 @@ class OrNotSent(click.ParamType):
                                                "429s (rate limits) do not count, see --rate-limit-wait.")
 @click.option("--rate-limit-wait", type=float,
               help="Seconds one request keeps waiting out 429s before it fails.")
+@click.option("--length-retries", type=int,
+              help="Retries of an answer max_tokens cut before it fit --response-schema, at "
+                   "temperature > 0 (default 1; at temperature 0 or with a seed: none, it would "
+                   "be cut again). Each is paid.")
 @click.option("--n", type=int, help="Samples per prompt.")
 @click.option("--temperature", type=OrNotSent(float),
               help="Sampling temperature, sent with every request; 'none' sends none (the server's own).")

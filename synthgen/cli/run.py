@@ -61,6 +61,10 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
     if summary.status == "interrupted":
         click.echo(f"Interrupted in stage {summary.stages[-1].name}. Resume with:\n  {resume}", err=True)
         sys.exit(130)
+    if summary.status == "empty":
+        click.secho(f"recipe {spec.name}: {summary.message}", fg="red", err=True)
+        click.echo(f"  every stage: {synthgen_command()} status --db {quote(str(db))}", err=True)
+        sys.exit(1)
     last = summary.stages[-1].name
     click.echo(f"recipe {spec.name}: done in {summary.elapsed:.1f}s; {summary.stages[-1].kept:,} rows kept "
                f"in the last stage", err=True)

@@ -52,7 +52,8 @@ async def drive(run: Run, transports: list[Any]) -> Ended:
     sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), sender, writer, limit=limit,
                     stats=stats, max_attempts=limits.max_attempts, retry_sleep=heard.retry_sleep,
-                    on_stop=planner.stop, rate_limit_wait=limits.rate_limit_wait)
+                    on_stop=planner.stop, rate_limit_wait=limits.rate_limit_wait,
+                    length_retries=limits.length_retries, key=str(run.run_id))
     plan_failed: duckdb.Error | None = None
     try:
         await engine.run()

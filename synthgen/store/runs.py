@@ -57,19 +57,22 @@ def record_counts(con: duckdb.DuckDBPyConnection, run_id: int, counts: Counts,
 
 
 # A killed run recorded its counts at most a second before it died (or never, if it died
-# while planning): they are counted again from what it stored.
+# while planning): they are counted again from what it stored; its tokens are the bill's,
+# every attempt answered (billed_attempts: the kept answers and the wasted ones).
 KILLED_SQL = """
 UPDATE runs SET status = 'killed',
     message = coalesce(message, 'the process ended without closing its run (killed, or its store '
                                 || 'could not be written)'),
     answered = (SELECT count(*) FROM responses s WHERE s.run_id = runs.run_id),
     failed = (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id),
-    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
-    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM responses s
-                         WHERE s.run_id = runs.run_id),
-    cached_tokens = (SELECT coalesce(sum(cached_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
-    cache_write_tokens = (SELECT coalesce(sum(cache_write_tokens), 0) FROM responses s
-                          WHERE s.run_id = runs.run_id)
+    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM billed_attempts b
+                     WHERE b.run_id = runs.run_id),
+    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM billed_attempts b
+                         WHERE b.run_id = runs.run_id),
+    cached_tokens = (SELECT coalesce(sum(cached_tokens), 0) FROM billed_attempts b
+                     WHERE b.run_id = runs.run_id),
+    cache_write_tokens = (SELECT coalesce(sum(cache_write_tokens), 0) FROM billed_attempts b
+                          WHERE b.run_id = runs.run_id)
 WHERE status = 'running' RETURNING run_id
 """
 

@@ -20,6 +20,9 @@ Everything synthgen knows lives in one DuckDB file:
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
     preference_pairs  chosen/rejected answers to one prompt, from judge scores
+    wasted_attempts  attempts the teacher answered (and billed) that were not kept: schema
+                    misfits, answers max_tokens cut; their usage, text and fault
+    billed_attempts  VIEW: the bill, one row per attempt answered (kept, or wasted)
     corpus          VIEW: responses joined to their requests, the thing people query;
                     with each answer's logprobs_mode and logprobs_temperature (its run's)
     stage_requests  VIEW: which requests belong to which recipe stage's plan
@@ -36,7 +39,7 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import StoreError
-from . import views
+from . import views, wasted
 from .tx import transaction
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
@@ -337,6 +340,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("006_recipes", _m006_recipes),
     ("007_logprobs_mode", views.logprobs_mode),
     ("008_usage_parts", views.usage_parts),
+    ("009_wasted_attempts", wasted.migrate),
 ]
 
 
