@@ -118,7 +118,8 @@ def test_on_the_bundled_teacher_it_keeps_answers_or_names_the_stage(tmp_path):
         kept = int(result.stderr.split("rows kept in the last stage")[0].rsplit(";", 1)[1].split()[0])
         assert kept > 0, result.stderr
     else:
-        assert result.returncode == 1 and "of recipe 'evol-instruct' kept no row" in result.stderr, result.stderr
+        assert result.returncode == 1, result.stderr
+        assert "of recipe 'evol-instruct' kept no row" in result.stderr, result.stderr
     con = duckdb.connect(str(tmp_path / "e.duckdb"), read_only=True)
     try:
         cut = con.execute("SELECT count(*) FROM failures WHERE error_type IN ('length', 'schema')").fetchall()
