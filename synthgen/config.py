@@ -91,6 +91,10 @@ class GenerateConfig(BaseModel):
     price_cached_in: float | None = Field(default=None, ge=0)  # prompt tokens read from a cache
     price_cache_write: float | None = Field(default=None, ge=0)  # prompt tokens written to one
     flush_interval: float = Field(default=0.1, gt=0, le=10)
+    # Money (engine/budget.py): a total never crossed, counting what is in flight at its
+    # worst; and dollars per sliding window ("USD/MIN": at most USD in any MIN minutes).
+    budget: float | None = Field(default=None, gt=0)
+    spend_per_window: str | None = None
 
     # batch mode: the same plan through a Batch API (files + batches) at its discount
     batch: bool = False
@@ -182,6 +186,17 @@ class GenerateConfig(BaseModel):
             raise ValueError("give exactly one of {input} (a file) or {input_sql} (a query)")
         if self.base_urls and not self.model:
             raise ValueError("{model} is required with {base_urls} (the name the teacher serves)")
+        if self.budget is not None or self.spend_per_window is not None:
+            if self.batch:
+                raise ValueError("{budget} and {spend_per_window} hold back online requests one by one; "
+                                 "a batch is priced whole: leave them out with {batch}")
+            if self.price_in is None and self.price_out is None:
+                raise ValueError("{budget} needs the teacher's prices: {price_in} and {price_out} "
+                                 "(per million tokens)")
+            if self.max_tokens_sent is None:
+                raise ValueError("{budget} needs {max_tokens}: an answer's worst case is what the "
+                                 "budget holds back for it")
+            self.spend_window  # noqa: B018 (checks its form)
         if self.batch and len(self.base_urls) != 1:
             raise ValueError("{batch} needs exactly one {base_urls}, a Batch API (OpenAI's, or a "
                              "server with /v1/files and /v1/batches); for `vllm run-batch` on "
@@ -208,6 +223,28 @@ class GenerateConfig(BaseModel):
 
             params[SCHEMA_KEY] = orjson.dumps(self.response_schema).decode()
         return params
+
+    @property
+    def max_tokens_sent(self) -> int | None:
+        """The longest answer a request allows (max_tokens, or extra_body's
+        max_completion_tokens), None when no limit is sent."""
+        limit = self.max_tokens or self.extra_body.get("max_completion_tokens")
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+    @property
+    def spend_window(self) -> tuple[float, float] | None:
+        """--spend-per-window "USD/MIN" as (dollars, seconds)."""
+        if self.spend_per_window is None:
+            return None
+        dollars, _, minutes = self.spend_per_window.partition("/")
+        try:
+            window = (float(dollars.strip().lstrip("$")), float(minutes or "nan") * 60)
+        except ValueError:
+            window = (float("nan"), float("nan"))
+        if not (window[0] > 0 and window[1] > 0):
+            raise ValueError(f"{{spend_per_window}} is USD/MIN, e.g. 5/10 for at most $5 in any "
+                             f"10 minutes, not {self.spend_per_window!r}")
+        return window
 
     # The config in parts: each room gets its own small typed share, never this model
     # (the engine its limits, the batch runner its settings, pricing its prices).

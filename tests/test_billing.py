@@ -141,3 +141,56 @@ def test_a_killed_run_keeps_the_bill_of_what_it_stored_and_the_resume_adds_the_r
         assert total == pytest.approx((stored[0] * PRICE_IN + stored[1] * PRICE_OUT) / 1e6, abs=0.005)
         assert total <= teacher_cost(teacher) + 1e-9
         assert rows(db, "SELECT count(*) FROM responses") == [(300,)]
+
+
+def budget_run(teacher: TeacherServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                    "--model", "m", "--base-url", teacher.base_url, "--max-tokens", "16",
+                    "--concurrency", "8", "--price-in", "200", "--price-out", "700", *extra)
+
+
+def test_a_budget_is_never_crossed_and_a_larger_one_finishes_the_job(tmp_path):
+    """200 prompts of 10 words (10 tokens in, 10 out: $1.80 in all at these prices):
+    --budget 0.50 stops with the spend under it by the teacher's own log and the rest
+    pending; --budget 2 finishes; the two runs cost what one uninterrupted run does."""
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": " ".join([f"w{i}"] * 10)} for i in range(200)])
+    with TeacherServer(latency=0.01) as teacher:
+        first = budget_run(teacher, tmp_path, "--budget", "0.50")
+        assert first.returncode == 3, first.stderr
+        assert "the budget of $0.50 is reached" in first.stderr and "larger --budget" in first.stderr
+        spent = sum(p * 200 + c * 700 for p, c in teacher.billed) / 1e6
+        assert 0.40 <= spent <= 0.50
+        [run] = sg.status(tmp_path / "c.duckdb")
+        assert run["pending"] > 0 and run["cost"] == pytest.approx(spent, abs=1e-9)
+        second = budget_run(teacher, tmp_path, "--budget", "2")
+        assert second.returncode == 0, second.stderr
+        total = sum(p * 200 + c * 700 for p, c in teacher.billed) / 1e6
+        assert total == pytest.approx(1.80, abs=1e-9) and len(teacher.billed) == 200
+        assert sum(r["cost"] for r in sg.status(tmp_path / "c.duckdb")) == pytest.approx(1.80, abs=1e-9)
+
+
+def test_spend_per_window_holds_any_window_to_its_dollars(tmp_path):
+    """--spend-per-window 0.05/0.01: at most $0.05 in any 0.6 s, by the teacher's clock."""
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": " ".join([f"w{i}"] * 10)} for i in range(12)])
+    with TeacherServer() as teacher:
+        result = budget_run(teacher, tmp_path, "--spend-per-window", "0.05/0.01")
+        assert result.returncode == 0, result.stderr
+        times = sorted(teacher.answered_at)
+    each = (10 * 200 + 10 * 700) / 1e6  # $0.009 an answer
+    assert len(times) == 12
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:] if u - t < 0.6)
+        assert in_window * each <= 0.05 + 1e-9, (i, in_window)
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--budget", "1"], "--budget needs the teacher's prices: --price-in and --price-out"),
+    (["--budget", "1", "--price-in", "1", "--max-tokens", "none"], "--budget needs --max-tokens"),
+    (["--spend-per-window", "lots", "--price-in", "1"], "--spend-per-window is USD/MIN"),
+])
+def test_budget_flags_that_cannot_work_are_refused_before_sending(teacher, tmp_path, flags, said):
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hello"}])
+    result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                      "--model", "m", "--base-url", teacher.base_url, *flags)
+    assert result.returncode != 0 and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not teacher.billed

@@ -76,6 +76,14 @@ class OrNotSent(click.ParamType):
                                                "429s (rate limits) do not count, see --rate-limit-wait.")
 @click.option("--rate-limit-wait", type=float,
               help="Seconds one request keeps waiting out 429s before it fails.")
+@click.option("--budget", type=float,
+              help="Dollars this store may spend in all (its earlier runs count): sending stops "
+                   "before the spend could pass it, counting requests in flight at their worst "
+                   "(max_tokens); the rest stays pending for a rerun with a larger budget. Needs "
+                   "--price-in/--price-out.")
+@click.option("--spend-per-window", metavar="USD/MIN",
+              help="At most USD spent in any MIN minutes (e.g. 5/10), for providers that limit "
+                   "dollars per window: requests wait for room.")
 @click.option("--length-retries", type=int,
               help="Retries of an answer max_tokens cut before it fit --response-schema, at "
                    "temperature > 0 (default 1; at temperature 0 or with a seed: none, it would "

@@ -32,6 +32,14 @@ from .progress import announcer, progress_options, show_library_messages
 @click.option("--rpm", type=float, help="Requests per minute, client side.")
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Send what failed in each stage again.")
+@click.option("--price-in", type=float, help="Teacher's $ per million prompt tokens (for cost and --budget).")
+@click.option("--price-out", type=float, help="Teacher's $ per million answer tokens.")
+@click.option("--budget", type=float,
+              help="Dollars the whole recipe may spend, every stage and earlier run of the store "
+                   "counted; sending stops before it could pass (needs --price-in/--price-out).")
+@click.option("--length-retries", type=int,
+              help="Retries of an answer max_tokens cut before it fit a stage's schema, at "
+                   "temperature > 0 (default 1; none at temperature 0).")
 @click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
 @click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("prompts"),
               show_default=True, help="Where recipes and templates are looked up by name first.")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AuthFault, ConnectionFault, Redirected, RunAborted, TeacherFault
 from ..types import Answer, Failure, Request, Stats, Wasted
+from .budget import BudgetSpent
 from .limiter import ConcurrencyLimit
 from .retry import LENGTH_RETRIES, RATE_LIMIT_WAIT, Attempts, GaveUp
 
@@ -71,7 +72,8 @@ class Engine:
         self.attempts = Attempts(sender.send, max_attempts, self.stats.errors, sleep=retry_sleep,
                                  rate_limit_wait=rate_limit_wait, length_retries=length_retries,
                                  key=key)
-        self.stop_reason: str | None = None  # "interrupted" or an abort message
+        self.stop_reason: str | None = None  # "interrupted", "budget" or an abort message
+        self.budget_spent: str | None = None  # why --budget stopped sending
         self.crash: BaseException | None = None  # a bug: stop at once
         # The sink or the pending rows failed (a full disk): stop sending, let what is in
         # flight land in the sink (it keeps what it cannot store), then raise this.
@@ -122,7 +124,7 @@ class Engine:
 
     def _waits_for_flight(self) -> bool:
         """Not an abort: requests in flight may still be answered, so they get the grace."""
-        return self.stop_reason in (None, "interrupted") or self.failure is not None
+        return self.stop_reason in (None, "interrupted", "budget") or self.failure is not None
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -242,6 +244,10 @@ class Engine:
             stats.attempts += gave_up.attempts
             self._bill(gave_up.wasted)
             fault = gave_up.fault
+            if isinstance(fault, BudgetSpent):  # not sent: it stays pending, and sending stops
+                self.budget_spent = fault.message
+                self.request_stop("budget")
+                return
             self._failed(Failure(request.request_id, request.messages, fault.kind, fault.status_code,
                                  fault.message, gave_up.attempts), fault)
             return

@@ -77,6 +77,19 @@ WHERE status = 'running' RETURNING run_id
 """
 
 
+def spent_by_other_runs(con: duckdb.DuckDBPyConnection, run_id: int) -> float:
+    """What every other run of this store cost, each at its own prices (pricing.py): what
+    a --budget has already spent (a resumed job, the earlier stages of a recipe)."""
+    from ..pricing import Prices
+
+    total = 0.0
+    for config, pt, ct, cached, written in con.execute(
+            "SELECT config, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens "
+            "FROM runs WHERE run_id <> ?", [run_id]).fetchall():
+        total += Prices.of_config(orjson.loads(config or "{}")).cost(pt, ct, cached, written) or 0.0
+    return total
+
+
 def software_versions() -> dict[str, str]:
     """What a run records of the software that made it."""
     import platform
