@@ -166,6 +166,8 @@ class GenerateConfig(BaseModel):
     @field_validator("response_schema", mode="before")
     @classmethod
     def _load_schema(cls, value: Any) -> Any:
+        from .fit import load_schema
+
         return load_schema(value)
 
     @field_validator("temperature", "top_p", "max_tokens", mode="before")
@@ -234,17 +236,9 @@ class GenerateConfig(BaseModel):
     @property
     def spend_window(self) -> tuple[float, float] | None:
         """--spend-per-window "USD/MIN" as (dollars, seconds)."""
-        if self.spend_per_window is None:
-            return None
-        dollars, _, minutes = self.spend_per_window.partition("/")
-        try:
-            window = (float(dollars.strip().lstrip("$")), float(minutes or "nan") * 60)
-        except ValueError:
-            window = (float("nan"), float("nan"))
-        if not (window[0] > 0 and window[1] > 0):
-            raise ValueError(f"{{spend_per_window}} is USD/MIN, e.g. 5/10 for at most $5 in any "
-                             f"10 minutes, not {self.spend_per_window!r}")
-        return window
+        from .engine.budget import parse_window
+
+        return None if self.spend_per_window is None else parse_window(self.spend_per_window)
 
     # The config in parts: each room gets its own small typed share, never this model
     # (the engine its limits, the batch runner its settings, pricing its prices).
@@ -290,40 +284,6 @@ class GenerateConfig(BaseModel):
         data = self.model_dump(mode="json")
         data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
         return data
-
-
-def load_schema(value: Any) -> dict[str, Any] | None:
-    """A response schema from a JSON file's path, a pydantic model class or a dict,
-    checked to be a valid JSON Schema; ValueError names the file and what is wrong."""
-    if value is None:
-        return None
-    where = "the schema"
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):
-        value = value.model_json_schema()  # a pydantic model
-    elif isinstance(value, str | Path):
-        where = str(value)
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read the schema file ({exc.strerror})") from None
-        import orjson
-
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
-    from jsonschema.exceptions import SchemaError
-
-    from .fit import validator
-
-    try:
-        validator(value)
-    except SchemaError as exc:
-        at = "/".join(str(p) for p in exc.path) or "the top level"
-        raise ValueError(f"{where}: not a valid JSON Schema at {at}: {exc.message}") from None
-    return value
 
 
 # Below the top level a name counts only when it is a credential's whole name: a nested

@@ -19,6 +19,7 @@ a truncated answer (max_tokens), a server that ignores the field, or a refusal w
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,6 +42,36 @@ def validator(schema: dict[str, Any]) -> Any:
     cls = validator_for(schema, default=Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def load_schema(value: Any) -> dict[str, Any] | None:
+    """A response schema from a JSON file's path, a pydantic model class or a dict,
+    checked to be a valid JSON Schema; ValueError names the file and what is wrong."""
+    if value is None:
+        return None
+    where = "the schema"
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        value = value.model_json_schema()  # a pydantic model
+    elif isinstance(value, str | Path):
+        where = str(value)
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read the schema file ({exc.strerror})") from None
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        validator(value)
+    except SchemaError as exc:
+        at = "/".join(str(p) for p in exc.path) or "the top level"
+        raise ValueError(f"{where}: not a valid JSON Schema at {at}: {exc.message}") from None
+    return value
 
 
 class AnswerSchema:

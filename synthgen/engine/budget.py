@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN_AT_LEAST = 2  # no tokenizer makes fewer tokens of prose: a safe worst case
 
 
+def parse_window(text: str) -> tuple[float, float]:
+    """--spend-per-window "USD/MIN" as (dollars, seconds); ValueError naming the form."""
+    dollars, _, minutes = text.partition("/")
+    try:
+        window = (float(dollars.strip().lstrip("$")), float(minutes or "nan") * 60)
+    except ValueError:
+        window = (float("nan"), float("nan"))
+    if not (window[0] > 0 and window[1] > 0):
+        raise ValueError(f"{{spend_per_window}} is USD/MIN, e.g. 5/10 for at most $5 in any 10 minutes, "
+                         f"not {text!r}")
+    return window
+
+
 class BudgetSpent(TeacherFault):
     """The budget cannot cover this attempt's worst case: not sent, the request stays pending."""
 
