@@ -97,7 +97,8 @@ class GenerateConfig(BaseModel):
     batch_poll_max: float = Field(default=300.0, gt=0)  # longest wait between polls
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)  # per file (OpenAI's limit)
     batch_max_bytes: int = Field(default=200_000_000, ge=4096, le=200 * 2**20)  # per file
-    batch_discount: float = Field(default=0.5, ge=0, le=1)  # off --price-in/--price-out
+    # off the prices; None: the price table's for the model, else 0.5 (pricing.py)
+    batch_discount: float | None = Field(default=None, ge=0, le=1)
 
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
@@ -234,8 +235,8 @@ class GenerateConfig(BaseModel):
     def prices(self) -> Prices:
         from .pricing import Prices
 
-        return Prices(self.price_in, self.price_out, self.batch_discount if self.batch else 0.0,
-                      self.price_cached_in, self.price_cache_write)
+        return Prices.resolve(self.model, self.price_in, self.price_out, self.price_cached_in,
+                              self.price_cache_write, batch=self.batch, batch_discount=self.batch_discount)
 
     @property
     def batching(self) -> Settings:

@@ -189,7 +189,7 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
         click.secho(f"stopped early: {exc}", fg="red", err=True)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
-    _print_summary(summary, cfg.verbose, cfg.db)
+    _print_summary(summary, cfg.verbose, cfg.db, cfg.prices.describe())
     if summary.status == "aborted":  # a shard ended early; what it stored is in --db
         click.secho(f"stopped early: {summary.message}", fg="red", err=True)
         click.echo(f"The store is consistent ({summary.pending:,} requests pending). Resume with:\n"
@@ -246,7 +246,7 @@ def resume_hint(argv: list[str]) -> str:
     return hint
 
 
-def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
+def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
@@ -264,8 +264,7 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
                                              f"{shlex.quote(str(db))}` cancels them)"
                                              if s.batches_open else ""))
     if s.cost is not None:
-        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given"
-                     + (", less the batch discount)" if s.batch else ")"))
+        lines.append(f"  estimated cost: ${s.cost:,.4f} (at {prices})")
     if s.no_usage:
         lines.append(f"  {s.no_usage:,} answers came without token counts (usage): their tokens are not "
                      "in the counts" + (" or the cost, which is a lower bound" if s.cost is not None else ""))
