@@ -143,9 +143,18 @@ class OrNotSent(click.ParamType):
                    "every node sees at the same path.")
 @click.option("--keep-shards", is_flag=True,
               help="Keep the shard stores after they were folded into --db.")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing: plan the input into --db (the real run reuses the plan) and print "
+                   "the pending requests, their prompt tokens, the output tokens (at most --max-tokens "
+                   "each) and the cost online and through a Batch API.")
+@click.option("--pilot", type=click.IntRange(min=1), metavar="N",
+              help="With --dry-run: first answer N pending requests (spread over the input; sent "
+                   "online and stored like any answer), and estimate the rest from their measured "
+                   "output tokens.")
 def generate(config_file: Path | None, progress_interval: float | None, teacher_name: str | None,
              teacher_state_dir: Path | None, ray_address: str | None, shards: int | None,
-             shard_dir: Path | None, keep_shards: bool, **flags) -> None:
+             shard_dir: Path | None, keep_shards: bool, dry_run: bool, pilot: int | None,
+             **flags) -> None:
     """Send every prompt of the input to the teacher; store each answer once in --db.
 
     Running the same command again resumes: answered requests are never sent twice.
@@ -171,6 +180,14 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
                                "client actors on a Ray cluster (for a fleet of teachers, see "
                                "`synthgen teacher start --ray`)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
+    if pilot is not None and not dry_run:
+        raise click.UsageError("--pilot N goes with --dry-run: it answers N requests, then estimates "
+                               "the rest (the run itself is the same command without both)")
+    if dry_run:
+        from .estimate import dry_run as run_dry
+
+        run_dry(cfg, pilot or 0, progress_interval)
+        return
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
