@@ -104,19 +104,24 @@ class OrNotSent(click.ParamType):
               help="Send the requests recorded in failures again.")
 @click.option("--rpm", type=float, help="Requests per minute, client side.")
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
-@click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
-@click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--price-in", type=float,
+              help="Price per million prompt tokens (for the cost) [default: the price table's for "
+                   "--model; a model it lacks has no price]. Given, the table is not used.")
+@click.option("--price-out", type=float,
+              help="Price per million completion tokens [default: the price table's].")
 @click.option("--price-cached-in", type=float,
-              help="Price per million prompt tokens read from the provider's cache [default: --price-in].")
+              help="Price per million prompt tokens read from the provider's cache [default: the "
+                   "table's, else --price-in].")
 @click.option("--price-cache-write", type=float,
-              help="Price per million prompt tokens written to the provider's cache [default: --price-in].")
+              help="Price per million prompt tokens written to the provider's cache [default: the "
+                   "table's, else --price-in].")
 @click.option("--batch", is_flag=True, default=None,
               help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
                    "at its discount) instead of one request at a time. Same plan, ids and store; "
                    "rerun the same command to re-attach after a stop.")
 @click.option("--batch-discount", type=float,
-              help="Batch price as a discount off --price-in/--price-out (default 0.5; 0 when the "
-                   "prices given are batch prices already).")
+              help="Batch price as a discount off the prices (default: the price table's, else 0.5; 0 "
+                   "when the prices given are batch prices already).")
 @click.option("--batch-poll-interval", type=float,
               help="Seconds before the first poll of a batch; doubles up to --batch-poll-max (default 15).")
 @click.option("--batch-poll-max", type=float, help="Longest wait between polls, seconds (default 300).")

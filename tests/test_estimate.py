@@ -1,0 +1,160 @@
+"""The price table and `generate --dry-run [--pilot N]` (issue 29, parts 2 and 3), against
+the loopback teacher, which records every chat request it is sent."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+from conftest import synthgen
+from teacher_server import TeacherServer, write_jsonl
+
+from synthgen.pricing import Prices, price_table, table_date, table_prices
+
+DATE = table_date()
+
+
+def prompts(n: int, seed: int = 7) -> list[dict]:
+    """Prompts of 10 to 90 words: the loopback teacher's answer has as many words as its
+    prompt (and bills words as tokens), so answers vary in length as real ones do."""
+    rnd = random.Random(seed)
+    return [{"prompt": f"q{i} " + " ".join("w" * rnd.randint(1, 9) for _ in range(rnd.randint(10, 90)))}
+            for i in range(n)]
+
+
+def dry(tmp_path, teacher, *extra: str, rows: list[dict] | None = None, db: str = "c.duckdb"):
+    write_jsonl(tmp_path / "in.jsonl", rows if rows is not None else prompts(300))
+    return synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / db,
+                    "--base-url", teacher.base_url, "--model", "m", "--dry-run", *extra)
+
+
+def dollars(pattern: str, text: str) -> float:
+    found = re.search(pattern, text)
+    assert found, text
+    return float(found.group(1).replace(",", ""))
+
+
+def test_a_dry_run_sends_nothing_and_says_what_the_run_would(teacher, tmp_path):
+    result = dry(tmp_path, teacher, "--price-in", "1", "--price-out", "2", "--max-tokens", "100")
+    assert result.returncode == 0, result.stderr
+    assert sum(teacher.received.values()) == 0 and teacher.bodies == []  # the teacher's log is empty
+    out = result.stdout
+    assert "nothing was sent" in out and "300 pending of 300 planned" in out
+    tokens = dollars(r"prompt tokens: ~([\d,]+)", out)
+    assert "approximation: 4 characters a token" in out  # `m` is no model tiktoken knows
+    assert "at most 30,000 (--max-tokens 100 each)" in out
+    low = dollars(r"cost online: \$([\d.,]+) \(prompts alone\)", out)
+    high = dollars(r"at most \$([\d.,]+)", out)
+    assert low == pytest.approx(tokens / 1e6, abs=1e-4)
+    assert high == pytest.approx((tokens + 2 * 30_000) / 1e6, abs=1e-4)
+    assert dollars(r"cost batch : \$([\d.,]+)", out) == pytest.approx(low / 2, abs=1e-4)
+    # The plan is in the store, recorded as a planned run: the real run sends it as planned
+    status = synthgen("status", "--db", tmp_path / "c.duckdb", "--json")
+    [run] = [json.loads(line) for line in status.stdout.splitlines()]
+    assert run["status"] == "planned" and run["pending"] == 300
+    again = dry(tmp_path, teacher, "--price-in", "1", "--price-out", "2", "--max-tokens", "100")
+    assert again.returncode == 0 and sum(teacher.received.values()) == 0
+
+
+def test_ten_thousand_prompts_are_estimated_in_seconds(teacher, tmp_path):
+    import time
+
+    started = time.monotonic()
+    result = dry(tmp_path, teacher, rows=prompts(10_000))
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "10,000 pending" in result.stdout and sum(teacher.received.values()) == 0
+    assert took < 15, took  # ~3 s measured (the issue's bar is 5 s); slack for loaded CI machines
+
+
+def test_a_model_in_the_price_table_is_priced_at_it_and_the_date_is_said(tmp_path):
+    with TeacherServer(models=("gpt-4o-mini",)) as teacher:
+        write_jsonl(tmp_path / "in.jsonl", prompts(30))
+        args = ["generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                "--base-url", teacher.base_url, "--model", "gpt-4o-mini"]
+        estimate = synthgen(*args, "--dry-run")
+        assert estimate.returncode == 0, estimate.stderr
+        assert f"the price table of {DATE} for gpt-4o-mini: $0.15/M in, $0.6/M out" in estimate.stdout
+        tokens = dollars(r"prompt tokens: ~([\d,]+)", estimate.stdout)
+        assert dollars(r"cost online: \$([\d.,]+)", estimate.stdout) == pytest.approx(
+            tokens * 0.15 / 1e6, abs=1e-4)
+        result = synthgen(*args)
+        assert result.returncode == 0, result.stderr
+    assert f"(at the price table of {DATE} for gpt-4o-mini" in result.stderr  # the summary's cost
+    status = synthgen("status", "--db", tmp_path / "c.duckdb")
+    assert "estimated cost $" in status.stdout and f"price table of {DATE}" in status.stdout
+
+
+def test_a_model_not_in_the_table_has_no_price(teacher, tmp_path):
+    result = dry(tmp_path, teacher)
+    assert result.returncode == 0, result.stderr
+    assert f"cost: unknown: no price for m: it is not in the price table of {DATE}" in result.stdout
+    assert "$" not in result.stdout
+    assert table_prices("m") is None and not Prices.resolve("gpt-4o-mini-2099-01-01").known  # no guess
+
+
+def test_the_flags_override_the_table(tmp_path):
+    with TeacherServer(models=("gpt-4o-mini",)) as teacher:
+        write_jsonl(tmp_path / "in.jsonl", prompts(20))
+        result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                          "--base-url", teacher.base_url, "--model", "gpt-4o-mini", "--dry-run",
+                          "--price-in", "3", "--price-out", "7", "--batch-discount", "0.25")
+    assert result.returncode == 0, result.stderr
+    assert "the prices given: $3/M in, $7/M out; batch less 25%" in result.stdout
+    assert "price table" not in result.stdout
+    # Only the cached-input flag given: the table's other prices stay
+    mixed = Prices.resolve("gpt-4o", cached_in=0.1, batch=True)
+    assert (mixed.input, mixed.output, mixed.cached_input, mixed.discount) == (2.5, 10.0, 0.1, 0.5)
+    assert Prices.of_config({"model": "gpt-4o", "price_in": 1.0}).describe().startswith("the prices given")
+
+
+def test_the_table_is_dated_and_every_row_is_whole():
+    table = price_table()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table["as_of"]) and table["version"] >= 1
+    for provider in table["providers"].values():
+        assert 0 < provider["batch_discount"] < 1
+        for name, row in provider["models"].items():
+            assert row["input"] > 0 and row["output"] >= row["input"], name
+            assert row.get("cached_input", 0) <= row["input"], name
+    assert table_prices("claude-sonnet-4-5-20250929") == table_prices("claude-sonnet-4-5")  # a dated alias
+
+
+def test_a_pilot_sends_exactly_n_and_estimates_the_real_cost(tmp_path):
+    rows = prompts(300)
+    price = ["--price-in", "1", "--price-out", "4"]
+    with TeacherServer() as teacher:
+        result = dry(tmp_path, teacher, *price, "--pilot", "20", rows=rows)
+        assert result.returncode == 0, result.stderr
+        assert sum(teacher.received.values()) == 20  # the pilot, and nothing else
+        assert "280 pending of 300 planned" in result.stdout
+        estimated = dollars(r"~\$([\d.,]+) with the pilot's own", result.stdout)
+    with TeacherServer() as teacher:  # the real run, uninterrupted, in a store of its own
+        write_jsonl(tmp_path / "in.jsonl", rows)
+        real = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "real.duckdb",
+                        "--base-url", teacher.base_url, "--model", "m", *price)
+        assert real.returncode == 0, real.stderr
+        assert sum(teacher.received.values()) == 300
+    cost = dollars(r"estimated cost: \$([\d.,]+)", real.stderr)
+    assert estimated == pytest.approx(cost, rel=0.25), (estimated, cost)
+    # The pilot's answers are stored: the same command without --dry-run sends only the rest
+    with TeacherServer() as teacher:
+        rest = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                        "--base-url", teacher.base_url, "--model", "m", *price)
+        assert rest.returncode == 0, rest.stderr
+        assert sum(teacher.received.values()) == 280
+
+
+def test_bad_input_and_a_pilot_without_a_dry_run_are_clear_errors(teacher, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\nnot json\n')
+    result = synthgen("generate", "--input", tmp_path / "bad.jsonl", "--db", tmp_path / "c.duckdb",
+                      "--base-url", teacher.base_url, "--model", "m", "--dry-run")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "bad.jsonl:2: not valid JSON" in result.stderr and "nothing was sent" in result.stderr
+    alone = dry(tmp_path, teacher, "--pilot", "5")
+    assert alone.returncode == 0  # with --dry-run: fine
+    refused = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                       "--base-url", teacher.base_url, "--model", "m", "--pilot", "5")
+    assert refused.returncode == 2 and "--pilot N goes with --dry-run" in refused.stderr
+    assert "Traceback" not in refused.stderr
