@@ -92,6 +92,10 @@ def test_a_model_not_in_the_table_has_no_price(teacher, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"cost: unknown: no price for m: it is not in the price table of {DATE}" in result.stdout
     assert "$" not in result.stdout
+    run = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                   "--base-url", teacher.base_url, "--model", "m")
+    assert run.returncode == 0, run.stderr
+    assert "cost: unknown: no price for m" in run.stderr and "estimated cost" not in run.stderr
     assert table_prices("m") is None and not Prices.resolve("gpt-4o-mini-2099-01-01").known  # no guess
 
 

@@ -12,6 +12,7 @@ import orjson
 from ..config import NOT_SENT, build_config, load_config_file
 from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
+from ..pricing import unpriced
 from ..run import RunSummary
 from ..run import generate as run_generate
 from ..urls import redact_argv
@@ -211,7 +212,9 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
         click.secho(f"stopped early: {exc}", fg="red", err=True)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
-    _print_summary(summary, cfg.verbose, cfg.db, cfg.prices.describe())
+    # A remote teacher whose model has no price says so; the bundled one bills nothing
+    prices = cfg.prices.describe() if cfg.prices.known else (unpriced(cfg.model) if cfg.base_urls else None)
+    _print_summary(summary, cfg.verbose, cfg.db, prices)
     if summary.status == "aborted":  # a shard ended early; what it stored is in --db
         click.secho(f"stopped early: {summary.message}", fg="red", err=True)
         click.echo(f"The store is consistent ({summary.pending:,} requests pending). Resume with:\n"
@@ -268,7 +271,7 @@ def resume_hint(argv: list[str]) -> str:
     return hint
 
 
-def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str) -> None:
+def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str | None) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
@@ -287,6 +290,8 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str) -> 
                                              if s.batches_open else ""))
     if s.cost is not None:
         lines.append(f"  estimated cost: ${s.cost:,.4f} (at {prices})")
+    elif prices is not None and s.answered:
+        lines.append(f"  cost: unknown: {prices}")
     if s.no_usage:
         lines.append(f"  {s.no_usage:,} answers came without token counts (usage): their tokens are not "
                      "in the counts" + (" or the cost, which is a lower bound" if s.cost is not None else ""))
