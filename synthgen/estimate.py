@@ -34,6 +34,7 @@ from .store.tx import transaction
 from .tokens import counter_for
 
 if TYPE_CHECKING:
+    from .inputs.templates import Template
     from .types import RunSummary
 
 COUNT_BATCH = 2048  # messages handed to a tokenizer at once
@@ -102,10 +103,12 @@ class Estimate:
                 None if self.output_most is None else prices.cost(self.prompt_tokens, self.output_most))
 
 
-def estimate(cfg: GenerateConfig, pilot: int = 0, **run_options: Any) -> Estimate:
+def estimate(cfg: GenerateConfig, pilot: int = 0, prompt_template: Template | None = None,
+             **run_options: Any) -> Estimate:
     """Plan `cfg`'s input into its store and estimate what sending it costs; with `pilot`,
-    send that many pending requests first and estimate from their answers. `run_options`
-    go to the pilot's `generate()` (progress, on_progress)."""
+    send that many pending requests first and estimate from their answers. `prompt_template`
+    is a compiled template (a recipe stage's) instead of `cfg.template`; `run_options` go to
+    the pilot's `generate()` (progress, on_progress)."""
     from .run import plan_only
     from .run.teacher import local_model
 
@@ -114,7 +117,7 @@ def estimate(cfg: GenerateConfig, pilot: int = 0, **run_options: Any) -> Estimat
     local = not cfg.base_urls
     if local:  # the bundled teacher's name, as a run would plan it (nothing is started)
         cfg = cfg.model_copy(update={"model": local_model()})
-    planned = plan_only(cfg)
+    planned = plan_only(cfg, prompt_template)
     key = _plan_key(cfg, planned.run_id)
     counter = counter_for(cfg.model, local)
     measured = _run_pilot(cfg, key, pilot, counter, run_options) if pilot else None

@@ -162,3 +162,22 @@ def test_bad_input_and_a_pilot_without_a_dry_run_are_clear_errors(teacher, tmp_p
                        "--base-url", teacher.base_url, "--model", "m", "--pilot", "5")
     assert refused.returncode == 2 and "--pilot N goes with --dry-run" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_recipe_dry_run_estimates_its_first_stage_and_says_why_not_the_rest(teacher, tmp_path):
+    args = ["run", "evol-instruct", "--db", tmp_path / "c.duckdb", "--base-url", teacher.base_url,
+            "--model", "m", "--price-in", "1", "--price-out", "2", "--dry-run"]
+    result = synthgen(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sum(teacher.received.values()) == 0
+    out = result.stdout
+    assert "stage 1/3 evolved:" in out and "12 pending of 12 planned" in out
+    assert "at most 1,152 (--max-tokens 96 each)" in out and "the prices given: $1/M in" in out
+    assert "stage 2/3 equality: not estimated: its requests are made from the rows of earlier" in out
+    piloted = synthgen(*args, "--pilot", "4", cwd=tmp_path)
+    assert piloted.returncode == 0, piloted.stderr
+    assert sum(teacher.received.values()) == 4 and "8 pending of 12 planned" in piloted.stdout
+    real = synthgen(*args[:-1], cwd=tmp_path)  # the recipe itself: the pilot's answers are its own
+    assert real.returncode == 0, real.stderr
+    assert "evolved: 12 planned, 12 answered" in real.stderr
+    assert sum(teacher.received[p] for p in teacher.received if "#Given Prompt#" in p) == 12

@@ -1,6 +1,10 @@
-"""`synthgen generate --dry-run [--pilot N]`: the estimate (synthgen/estimate.py), said."""
+"""`synthgen generate --dry-run [--pilot N]` and `synthgen run RECIPE --dry-run`: the estimate
+(synthgen/estimate.py), said."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -9,6 +13,9 @@ from ..errors import InputError, RunAborted
 from ..estimate import Estimate, estimate
 from ..pricing import unpriced
 from .progress import progress_options, show_library_messages
+
+if TYPE_CHECKING:
+    from ..recipes import Recipe
 
 
 def dry_run(cfg: GenerateConfig, pilot: int, progress_interval: float | None) -> None:
@@ -21,6 +28,29 @@ def dry_run(cfg: GenerateConfig, pilot: int, progress_interval: float | None) ->
     except RunAborted as exc:
         raise click.ClickException(f"the pilot stopped early: {exc}") from None
     click.echo("\n".join(describe(found, cfg.db)))
+
+
+def recipe_dry_run(spec: Recipe, db: Path, options: dict[str, Any], pilot: int,
+                   progress_interval: float | None) -> None:
+    """`synthgen run RECIPE --dry-run`: the first generating stage's estimate, and why the
+    others have none."""
+    from ..recipes.estimate import estimate_recipe
+
+    try:
+        with show_library_messages(), progress_options(progress_interval) as shown:
+            found = estimate_recipe(spec, db, options, pilot, **shown)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except RunAborted as exc:
+        raise click.ClickException(f"the pilot stopped early: {exc}") from None
+    lines = [f"recipe {spec.name}:"]
+    for s in found:
+        head = f"stage {s.stage.position}/{len(found)} {s.stage.name}"
+        if s.estimate is None:
+            lines.append(f"{head}: not estimated: {s.why_not}")
+        else:
+            lines += [f"{head}:", *("  " + line for line in describe(s.estimate, db))]
+    click.echo("\n".join(lines))
 
 
 def _usd(value: float | None) -> str:
