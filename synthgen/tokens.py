@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -113,21 +114,44 @@ def _tiktoken_counter(model: str | None) -> Counter | None:
 
 def _local_counter() -> Counter | None:
     """The bundled teacher's own tokenizer and chat template, where its model is already on
-    this machine (never fetched for an estimate) and transformers is installed."""
+    this machine (never fetched for an estimate). Read from the converted copy with
+    `tokenizers` and jinja2 (transformers' import alone costs seconds); converted first,
+    once per machine, with transformers where no copy is there yet."""
     try:
+        from .student.presets import teacher_tokenizer, teacher_tokenizer_dir
         from .teacher.model import find_gguf
 
-        if find_gguf() is None:
+        gguf = find_gguf()
+        if gguf is None:
             return None
-        from .student.presets import teacher_tokenizer
-
-        tok = teacher_tokenizer()
-    except Exception:  # no transformers, an unreadable model: the approximation serves
+        where = teacher_tokenizer_dir(gguf)
+        if not (where / "tokenizer.json").exists():
+            teacher_tokenizer()  # converts and caches it
+        return _cached_counter(where)
+    except Exception:  # no transformers, an unreadable copy: the approximation serves
         return None
 
+
+def _cached_counter(where: Path) -> Counter | None:
+    """A counter from a tokenizer directory: tokenizer.json and the chat template (its own
+    file, or tokenizer_config.json's), rendered as transformers renders it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from tokenizers import Tokenizer
+
+    config = orjson.loads((where / "tokenizer_config.json").read_bytes())
+    source = where / "chat_template.jinja"
+    text = source.read_text(encoding="utf-8") if source.exists() else config.get("chat_template")
+    if not isinstance(text, str):
+        return None
+    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(text)
+    tokenizer = Tokenizer.from_file(str(where / "tokenizer.json"))
+    special = {k: config.get(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    # Without offsets where this tokenizers has it (~20% faster: only the lengths are used)
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
     def count(batch: Sequence[str]) -> list[int]:
-        rendered = [tok.apply_chat_template(orjson.loads(m), tokenize=False, add_generation_prompt=True)
+        rendered = [template.render(messages=orjson.loads(m), add_generation_prompt=True, **special)
                     for m in batch]
-        return [len(ids) for ids in tok(rendered, add_special_tokens=False)["input_ids"]]
+        return [len(e.ids) for e in encode(rendered, add_special_tokens=False)]
 
     return Counter("the bundled teacher's tokenizer and chat template", True, count)

@@ -181,3 +181,49 @@ def test_a_recipe_dry_run_estimates_its_first_stage_and_says_why_not_the_rest(te
     assert real.returncode == 0, real.stderr
     assert "evolved: 12 planned, 12 answered" in real.stderr
     assert sum(teacher.received[p] for p in teacher.received if "#Given Prompt#" in p) == 12
+
+
+def test_the_bundled_teacher_counts_with_its_own_tokenizer_and_starts_nothing(tmp_path):
+    from synthgen.teacher.model import find_gguf
+
+    if find_gguf() is None:
+        pytest.skip("the bundled teacher's model is not on this machine")
+    write_jsonl(tmp_path / "in.jsonl", prompts(50))
+    result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
+                      "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "counted with the bundled teacher's tokenizer and chat template" in result.stdout
+    assert "cost: none billed" in result.stdout and "starting" not in result.stderr.lower()
+    # The same count as transformers' own chat template gives (what the server tokenizes)
+    from synthgen.student.presets import teacher_tokenizer
+    from synthgen.tokens import counter_for
+
+    tok = teacher_tokenizer()
+    chats = [[{"role": "user", "content": r["prompt"]}] for r in prompts(5)]
+    chats.append([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    rendered = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    want = [len(tok(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+    assert counter_for("x", local=True).count_many([json.dumps(c) for c in chats]) == want
+
+
+def test_tiktoken_counts_where_it_knows_the_model(monkeypatch):
+    import sys
+    import types
+
+    from synthgen.tokens import counter_for
+
+    fake = types.ModuleType("tiktoken")
+    fake.encoding_name_for_model = lambda m: {"gpt-4o": "o200k_base"}[m]
+
+    class Encoding:
+        def encode_ordinary_batch(self, texts):
+            return [t.split() for t in texts]  # a word a token, for the test
+
+    fake.get_encoding = lambda name: Encoding()
+    monkeypatch.setitem(sys.modules, "tiktoken", fake)
+    counter = counter_for("gpt-4o", local=False)
+    assert counter.exact and counter.name.startswith("tiktoken's o200k_base")
+    messages = json.dumps([{"role": "user", "content": "one two three"}])
+    assert counter.count_many([messages]) == [3 + 4 + 3]  # words, a message's 4, the reply's 3
+    unknown = counter_for("m", local=False)  # a name tiktoken does not know: the approximation
+    assert not unknown.exact and "approximation" in unknown.name
