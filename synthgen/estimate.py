@@ -46,6 +46,7 @@ class Pilot:
 
     run_id: int
     sent: int  # requests in the pilot's plan
+    failed: int  # of them failed (a fault, a schema misfit: see `failures`)
     answered: int  # of them answered with usage (what the means are over)
     prompt_tokens: int  # the teacher's count, over those answers
     completion_tokens: int
@@ -81,6 +82,7 @@ class Estimate:
     prices: Prices  # online
     batch_prices: Prices  # the same at the batch discount
     pilot: Pilot | None = None
+    retry_failed: bool = False  # failed requests count as pending (--retry-failed)
 
     @property
     def output_expected(self) -> float | None:
@@ -120,7 +122,8 @@ def estimate(cfg: GenerateConfig, pilot: int = 0, prompt_template: Template | No
     planned = plan_only(cfg, prompt_template)
     key = _plan_key(cfg, planned.run_id)
     counter = counter_for(cfg.model, local)
-    measured = _run_pilot(cfg, key, pilot, counter, run_options) if pilot else None
+    # A pilot only where something is pending (else it would record an empty run)
+    measured = _run_pilot(cfg, key, pilot, counter, run_options) if pilot and planned.pending else None
     con = store.connect(cfg.db, read_only=True)
     try:
         counted, pending = _count_pending(con, key, cfg.retry_failed, counter)
@@ -133,7 +136,7 @@ def estimate(cfg: GenerateConfig, pilot: int = 0, prompt_template: Template | No
     batch = cfg.model_copy(update={"batch": True}).prices
     return Estimate(planned.run_id, cfg.model or "", local, planned.total, done, pending,
                     round(counted * scale), counter.name, counter.exact, cfg.max_tokens,
-                    online, batch, measured)
+                    online, batch, measured, cfg.retry_failed)
 
 
 def _plan_key(cfg: GenerateConfig, run_id: int) -> str:
@@ -212,5 +215,5 @@ def _run_pilot(cfg: GenerateConfig, key: str, n: int, counter: Any,
         with contextlib.suppress(duckdb.Error):
             con.close()
     counted = sum(counter.count_many([r[0] for r in rows])) if rows else 0
-    return Pilot(summary.run_id, size, len(rows), sum(r[1] for r in rows), sum(r[2] for r in rows),
-                 counted, summary.cost)
+    return Pilot(summary.run_id, size, summary.failed, len(rows), sum(r[1] for r in rows),
+                 sum(r[2] for r in rows), counted, summary.cost)

@@ -227,3 +227,14 @@ def test_tiktoken_counts_where_it_knows_the_model(monkeypatch):
     assert counter.count_many([messages]) == [3 + 4 + 3]  # words, a message's 4, the reply's 3
     unknown = counter_for("m", local=False)  # a name tiktoken does not know: the approximation
     assert not unknown.exact and "approximation" in unknown.name
+
+
+def test_a_pilot_counts_its_failures_and_nothing_pending_sends_nothing(teacher, tmp_path):
+    rows = [{"prompt": f"p {i}"} for i in range(3)] + [{"prompt": "doomed #always=400"}]
+    first = dry(tmp_path, teacher, "--price-in", "1", "--price-out", "1", "--pilot", "10", rows=rows)
+    assert first.returncode == 0, first.stderr
+    assert "4 requests sent, 1 failed, 3 answered" in first.stdout
+    assert "nothing is left to send" in first.stdout and sum(teacher.received.values()) == 4
+    again = dry(tmp_path, teacher, "--pilot", "10", rows=rows)  # no pilot run: nothing is pending
+    assert again.returncode == 0, again.stderr
+    assert "dry run: nothing was sent" in again.stdout and sum(teacher.received.values()) == 4

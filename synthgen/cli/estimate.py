@@ -66,16 +66,22 @@ def describe(e: Estimate, db: object) -> list[str]:
                      "'planned'), and the run reuses it")
     else:
         each = f", {p.mean_completion:,.1f} each" if p.mean_completion is not None else ""
-        lines.append(f"pilot (run {p.run_id}): {p.sent:,} requests sent, {p.answered:,} answered with "
-                     f"usage: {p.prompt_tokens:,} prompt tokens, {p.completion_tokens:,} completion "
-                     f"tokens{each}; cost {_usd(p.cost)}; stored in {db}")
+        failed = f", {p.failed:,} failed" if p.failed else ""
+        lines.append(f"pilot (run {p.run_id}): {p.sent:,} requests sent{failed}, {p.answered:,} "
+                     f"answered with usage: {p.prompt_tokens:,} prompt tokens, "
+                     f"{p.completion_tokens:,} completion tokens{each}; cost {_usd(p.cost)}; stored in {db}")
     lines.append(f"  requests: {e.pending:,} pending of {e.total:,} planned ({e.done:,} answered or "
                  "failed already)")
     scaled = (f", scaled by {p.prompt_scale:.3f} to what the teacher billed for the pilot's prompts"
               if p is not None and p.answered else "")
     lines.append(f"  prompt tokens: {'' if e.exact_counter else '~'}{e.prompt_tokens:,} "
                  f"(counted with {e.counter}{scaled})")
-    most = ("no bound: --max-tokens is not sent" if e.output_most is None
+    if not e.pending:
+        lines.append("  nothing is left to send" + ("" if e.retry_failed else
+                                                     " (failed requests are sent again only with "
+                                                     "--retry-failed)"))
+        return lines
+    most = ("no bound: --max-tokens is not sent" if e.output_most is None or e.max_tokens is None
             else f"at most {e.output_most:,} (--max-tokens {e.max_tokens:,} each)")
     if e.output_expected is not None:
         lines.append(f"  output tokens: ~{round(e.output_expected):,} (the pilot's mean); {most}")
