@@ -102,7 +102,8 @@ class GenerateConfig(BaseModel):
     batch_poll_max: float = Field(default=300.0, gt=0)  # longest wait between polls
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)  # per file (OpenAI's limit)
     batch_max_bytes: int = Field(default=200_000_000, ge=4096, le=200 * 2**20)  # per file
-    batch_discount: float = Field(default=0.5, ge=0, le=1)  # off --price-in/--price-out
+    # off the prices; None: the price table's for the model, else 0.5 (pricing.py)
+    batch_discount: float | None = Field(default=None, ge=0, le=1)
 
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
@@ -192,9 +193,9 @@ class GenerateConfig(BaseModel):
             if self.batch:
                 raise ValueError("{budget} and {spend_per_window} hold back online requests one by one; "
                                  "a batch is priced whole: leave them out with {batch}")
-            if self.price_in is None and self.price_out is None:
+            if not self.prices.known:
                 raise ValueError("{budget} needs the teacher's prices: {price_in} and {price_out} "
-                                 "(per million tokens)")
+                                 "(per million tokens), or a {model} the price table lists")
             if self.max_tokens_sent is None:
                 raise ValueError("{budget} needs {max_tokens}: an answer's worst case is what the "
                                  "budget holds back for it")
@@ -267,8 +268,8 @@ class GenerateConfig(BaseModel):
     def prices(self) -> Prices:
         from .pricing import Prices
 
-        return Prices(self.price_in, self.price_out, self.batch_discount if self.batch else 0.0,
-                      self.price_cached_in, self.price_cache_write)
+        return Prices.resolve(self.model, self.price_in, self.price_out, self.price_cached_in,
+                              self.price_cache_write, batch=self.batch, batch_discount=self.batch_discount)
 
     @property
     def batching(self) -> Settings:

@@ -67,7 +67,10 @@ GENERATE = Spec(
          "export OPENAI_API_KEY=...\n"
          "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
          "    --model gpt-4o-mini --base-url https://api.openai.com/v1 \\\n"
-         "    --rpm 500 --tpm 200000 --price-in 0.15 --price-out 0.6"),
+         "    --rpm 500 --tpm 200000"),
+        ("What it would cost, before sending (a pilot of 20 answers measures their length):",
+         "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
+         "    --model gpt-4o-mini --base-url https://api.openai.com/v1 --dry-run --pilot 20"),
         ("Two vLLM replicas, 2 samples per prompt with top-5 logprobs, concurrency found by measurement:",
          "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
          "    --model Qwen/Qwen2.5-7B-Instruct \\\n"
@@ -92,8 +95,9 @@ GENERATE = Spec(
         ("Batch API (half the price, answers within 24 h)",
          ["batch", "batch_discount", "batch_poll_interval", "batch_poll_max", "batch_max_requests",
           "batch_max_bytes"]),
-        ("Cost and output", ["price_in", "price_out", "price_cached_in", "price_cache_write", "budget",
-                             "spend_per_window", "progress_interval", "verbose"]),
+        ("Cost (default: the price table's list prices for --model, dated) and output",
+         ["dry_run", "pilot", "price_in", "price_out", "price_cached_in", "price_cache_write", "budget",
+          "spend_per_window", "progress_interval", "verbose"]),
         ("On a Ray cluster (the [ray] extra; see docs/scale.md)", ["ray_address", "shards", "shard_dir",
                                                                    "keep_shards"]),
     ],

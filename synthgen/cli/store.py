@@ -185,7 +185,7 @@ def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None
         tokens = f"  this run: {r['run_answered'] or 0:,} answered, {r['run_failed'] or 0:,} failed, " \
                  f"tokens {r['prompt_tokens'] or 0:,} in / {r['completion_tokens'] or 0:,} out"
         if r["cost"] is not None:
-            tokens += f", estimated cost ${r['cost']:,.4f}" + (" (batch prices)" if r.get("batch") else "")
+            tokens += f", estimated cost ${r['cost']:,.4f} (at {r['prices']})"
         click.echo(tokens)
         if r["message"]:
             click.echo(f"  {r['message'].splitlines()[0]}")

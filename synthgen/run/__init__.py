@@ -120,14 +120,15 @@ def _given(transport: Any) -> list[Any]:
     return [transport] if hasattr(transport, "send") else list(transport)
 
 
-def plan_only(cfg: GenerateConfig) -> RunSummary:
+def plan_only(cfg: GenerateConfig, prompt_template: Template | None = None) -> RunSummary:
     """Validate and plan the input into the store, sending nothing (what `synthgen batch
-    write` needs before it writes files for `vllm run-batch`). The run is recorded as
-    "planned"; its `pending` is what is left to answer."""
+    write` needs before it writes files for `vllm run-batch`, and `--dry-run` before it
+    estimates). The run is recorded as "planned"; its `pending` is what is left to answer.
+    `prompt_template`: a compiled template (a recipe stage's) instead of `cfg.template`."""
     if not cfg.model:
         raise ConfigError("model is required to plan requests (the name the teacher serves)")
-    template = None
-    if cfg.template:
+    template = prompt_template
+    if template is None and cfg.template:
         from ..inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)
