@@ -178,7 +178,9 @@ def test_a_recipe_dry_run_estimates_its_first_stage_and_says_why_not_the_rest(te
     assert piloted.returncode == 0, piloted.stderr
     assert sum(teacher.received.values()) == 4 and "8 pending of 12 planned" in piloted.stdout
     real = synthgen(*args[:-1], cwd=tmp_path)  # the recipe itself: the pilot's answers are its own
-    assert real.returncode == 0, real.stderr
+    # This teacher echoes its prompt, so every evolution copies the evolving prompt and the
+    # first stage keeps nothing: the recipe ends saying so (not "done" with 0 rows).
+    assert real.returncode == 1 and "stage 'evolved' of recipe 'evol-instruct' kept no row" in real.stderr
     assert "evolved: 12 planned, 12 answered" in real.stderr
     assert sum(teacher.received[p] for p in teacher.received if "#Given Prompt#" in p) == 12
 
