@@ -52,17 +52,30 @@ class Pilot:
     completion_tokens: int
     counted_prompt_tokens: int  # our counter's figure for the same prompts
     cost: float | None  # what the pilot's run cost (pricing.py), online
+    # The whole bill of the pilot: every attempt answered, the retried misfits and cut
+    # answers too (store/wasted.py), so the estimate prices retries as the run will pay them
+    billed_prompt_tokens: int = 0
+    billed_completion_tokens: int = 0
+
+    @property
+    def settled(self) -> int:
+        return self.answered + self.failed
 
     @property
     def mean_completion(self) -> float | None:
-        return self.completion_tokens / self.answered if self.answered else None
+        """Completion tokens billed per request settled (its retries included)."""
+        if not self.settled or not self.answered:
+            return None
+        return max(self.billed_completion_tokens, self.completion_tokens) / self.settled
 
     @property
     def prompt_scale(self) -> float:
-        """The teacher's prompt tokens per counted one (1 without a measure)."""
+        """Prompt tokens billed per request, per counted one (1 without a measure): the
+        tokenizer's difference from the teacher's, times the attempts a request takes."""
         if not self.answered or not self.counted_prompt_tokens:
             return 1.0
-        return self.prompt_tokens / self.counted_prompt_tokens
+        per_request = max(self.billed_prompt_tokens, self.prompt_tokens) / self.settled
+        return per_request / (self.counted_prompt_tokens / self.answered)
 
 
 @dataclass
@@ -216,4 +229,5 @@ def _run_pilot(cfg: GenerateConfig, key: str, n: int, counter: Any,
             con.close()
     counted = sum(counter.count_many([r[0] for r in rows])) if rows else 0
     return Pilot(summary.run_id, size, summary.failed, len(rows), sum(r[1] for r in rows),
-                 sum(r[2] for r in rows), counted, summary.cost)
+                 sum(r[2] for r in rows), counted, summary.cost, summary.prompt_tokens,
+                 summary.completion_tokens)

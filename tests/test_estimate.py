@@ -240,3 +240,26 @@ def test_a_pilot_counts_its_failures_and_nothing_pending_sends_nothing(teacher, 
     again = dry(tmp_path, teacher, "--pilot", "10", rows=rows)  # no pilot run: nothing is pending
     assert again.returncode == 0, again.stderr
     assert "dry run: nothing was sent" in again.stdout and sum(teacher.received.values()) == 4
+
+
+def test_a_pilot_prices_the_retries_a_run_will_pay_for(tmp_path):
+    """Every prompt misfits the schema once and is sent again (its prompt billed twice, at a
+    price that makes that most of the bill): the pilot's estimate counts those paid attempts
+    (its billed tokens), and lands near the real bill; from kept answers alone it was ~45% low."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"answer": {"type": "string"},
+                                  "words": {"type": "integer"}}, "required": ["answer", "words"]}))
+    rows = [{"prompt": r["prompt"] + " #schema=notjson"} for r in prompts(300)]
+    price = ["--price-in", "4", "--price-out", "1", "--response-schema", str(schema)]
+    with TeacherServer() as teacher:
+        result = dry(tmp_path, teacher, *price, "--pilot", "30", rows=rows)
+        assert result.returncode == 0, result.stderr
+        estimated = dollars(r"~\$([\d.,]+) with the pilot's own", result.stdout)
+    with TeacherServer() as teacher:
+        write_jsonl(tmp_path / "in.jsonl", rows)
+        real = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "real.duckdb",
+                        "--base-url", teacher.base_url, "--model", "m", *price)
+        assert real.returncode == 0, real.stderr
+        assert sum(teacher.received.values()) == 600  # 300, and each again after its misfit
+    cost = dollars(r"estimated cost: \$([\d.,]+)", real.stderr)
+    assert estimated == pytest.approx(cost, rel=0.2), (estimated, cost)
