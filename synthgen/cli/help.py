@@ -127,6 +127,13 @@ SPECS: dict[str, Spec] = {
                     ("Prompt and completion apart (TRL then trains only the answer); DPO pairs:",
                      "synthgen export --db corpus.duckdb --out sft.jsonl --format prompt-completion\n"
                      "synthgen export --db pref.duckdb --out dpo.jsonl --format preference")]),
+    "converse": Spec([("Three-turn conversations on the bundled teacher, for TRL:",
+                       "synthgen converse --input seeds.jsonl --db chat.duckdb --turns 3 --out chat.jsonl"),
+                      ("A strong teacher against a cheap user simulator with its own persona:",
+                       "synthgen converse --input seeds.jsonl --db chat.duckdb --out chat.jsonl \\\n"
+                       "    --model gpt-4o --base-url https://api.openai.com/v1 \\\n"
+                       "    --user-model gpt-4o-mini --persona student.txt")],
+                     env=["OPENAI_API_KEY"]),
     "run": Spec([("Self-Instruct on the bundled teacher, offline (seeds -> instructions -> answers):",
                   "synthgen run self-instruct --db si.duckdb"),
                  ("A built-in recipe against any teacher, with its settings changed:",
