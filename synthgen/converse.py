@@ -100,8 +100,6 @@ def converse(seeds: Path, db: Path, *, turns: int = 3, persona: str = USER_PERSO
 def _rounds(chats: list[Conversation], db: Path, turns: int, persona: str, teacher: dict[str, Any],
             user: dict[str, Any], announce: Callable[[str], None], reporting: dict[str, Any],
             summary: ConverseSummary) -> None:
-    from .run import generate
-
     work = Path(f"{db}.converse")
     work.mkdir(parents=True, exist_ok=True)
     for k in range(1, turns + 1):
@@ -111,7 +109,7 @@ def _rounds(chats: list[Conversation], db: Path, turns: int, persona: str, teach
         rows = [{"messages": c.messages, "conversation_id": c.conversation_id, "turn": k, "side": "assistant"}
                 for c in going]
         announce(f"turn {k}/{turns}: the teacher answers {len(going):,} conversations")
-        answers = _round(generate, db, work / f"turn-{k}-assistant.jsonl", rows, teacher, reporting, summary)
+        answers = _round(db, work / f"turn-{k}-assistant.jsonl", rows, teacher, reporting, summary)
         if answers is None:
             return
         for c in going:
@@ -130,7 +128,7 @@ def _rounds(chats: list[Conversation], db: Path, turns: int, persona: str, teach
         if not asks:
             break
         announce(f"turn {k}/{turns}: the simulated user answers {len(asks):,} conversations")
-        replies = _round(generate, db, work / f"turn-{k}-user.jsonl", asks, user, reporting, summary)
+        replies = _round(db, work / f"turn-{k}-user.jsonl", asks, user, reporting, summary)
         if replies is None:
             return
         for c, ask in zip(going, asks, strict=True):
@@ -148,12 +146,14 @@ def transcript(messages: list[dict[str, Any]]) -> str:
     return "The conversation so far:\n\n" + "\n\n".join(lines) + "\n\nThe user's next message:"
 
 
-def _round(generate: Callable[..., Any], db: Path, path: Path, rows: list[dict[str, Any]],
-           side: dict[str, Any], reporting: dict[str, Any],
-           summary: ConverseSummary) -> dict[str, str] | None:
+def _round(db: Path, path: Path, rows: list[dict[str, Any]], side: dict[str, Any],
+           reporting: dict[str, Any], summary: Any, tool_calls: bool = False) -> dict[str, Any] | None:
     """One generate() over `rows` (written to `path`: the same rows after a kill, so the same
-    requests), and the text of every answer to them, by conversation so far; None when the
-    round was interrupted (Ctrl-C: the same call goes on from here)."""
+    requests), and every answer to them by conversation so far: its text (with
+    `tool_calls`: (text, tool calls)). None when the round was interrupted (Ctrl-C: the
+    same call goes on from here); `summary.rounds` gets what the round's run did."""
+    from .run import generate
+
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     run = generate(input=path, db=db, **side, **reporting)
     summary.rounds.append({"file": path.name, "run_id": run.run_id, "status": run.status,
@@ -165,12 +165,15 @@ def _round(generate: Callable[..., Any], db: Path, path: Path, rows: list[dict[s
     con = store.connect(db, read_only=True)
     try:
         found = con.execute(
-            "SELECT q.messages::VARCHAR, s.text FROM runs r JOIN plan_requests p USING (plan_key) "
-            "JOIN requests q USING (request_id) JOIN responses s USING (request_id) "
-            "WHERE r.run_id = ? AND s.text IS NOT NULL", [run.run_id]).fetchall()
+            "SELECT q.messages::VARCHAR, s.text, s.tool_calls::VARCHAR FROM runs r "
+            "JOIN plan_requests p USING (plan_key) JOIN requests q USING (request_id) "
+            "JOIN responses s USING (request_id) WHERE r.run_id = ?", [run.run_id]).fetchall()
     finally:
         con.close()
-    return {_key(orjson.loads(m)): text for m, text in found}
+    if tool_calls:
+        return {_key(orjson.loads(m)): (text, orjson.loads(calls) if calls else None)
+                for m, text, calls in found}
+    return {_key(orjson.loads(m)): text for m, text, _ in found if text is not None}
 
 
 def _key(messages: list[dict[str, Any]]) -> str:

@@ -77,7 +77,8 @@ def test_three_turns_over_50_seeds_killed_and_resumed_store_every_turn_once(tmp_
         roles = [m["role"] for m in c["messages"]]
         assert roles == ["user", "assistant"] * c["turns"]
         assert all(m["content"] for m in c["messages"])
-        assert all(f"Follow-up {k}: why is that?" == c["messages"][2 * k]["content"] for k in range(1, c["turns"]))
+        follow_ups = [c["messages"][2 * k]["content"] for k in range(1, c["turns"])]
+        assert follow_ups == [f"Follow-up {k}: why is that?" for k in range(1, c["turns"])]
     # Every turn (each side of each round of each conversation) is one request, answered once
     turns = rows(db, "SELECT q.metadata->>'conversation_id', q.metadata->>'turn', q.metadata->>'side', "
                      "count(*) FROM responses s JOIN requests q USING (request_id) GROUP BY ALL")

@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": "synthgen.cli.generate:generate",
     "run": "synthgen.cli.run:run",
     "converse": "synthgen.cli.converse:converse",
+    "episodes": "synthgen.cli.episodes:episodes",
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",

@@ -134,6 +134,12 @@ SPECS: dict[str, Spec] = {
                        "    --model gpt-4o --base-url https://api.openai.com/v1 \\\n"
                        "    --user-model gpt-4o-mini --persona student.txt")],
                      env=["OPENAI_API_KEY"]),
+    "episodes": Spec([("The teacher with a sandboxed Python tool, for TRL:",
+                       "synthgen episodes --input tasks.jsonl --db tools.duckdb --out episodes.jsonl"),
+                      ("Your own tools' schemas (the Python API runs them: synthgen.episodes.episodes):",
+                       "synthgen episodes --input tasks.jsonl --db tools.duckdb --tools tools.json \\\n"
+                       "    --model gpt-4o --base-url https://api.openai.com/v1 --max-steps 6")],
+                     env=["OPENAI_API_KEY"]),
     "run": Spec([("Self-Instruct on the bundled teacher, offline (seeds -> instructions -> answers):",
                   "synthgen run self-instruct --db si.duckdb"),
                  ("A built-in recipe against any teacher, with its settings changed:",
