@@ -84,7 +84,7 @@ GENERATE = Spec(
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
         ("Teacher", ["model", "base_urls", "api", "teacher_name", "teacher_state_dir", "api_key_env",
-                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode"]),
+                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode", "think_tags"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body", "response_schema"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),
