@@ -121,7 +121,11 @@ SPECS: dict[str, Spec] = {
                      "    --where \"finish_reason = 'stop'\""),
                     ("Prompt and completion apart (TRL then trains only the answer); DPO pairs:",
                      "synthgen export --db corpus.duckdb --out sft.jsonl --format prompt-completion\n"
-                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference")]),
+                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference"),
+                    ("R1-style: the reasoning inside the answer as <think>...</think>, checked against "
+                     "the student's template:",
+                     "synthgen export --db r1.duckdb --out r1.jsonl --format prompt-completion \\\n"
+                     "    --think-in-content --tokenizer teacher")]),
     "run": Spec([("Self-Instruct on the bundled teacher, offline (seeds -> instructions -> answers):",
                   "synthgen run self-instruct --db si.duckdb"),
                  ("A built-in recipe against any teacher, with its settings changed:",
