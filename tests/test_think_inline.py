@@ -156,6 +156,35 @@ def test_batch_ingest_splits_as_online_answers_are(tmp_path):
     assert all(r[1] is None and r[2].startswith("<think>") for r in stored(dbs["kept"]))
 
 
+@pytest.mark.parametrize("tags", [None, "none"])
+def test_generate_batch_splits_as_online_answers_are(tmp_path, monkeypatch, tags):
+    """`generate --batch`: the Batch API's output lines go through the same split, with the
+    run's --think-tags."""
+    import batch_api_server
+    from batch_api_server import BatchAPIServer
+
+    plain = batch_api_server._completion
+
+    def inline(body, prompt):
+        done = plain(body, prompt)
+        msg = done["choices"][0]["message"]
+        msg["content"] = f"<think>\n{reasoning_of(prompt)}\n</think>\n\n{msg['content']}"
+        return done
+
+    monkeypatch.setattr(batch_api_server, "_completion", inline)
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in PROMPTS])
+    db = tmp_path / "c.duckdb"
+    with BatchAPIServer() as api:
+        summary = synthgen.generate(input=tmp_path / "in.jsonl", db=db, model="m", base_urls=[api.base_url],
+                                    batch=True, batch_poll_interval=0.01, batch_poll_max=0.05,
+                                    **({"think_tags": tags} if tags else {}))
+    assert summary.answered == 2
+    if tags is None:
+        assert stored(db) == [(p, reasoning_of(p), answer(p), "stop") for p in PROMPTS]
+    else:
+        assert all(r[1] is None and r[2].startswith("<think>") for r in stored(db))
+
+
 def test_export_think_in_content_writes_the_form_asked(tmp_path):
     db = _generate(tmp_path, PROMPTS)
     out = tmp_path / "t.jsonl"
