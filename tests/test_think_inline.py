@@ -70,6 +70,9 @@ def test_the_answers_logprobs_line_up_with_the_answer_and_counts_are_kept():
     assert (a.reasoning, a.text) == ("R", "A!")
     assert [e["token"] for e in a.logprobs] == ["A", "!"]  # KD reads entry j as answer token j
     assert (a.reasoning_tokens, a.completion_tokens) == (5, 9)  # the provider's counts, as given
+    # no count from the provider: the tokens before the answer's (the tags included)
+    assert answer_from(body("".join(tokens), logprobs=tokens), "e").reasoning_tokens == 6
+    assert answer_from(body("".join(tokens)), "e").reasoning_tokens is None  # no tokens seen: unknown
     # a server that already split it (reasoning_content) is trusted: the content is left as is
     split = body("<think>x</think>y")
     split["choices"][0]["message"]["reasoning_content"] = "R"

@@ -61,18 +61,21 @@ def answer_from(data: Any, endpoint: str, think: ThinkTags | None = inline.DEFAU
     finish_reason = coerce.label(choice.get("finish_reason"))
     logprobs = choice.get("logprobs")
     logprobs = coerce.logprobs(logprobs.get("content")) if type(logprobs) is dict else None
+    usage = data.get("usage")
+    usage = usage if type(usage) is dict else {}
+    prompt_details, completion_details = _details(usage, "prompt"), _details(usage, "completion")
+    reasoning_tokens = coerce.count(completion_details.get("reasoning_tokens"))
     if think is not None and text is not None and not reasoning and (cut := inline.split(text, think)):
         reasoning, answer_at = cut[0], cut[2]
-        text, logprobs = cut[1], inline.answer_logprobs(logprobs, text, answer_at)
+        text, (logprobs, counted) = cut[1], inline.answer_logprobs(logprobs, text, answer_at)
+        if reasoning_tokens is None:  # the provider's count where it gives one, else the tokens seen
+            reasoning_tokens = counted
     if text is None and reasoning and finish_reason == "length" and tool_calls is None:
         text = ""  # cut while reasoning: the trace is the answer there is (see the docstring)
     if text is None and tool_calls is None and refusal is None:
         raise InvalidResponse(
             f"the answer has no content, tool calls or refusal (finish_reason {finish_reason!r}"
             + (", reasoning only)" if reasoning else ")"))
-    usage = data.get("usage")
-    usage = usage if type(usage) is dict else {}
-    prompt_details, completion_details = _details(usage, "prompt"), _details(usage, "completion")
     return Answer(
         text=text,
         finish_reason=finish_reason,
@@ -85,7 +88,7 @@ def answer_from(data: Any, endpoint: str, think: ThinkTags | None = inline.DEFAU
         tool_calls=tool_calls,
         refusal=refusal,
         cached_tokens=coerce.count(prompt_details.get("cached_tokens")),
-        reasoning_tokens=coerce.count(completion_details.get("reasoning_tokens")),
+        reasoning_tokens=reasoning_tokens,
     )
 
 

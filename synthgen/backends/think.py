@@ -83,18 +83,17 @@ def split(content: str, tags: ThinkTags) -> tuple[str | None, str, int] | None:
 
 
 def answer_logprobs(logprobs: list[dict[str, Any]] | None, content: str,
-                    answer_at: int) -> list[dict[str, Any]] | None:
-    """The entries of the answer's own tokens: the stored logprobs line up with the stored
-    content (KD reads entry j as the target of answer token j). Where the tokens' text is
-    not the content character for character (byte tokens), they cannot be cut at the tag
-    and are kept whole."""
-    if not logprobs:
-        return logprobs
-    if "".join(e.get("token") or "" for e in logprobs) != content:
-        return logprobs
+                    answer_at: int) -> tuple[list[dict[str, Any]] | None, int | None]:
+    """(the entries of the answer's own tokens, how many tokens came before them: the
+    reasoning's, its tags included). The stored logprobs line up with the stored content
+    (KD reads entry j as the target of answer token j). Where the tokens' text is not the
+    content character for character (byte tokens), they cannot be cut at the tag: kept
+    whole, and the count is unknown (None)."""
+    if not logprobs or "".join(e.get("token") or "" for e in logprobs) != content:
+        return logprobs, None
     at, kept = 0, []
     for entry in logprobs:
         if at >= answer_at:
             kept.append(entry)
         at += len(entry.get("token") or "")
-    return kept or None
+    return kept or None, len(logprobs) - len(kept)
