@@ -59,6 +59,9 @@ class GenerateConfig(BaseModel):
     api_key_env: str | None = None  # None: the backend's own (OPENAI_API_KEY, ANTHROPIC_API_KEY)
     skip_preflight: bool = False
     cache_prompt: bool = False  # ask the API to cache the shared prompt prefix (Anthropic's cache_control)
+    # Inline reasoning split out of the content ("OPEN,CLOSE"; "none": kept as sent). How an
+    # answer is read, not what is asked: no part of the request ids (backends/think.py).
+    think_tags: str = "<think>,</think>"
 
     # sampling (these shape request ids)
     n: int = Field(default=1, ge=1, le=1024)
@@ -170,6 +173,14 @@ class GenerateConfig(BaseModel):
         from .fit import load_schema
 
         return load_schema(value)
+
+    @field_validator("think_tags")
+    @classmethod
+    def _think_tags(cls, value: str) -> str:
+        from .backends.think import parse_tags
+
+        tags = parse_tags(value)
+        return "none" if tags is None else str(tags)
 
     @field_validator("temperature", "top_p", "max_tokens", mode="before")
     @classmethod

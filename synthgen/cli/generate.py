@@ -71,6 +71,10 @@ class OrNotSent(click.ParamType):
                    "(Anthropic: cache_control on the system prompt); cached tokens are priced apart.")
 @click.option("--skip-preflight", is_flag=True, default=None,
               help="Do not check the endpoints, the key and the model name before sending.")
+@click.option("--think-tags", metavar="OPEN,CLOSE|none",
+              help="Reasoning the teacher writes inline in its answer between these tags is stored "
+                   "as its reasoning, not its answer (also an answer that only closes the tag, as "
+                   "R1 distills write) [default: '<think>,</think>'; 'none': the content as sent].")
 @click.option("--concurrency", help="Requests in flight, or 'auto' (found by measurement).")
 @click.option("--timeout", type=float, help="Seconds per attempt.")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails; "

@@ -87,7 +87,7 @@ GENERATE = Spec(
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
         ("Teacher", ["model", "base_urls", "api", "teacher_name", "teacher_state_dir", "api_key_env",
-                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode"]),
+                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode", "think_tags"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body", "response_schema"]),
         ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "length_retries",
@@ -126,7 +126,11 @@ SPECS: dict[str, Spec] = {
                      "    --where \"finish_reason = 'stop'\""),
                     ("Prompt and completion apart (TRL then trains only the answer); DPO pairs:",
                      "synthgen export --db corpus.duckdb --out sft.jsonl --format prompt-completion\n"
-                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference")]),
+                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference"),
+                    ("R1-style: the reasoning inside the answer as <think>...</think>, checked against "
+                     "the student's template:",
+                     "synthgen export --db r1.duckdb --out r1.jsonl --format prompt-completion \\\n"
+                     "    --think-in-content --tokenizer teacher")]),
     "converse": Spec([("Three-turn conversations on the bundled teacher, for TRL:",
                        "synthgen converse --input seeds.jsonl --db chat.duckdb --turns 3 --out chat.jsonl"),
                       ("A strong teacher against a cheap user simulator with its own persona:",

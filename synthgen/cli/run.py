@@ -26,6 +26,9 @@ from .progress import announcer, progress_options, show_library_messages
                    "teacher is started once for all stages.")
 @click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--skip-preflight", is_flag=True, default=None, help="Do not check the endpoints first.")
+@click.option("--think-tags", metavar="OPEN,CLOSE|none",
+              help="Inline reasoning between these tags is stored as the reasoning, in every stage "
+                   "(a judge's JSON after it then fits) [default: '<think>,</think>'; 'none': off].")
 @click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
 @click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from .. import precheck, store
 from ..backends import registry
 from ..backends.base import ListsModels
+from ..backends.think import parse_tags
 from ..batch import records as batch_records
 from ..config import GenerateConfig, describe_validation_error
 from ..engine.preflight import check_teachers
@@ -190,7 +191,8 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
     """The teacher's transports (and a Batch API client), checked once, then the store."""
     backend = registry.get(cfg.api)  # its module imports aiohttp only when it makes a transport
     async with contextlib.AsyncExitStack() as stack:
-        options = {"cache_prompt": cfg.cache_prompt}
+        think = parse_tags(cfg.think_tags)
+        options = {"cache_prompt": cfg.cache_prompt, "think_tags": think}
         transports = given or [await stack.enter_async_context(
             backend.transport(url, cfg.model or "", api_key, cfg.timeout, options)) for url in cfg.base_urls]
         if not cfg.skip_preflight and not given:
@@ -202,6 +204,8 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
             if backend.batch is None:
                 raise ConfigError(f"--batch: the {backend.name} API has no batch endpoint here")
             client = await stack.enter_async_context(backend.batch(cfg.base_urls[0], api_key, cfg.timeout))
+            if hasattr(client, "think"):  # a client that reads OpenAI bodies splits as online answers are
+                client.think = think
         con = store.connect(cfg.db)
         try:
             limit_memory(con)
