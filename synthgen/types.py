@@ -67,6 +67,18 @@ class Answer:
 
 
 @dataclass(slots=True)
+class Wasted:
+    """An attempt the teacher answered, and the provider billed, that was not kept: a schema
+    misfit, an answer max_tokens cut. Stored in `wasted_attempts` so the bill counts it.
+    `key` names it uniquely (the run and attempt online; the batch for a Batch API line)."""
+
+    request_id: str
+    key: str
+    error_type: str
+    answer: Answer
+
+
+@dataclass(slots=True)
 class Failure:
     """A request that ended without an answer, with the last attempt's fault."""
 
@@ -125,13 +137,24 @@ class Counts:
 
     answered: int = 0
     failed: int = 0
+    # Tokens of every attempt the teacher answered, as billed: the kept answers and the
+    # wasted ones (misfits, cut answers), so a cost from them is the provider's bill.
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    wasted: int = 0  # attempts answered (and billed) but not kept
     no_usage: int = 0  # answers the teacher sent without token counts (priced at nothing)
     cached_tokens: int = 0  # prompt tokens read from the provider's cache (within prompt_tokens)
     cache_write_tokens: int = 0  # prompt tokens written to it (within prompt_tokens)
     errors: Counter = field(default_factory=Counter)  # every failed attempt, by kind
     failures: Counter = field(default_factory=Counter)  # every request filed as failed, by kind
+
+    def count_usage(self, answer: Answer) -> None:
+        """Add one billed attempt's tokens."""
+        self.prompt_tokens += answer.prompt_tokens or 0
+        self.completion_tokens += answer.completion_tokens or 0
+        if answer.cached_tokens or answer.cache_write_tokens:
+            self.cached_tokens += answer.cached_tokens or 0
+            self.cache_write_tokens += answer.cache_write_tokens or 0
 
     def take(self, other: Counts) -> None:
         """These counts become `other`'s (copied: `other` may go on counting)."""

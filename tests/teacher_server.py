@@ -14,7 +14,8 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 `nullcontent` (content null, nothing else), `toolcall` / `refusal` (content null with
 tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `#finish=length`
 in a prompt answers it with finish_reason "length" (cut by max_tokens). `respond` sends any
-body instead of the answer (a test's hostile teacher). Global knobs:
+body instead of the answer (a test's hostile teacher). `billed` is the teacher's own log
+of what it answered: the usage of every answer sent, kept or not by the client. Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
 503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend
 checks; `answered_at` holds the time each answer was sent.
@@ -99,6 +100,7 @@ class TeacherServer:
         self.headers: list[dict] = []
         self.keep_bodies = True
         self.answered_at: list[float] = []  # time.time() of every answer (not faults) sent
+        self.billed: list[tuple[int, int]] = []  # (prompt, completion) tokens of every answer sent
         self.urls: list[str] = []  # path and query of every chat request
         self.redirect_to = ""
         self.reasoning_field: str | None = None
@@ -198,6 +200,7 @@ class TeacherServer:
             return web.Response(status=status, body=raw, headers=headers, content_type="application/json")
         response = web.json_response(completion)
         self.answered_at.append(time.time())
+        self.billed.append((completion["usage"]["prompt_tokens"], completion["usage"]["completion_tokens"]))
         return response
 
     def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:

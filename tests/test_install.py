@@ -79,6 +79,13 @@ def test_wheel_ships_the_demo_files_as_files(wheel: Path) -> None:
         assert "synthgen/cli/serve_prebuilt.py" in names
 
 
+def test_wheel_ships_the_price_table(wheel: Path) -> None:
+    """pricing.py reads synthgen/prices.json as package data: without it an installed
+    synthgen could price no model from the table."""
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("synthgen/prices.json") == (ROOT / "synthgen" / "prices.json").read_bytes()
+
+
 def test_wheel_ships_the_builtin_recipes_as_files(wheel: Path) -> None:
     """Every prompts/*.yaml recipe the package links to, its templates and schemas, and the
     data files they start from, as files: `synthgen run NAME` works after pip install."""

@@ -39,6 +39,8 @@ from ..types import Answer
 from ..urls import strip_credentials
 from .http import fault_for_status
 from .response import answer_from, error_message
+from .think import DEFAULT as DEFAULT_THINK
+from .think import ThinkTags
 
 CHAT_URL = "/v1/chat/completions"
 WINDOW = "24h"
@@ -63,7 +65,8 @@ class BadLine(ValueError):
 _ANY_CREDENTIAL = Redactor()  # output files come without our keys: the generic patterns
 
 
-def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
+def outcome(raw: bytes, endpoint: str,
+            think: ThinkTags | None = DEFAULT_THINK) -> tuple[str, Answer | TeacherFault]:
     """An output or error file line -> (custom_id, its Answer or the fault it reports).
 
     OpenAI and `vllm run-batch` write the same shape: `response` carries the HTTP status
@@ -84,7 +87,7 @@ def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
             return custom_id, InvalidResponse(f"status_code {coerce.message(code, 40)} is not an HTTP status")
         if 200 <= code < 300 and body is not None and not error:
             try:
-                return custom_id, answer_from(body, endpoint)
+                return custom_id, answer_from(body, endpoint, think)
             except InvalidResponse as exc:
                 return custom_id, _ANY_CREDENTIAL.fault(exc)
         detail = body if body is not None else {"error": error if error else "no body"}
@@ -180,9 +183,11 @@ class BatchClient:
         return request_line(request_id, body)
 
     def outcome(self, raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
-        return outcome(raw, endpoint)
+        return outcome(raw, endpoint, self.think)
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0,
+                 think: ThinkTags | None = DEFAULT_THINK):
+        self.think = think  # the inline reasoning split, as online answers get it (think.py)
         parts = urlsplit(base_url)
         self._headers: dict[str, str] = {}
         if api_key:

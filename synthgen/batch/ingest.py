@@ -27,12 +27,12 @@ from pathlib import Path
 import duckdb
 
 from ..backends.openai_batch import BadLine, outcome
-from ..errors import NotRun, RejectedFault, RetryableFault, SchemaMismatch, TeacherFault
-from ..fit import AnswerSchema
+from ..errors import CutShort, NotRun, RejectedFault, RetryableFault, SchemaMismatch, TeacherFault
+from ..fit import AnswerSchema, paid_misfit
 from ..store.commit import commit_safely
 from ..store.memory import retry_out_of_memory
 from ..store.tx import transaction
-from ..types import SCHEMA_KEY, Answer, Failure
+from ..types import SCHEMA_KEY, Answer, Failure, Wasted
 from .files import read_lines
 
 CHUNK = 5_000
@@ -59,6 +59,13 @@ class Tally:
     errors: Counter = field(default_factory=Counter)    # retryable errors by kind
     failures: Counter = field(default_factory=Counter)  # failures by kind
     seen: set[str] = field(default_factory=set)         # custom_ids met (of this batch)
+
+    def count_usage(self, answer: Answer) -> None:
+        """One billed line's tokens (a kept answer, or a misfit that was paid for)."""
+        self.prompt_tokens += answer.prompt_tokens or 0
+        self.completion_tokens += answer.completion_tokens or 0
+        self.cached_tokens += answer.cached_tokens or 0
+        self.cache_write_tokens += answer.cache_write_tokens or 0
 
     @property
     def requeued(self) -> int:
@@ -90,7 +97,7 @@ SELECT q.request_id, q.sample_index, q.messages::VARCHAR,
        EXISTS (SELECT 1 FROM responses s WHERE s.request_id = q.request_id),
        (SELECT count(*) FROM batch_errors e
         WHERE e.request_id = q.request_id AND e.batch_key IS DISTINCT FROM $key),
-       q.params->>'{SCHEMA_KEY}'
+       q.params->>'{SCHEMA_KEY}', q.params::VARCHAR
 FROM requests q WHERE q.request_id IN (SELECT unnest($ids))
 """
 
@@ -112,6 +119,7 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
     answers: list[tuple] = []
     failures: list[Failure] = []
     errors: list[tuple] = []
+    wasted: list[Wasted] = []
     for cid, result in chunk:
         if cid not in known:
             tally.unknown += 1
@@ -119,23 +127,23 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
         if cid in tally.seen:
             continue  # a second line for one request: the first one counts
         tally.seen.add(cid)
-        sample_index, messages, answered, prior, schema = known[cid]
+        sample_index, messages, answered, prior, schema, params = known[cid]
         attempts = prior + 1
         if isinstance(result, Answer) and schema is not None and not answered:
             try:  # the request asked for a schema: a batch answer must fit it as an online one
                 result.json = AnswerSchema.of_text(schema).parse(result)
             except SchemaMismatch as misfit:
-                result = misfit
+                paid = result  # billed, not kept: in the bill (store/wasted.py)
+                result = paid_misfit(misfit, paid, params)
+                wasted.append(Wasted(cid, f"{ctx.batch_key or 'file'}/{cid}", result.kind, paid))
+                tally.count_usage(paid)
         if isinstance(result, Answer):
             if answered:
                 tally.already += 1
                 continue
             answers.append((cid, sample_index, result, ctx.latency_ms, attempts))
             tally.answered += 1
-            tally.prompt_tokens += result.prompt_tokens or 0
-            tally.completion_tokens += result.completion_tokens or 0
-            tally.cached_tokens += result.cached_tokens or 0
-            tally.cache_write_tokens += result.cache_write_tokens or 0
+            tally.count_usage(result)
             continue
         if answered:
             tally.already += 1
@@ -150,7 +158,7 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
             if attempts < ctx.max_attempts:
                 tally.retry += 1
                 continue
-        elif not isinstance(result, RejectedFault):
+        elif not isinstance(result, RejectedFault | CutShort):
             tally.retry += 1  # no class that says what to do: leave it pending
             continue
         failures.append(Failure(cid, messages, result.kind, result.status_code, result.message, attempts))
@@ -158,9 +166,9 @@ def store_outcomes(con: duckdb.DuckDBPyConnection, ctx: Context,
         tally.failures[result.kind] += 1
     if errors:
         retry_out_of_memory(con, lambda: _insert_errors(con, ctx.batch_key, errors))
-    if answers or failures:
+    if answers or failures or wasted:
         # replace_failures: an answer stored means that request did not fail after all.
-        retry_out_of_memory(con, lambda: commit_safely(con, ctx.run_id, answers, failures, True))
+        retry_out_of_memory(con, lambda: commit_safely(con, ctx.run_id, answers, failures, True, wasted))
 
 
 def _insert_errors(con: duckdb.DuckDBPyConnection, key: str | None, rows: list[tuple]) -> None:

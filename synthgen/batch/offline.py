@@ -15,6 +15,7 @@ paid for twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import orjson
 
 from .. import store
 from ..backends.http import chat_body
-from ..backends.openai_batch import request_line
+from ..backends.openai_batch import outcome, request_line
+from ..backends.think import DEFAULT as DEFAULT_THINK
+from ..backends.think import ThinkTags
 from ..errors import ConfigError, StoreError
 from ..store.plans import pending_batches
 from ..store.runs import close_run, open_run, software_versions
@@ -101,8 +104,10 @@ class Ingested:
     tally: Tally
 
 
-def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]]:
-    """Store the answers of batch output (and error) files; (run id, one tally per file)."""
+def ingest_files(db: str | Path, paths: list[Path],
+                 think: ThinkTags | None = DEFAULT_THINK) -> tuple[int, list[Ingested]]:
+    """Store the answers of batch output (and error) files; (run id, one tally per file).
+    Inline reasoning between `think`'s tags is split out as online answers' is."""
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
@@ -116,7 +121,8 @@ def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]
             for path in paths:
                 tally = Tally()
                 ctx = Context(run_id, max_attempts=NO_LIMIT)  # attempts are not known: retry later
-                ingest_file(con, path, ctx, f"file:{path.name}", tally, keep_seen=False)
+                ingest_file(con, path, ctx, f"file:{path.name}", tally, keep_seen=False,
+                            parse=functools.partial(outcome, think=think))
                 results.append(Ingested(path, tally))
                 total.add(tally)
             status = "done"

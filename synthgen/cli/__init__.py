@@ -17,6 +17,8 @@ from ..errors import DAMAGE, SynthgenError
 COMMANDS = {
     "generate": "synthgen.cli.generate:generate",
     "run": "synthgen.cli.run:run",
+    "converse": "synthgen.cli.converse:converse",
+    "episodes": "synthgen.cli.episodes:episodes",
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",

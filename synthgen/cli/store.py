@@ -12,7 +12,7 @@ import orjson
 
 from .. import store
 from ..errors import StoreError
-from ..store.export import FORMATS
+from ..store.export import FORMATS, THINK_IN_CONTENT
 from ..store.export import write as write_export
 from ..store.readonly import read_statements
 from ..store.stages import funnel_text
@@ -185,7 +185,7 @@ def status(db: Path, as_json: bool, watch: bool, interval: float | None) -> None
         tokens = f"  this run: {r['run_answered'] or 0:,} answered, {r['run_failed'] or 0:,} failed, " \
                  f"tokens {r['prompt_tokens'] or 0:,} in / {r['completion_tokens'] or 0:,} out"
         if r["cost"] is not None:
-            tokens += f", estimated cost ${r['cost']:,.4f}" + (" (batch prices)" if r.get("batch") else "")
+            tokens += f", estimated cost ${r['cost']:,.4f} (at {r['prices']})"
         click.echo(tokens)
         if r["message"]:
             click.echo(f"  {r['message'].splitlines()[0]}")
@@ -224,8 +224,17 @@ def _stages(stages: list[dict]) -> None:
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
               help="messages: the conversation; prompt-completion: TRL trains only the answer; "
                    "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
+@click.option("--think-in-content", is_flag=False, flag_value=THINK_IN_CONTENT, default=None,
+              metavar="[FORM]",
+              help="Write the teacher's reasoning into the answer's content, in FORM (with {reasoning} "
+                   "and {content}) [default FORM: '<think>\\n{reasoning}\\n</think>\\n\\n{content}'], "
+                   "instead of `reasoning_content`, which many students' chat templates drop.")
+@click.option("--tokenizer", metavar="teacher|DIR|FILE.gguf",
+              help="Warn if this student tokenizer's chat template would drop the reasoning written "
+                   "(needs the [train] extra).")
 def export(db: Path, out: Path, where: str | None, stage: str | None, all_plans: bool,
-           include_truncated: bool, include_removed: bool, allow_empty: bool, fmt: str) -> None:
+           include_truncated: bool, include_removed: bool, allow_empty: bool, fmt: str,
+           think_in_content: str | None, tokenizer: str | None) -> None:
     """Write one chat-format row per answer (messages + assistant answer + metadata).
 
     After `synthgen run RECIPE`: the kept rows of its last stage (--stage NAME for
@@ -235,7 +244,9 @@ def export(db: Path, out: Path, where: str | None, stage: str | None, all_plans:
     """
     done = write_export(db, out, where, all_plans=all_plans, format=fmt, stage=stage,
                         include_truncated=include_truncated, include_removed=include_removed,
-                        allow_empty=allow_empty)
+                        allow_empty=allow_empty, think_in_content=think_in_content, tokenizer=tokenizer)
+    for warning in done.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     left = []
     if done.truncated:
         left.append(f"{done.truncated:,} cut by max_tokens (--include-truncated)")

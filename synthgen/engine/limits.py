@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .retry import RATE_LIMIT_WAIT
+from .retry import LENGTH_RETRIES, RATE_LIMIT_WAIT
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class Limits:
     concurrency: int | Literal["auto"] = 64
     max_attempts: int = 5
     rate_limit_wait: float = RATE_LIMIT_WAIT  # seconds one request waits out 429s
+    length_retries: int = LENGTH_RETRIES  # retries of an answer max_tokens cut (fit.py)
     rpm: float | None = None  # requests per minute (a token bucket)
     tpm: float | None = None  # tokens per minute
     model: str | None = None  # whose tokenizer counts a prompt's tokens for --tpm

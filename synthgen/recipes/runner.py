@@ -58,9 +58,10 @@ class StageResult:
 @dataclass
 class RecipeSummary:
     recipe: str
-    status: str = "done"  # done | interrupted
+    status: str = "done"  # done | interrupted | empty (a stage kept no row: `message` says why)
     stages: list[StageResult] = field(default_factory=list)
     elapsed: float = 0.0
+    message: str = ""
 
 
 def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = None, *,
@@ -68,7 +69,10 @@ def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = 
     """Run every stage of `recipe` into `db`. `options` are generate's engine and teacher
     fields (model, base_urls, concurrency, max_attempts, ...); `reporting` is passed to
     each stage's generate (progress, progress_interval, on_progress, retry_sleep).
-    Returns per-stage results; `status` is 'interrupted' when a stage was."""
+    Returns per-stage results; `status` is 'interrupted' when a stage was, and 'empty' when
+    a stage kept no row (the stages after it would have no input): `message` names that
+    stage and why its rows went (its failures, or the rules that removed them). A recipe
+    never ends "done" with nothing."""
     announce = announce or log.info
     started = time.monotonic()
     base = {k: v for k, v in (options or {}).items() if v is not None}
@@ -84,6 +88,9 @@ def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = 
                 summary.status = "interrupted"
                 break
             announce(_funnel_line(stage, result))
+            if result.kept == 0:
+                summary.status, summary.message = "empty", _why_empty(recipe, stage, Path(db), result)
+                break
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -178,6 +185,29 @@ def _config(stage: Stage, db: Path, base: dict[str, Any], input_sql: str | None)
         return GenerateConfig(**fields)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, stage.where)) from None
+
+
+def _why_empty(recipe: Recipe, stage: Stage, db: Path, r: StageResult) -> str:
+    """Why `stage` kept no row: its input was empty, its requests failed (the commonest
+    failure and its message, e.g. max_tokens too small for the schema), or rules removed
+    every row."""
+    where = f"stage {stage.name!r} of recipe {recipe.name!r} kept no row"
+    if r.failed and not r.answered:
+        con = store.connect(db, read_only=True)
+        try:
+            top = con.execute(
+                "SELECT f.error_type, count(*), any_value(f.message) FROM failures f "
+                "JOIN stage_requests s USING (request_id) WHERE s.recipe = ? AND s.stage = ? "
+                "GROUP BY 1 ORDER BY 2 DESC LIMIT 1", [recipe.name, stage.name]).fetchall()
+        finally:
+            con.close()
+        said = f" ({top[0][1]:,} {top[0][0]}: {top[0][2]})" if top else ""
+        return f"{where}: all {r.failed:,} of its requests failed{said}"
+    if not r.rows and not r.planned:
+        return f"{where}: its input had no rows (the stage before kept none, or its query returns none)"
+    removed = ", ".join(f"{rule} {n:,}" for rule, n in r.removed.items())
+    return (f"{where}: {r.rows:,} rows, all removed" + (f" ({removed})" if removed else "")
+            + (f"; {r.failed:,} requests failed" if r.failed else ""))
 
 
 def _funnel_line(stage: Stage, r: StageResult) -> str:

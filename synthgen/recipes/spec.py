@@ -318,7 +318,7 @@ def _template(value: Any, stage: str, where: str, path: Path, prompts_dir: Path)
 
 
 def _schema(value: Any, base: Path, where: str) -> dict[str, Any]:
-    from ..config import load_schema
+    from ..fit import load_schema
 
     if isinstance(value, str):
         found = base / value if not Path(value).is_file() and (base / value).is_file() else Path(value)

@@ -182,6 +182,13 @@ def _run(con: Any, row: tuple) -> RunData:
                            "tokens_s": (ctok or 0) / width,
                            "prompt_tokens": ptok or 0, "completion_tokens": ctok or 0,
                            "p50": p50, "p90": p90, "p99": p99, "retried": retried})
+    for bucket, ptok, ctok in _rows(con, """
+            SELECT least(greatest(floor((epoch_ms(created_at) - $t0) / $b)::BIGINT, 0), $last) AS k,
+                   sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT
+            FROM wasted_attempts WHERE run_id = $r GROUP BY k""", params):
+        point = run.series[bucket]  # attempts paid but not kept: in the bill, so in its curve
+        point["prompt_tokens"] += ptok or 0
+        point["completion_tokens"] += ctok or 0
     for bucket, kind, n in _rows(con, """
             SELECT least(floor((epoch_ms(created_at) - $t0) / $b)::BIGINT, $last) AS k, error_type, count(*)
             FROM failures WHERE run_id = $r GROUP BY ALL ORDER BY k""", params):

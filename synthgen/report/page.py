@@ -10,6 +10,7 @@ import datetime as dt
 from html import escape
 from typing import Any
 
+from ..pricing import unpriced
 from . import plots
 from .data import ReportData, RunData
 
@@ -81,8 +82,11 @@ def _runs_table(runs: list[RunData]) -> str:
                      _when(r.started_at), _n(r.duration_s, 1), _n(r.answered), _n(r.failed),
                      _n(r.prompt_tokens), _n(r.completion_tokens),
                      "-" if r.cost is None else f"${r.cost:,.4f}"])
-    return _table(["run", "status", "stage", "model", "started", "seconds", "answered", "failed",
-                   "tokens in", "tokens out", "cost"], rows, numeric={5, 6, 7, 8, 9, 10})
+    table = _table(["run", "status", "stage", "model", "started", "seconds", "answered", "failed",
+                    "tokens in", "tokens out", "cost"], rows, numeric={5, 6, 7, 8, 9, 10})
+    # Every cost says its prices (hand-given, or the dated price table's)
+    sources = sorted({r.prices.describe() for r in runs if r.cost is not None})
+    return table + "".join(f'<p class="note">cost at {escape(s)}</p>' for s in sources)
 
 
 def _run_section(run: RunData) -> str:
@@ -105,7 +109,7 @@ def _run_section(run: RunData) -> str:
     if run.cost is not None and run.series:
         out.append(_plot(plots.cost(run)))
     elif run.cost is None:
-        out.append('<p class="note">No cost: the run was given no --price-in/--price-out.</p>')
+        out.append(f'<p class="note">No cost: {escape(unpriced(run.model))}.</p>')
     return "".join(out)
 
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from .. import precheck, store
 from ..backends import registry
 from ..backends.base import ListsModels
+from ..backends.think import parse_tags
 from ..batch import records as batch_records
 from ..config import GenerateConfig, describe_validation_error
 from ..engine.preflight import check_teachers
@@ -120,14 +121,15 @@ def _given(transport: Any) -> list[Any]:
     return [transport] if hasattr(transport, "send") else list(transport)
 
 
-def plan_only(cfg: GenerateConfig) -> RunSummary:
+def plan_only(cfg: GenerateConfig, prompt_template: Template | None = None) -> RunSummary:
     """Validate and plan the input into the store, sending nothing (what `synthgen batch
-    write` needs before it writes files for `vllm run-batch`). The run is recorded as
-    "planned"; its `pending` is what is left to answer."""
+    write` needs before it writes files for `vllm run-batch`, and `--dry-run` before it
+    estimates). The run is recorded as "planned"; its `pending` is what is left to answer.
+    `prompt_template`: a compiled template (a recipe stage's) instead of `cfg.template`."""
     if not cfg.model:
         raise ConfigError("model is required to plan requests (the name the teacher serves)")
-    template = None
-    if cfg.template:
+    template = prompt_template
+    if template is None and cfg.template:
         from ..inputs.templates import load_template
 
         template = load_template(cfg.template, cfg.prompts_dir)
@@ -189,7 +191,8 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
     """The teacher's transports (and a Batch API client), checked once, then the store."""
     backend = registry.get(cfg.api)  # its module imports aiohttp only when it makes a transport
     async with contextlib.AsyncExitStack() as stack:
-        options = {"cache_prompt": cfg.cache_prompt}
+        think = parse_tags(cfg.think_tags)
+        options = {"cache_prompt": cfg.cache_prompt, "think_tags": think}
         transports = given or [await stack.enter_async_context(
             backend.transport(url, cfg.model or "", api_key, cfg.timeout, options)) for url in cfg.base_urls]
         if not cfg.skip_preflight and not given:
@@ -201,6 +204,8 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
             if backend.batch is None:
                 raise ConfigError(f"--batch: the {backend.name} API has no batch endpoint here")
             client = await stack.enter_async_context(backend.batch(cfg.base_urls[0], api_key, cfg.timeout))
+            if hasattr(client, "think"):  # a client that reads OpenAI bodies splits as online answers are
+                client.think = think
         con = store.connect(cfg.db)
         try:
             limit_memory(con)

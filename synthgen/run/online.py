@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ..engine import adaptive
+from ..engine.budget import BudgetGate
 from ..engine.core import FETCH_ROWS, Engine
 from ..engine.governor import build_governor
 from ..engine.limiter import ConcurrencyLimit
@@ -21,6 +22,7 @@ from ..engine.server_queue import watch_queues
 from ..errors import RunAborted, StoreWriteError
 from ..fit import SchemaCheck
 from ..store import runs
+from ..store.runs import spent_by_other_runs
 from ..store.writer import Writer
 from .session import Ended
 
@@ -50,9 +52,14 @@ async def drive(run: Run, transports: list[Any]) -> Ended:
     recorder = asyncio.create_task(_record_progress(run, writer))
     # A response schema is checked on every answer, outside the governor (fit.py)
     sender = governor if cfg.response_schema is None else SchemaCheck(governor, cfg.response_schema)
+    if cfg.budget is not None or cfg.spend_per_window is not None:  # outermost: it sees every attempt
+        sender = BudgetGate(sender, cfg.prices, cfg.max_tokens_sent, cfg.budget,
+                            spent_before=spent_by_other_runs(run.con, run.run_id),
+                            window=cfg.spend_window)
     engine = Engine(planner.pending(cfg.retry_failed, FETCH_ROWS), sender, writer, limit=limit,
                     stats=stats, max_attempts=limits.max_attempts, retry_sleep=heard.retry_sleep,
-                    on_stop=planner.stop, rate_limit_wait=limits.rate_limit_wait)
+                    on_stop=planner.stop, rate_limit_wait=limits.rate_limit_wait,
+                    length_retries=limits.length_retries, key=str(run.run_id))
     plan_failed: duckdb.Error | None = None
     try:
         await engine.run()
@@ -70,7 +77,8 @@ async def drive(run: Run, transports: list[Any]) -> Ended:
                        f"they are in failures as 'unstorable' (first: {writer.unstorable[0].message})")
     if plan_failed is not None:
         raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
-    return Ended(engine.stop_reason, _raised(engine))
+    raised = _raised(engine)
+    return Ended(str(raised) if engine.stop_reason == "budget" else engine.stop_reason, raised)
 
 
 def _raised(engine: Engine) -> BaseException | None:
@@ -80,6 +88,9 @@ def _raised(engine: Engine) -> BaseException | None:
         return engine.crash
     if engine.failure is not None:
         return engine.failure
+    if engine.stop_reason == "budget":
+        return RunAborted(f"{engine.budget_spent}; the rest is pending: rerun with a larger --budget "
+                          "to continue")
     if engine.stop_reason not in (None, "interrupted"):
         return RunAborted(engine.stop_reason)
     return None

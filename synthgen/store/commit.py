@@ -9,11 +9,15 @@ table, which builds the nested column about twice as fast as DuckDB's JSON cast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+
 import duckdb
 import orjson
 
 from .. import coerce
-from ..types import Answer, Failure
+from ..types import Answer, Failure, Wasted
+from . import wasted as wasted_attempts
 from .tx import transaction
 
 # What a row's own values raise (a count past INTEGER, text that is not UTF-8, a type Arrow
@@ -24,9 +28,11 @@ DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException,
 
 
 def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
-           failures: list[Failure], replace_failures: bool = False) -> None:
-    """One transaction: answers (request_id, sample_index, Answer, latency_ms, attempts)
-    and failures of run `run_id`; an answer already stored is kept as it is."""
+           failures: list[Failure], replace_failures: bool = False,
+           wasted: Sequence[Wasted] = ()) -> None:
+    """One transaction: answers (request_id, sample_index, Answer, latency_ms, attempts),
+    failures and wasted (paid, not kept) attempts of run `run_id`; an answer already
+    stored is kept as it is."""
     arrow = bool(answers) and any(a[2].logprobs for a in answers)
     if arrow:
         con.register("_answers", _answers_arrow(answers))
@@ -41,13 +47,16 @@ def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
                             [[a[0] for a in answers]])
             if failures:
                 con.execute(INSERT_FAILURES, _failure_columns(failures, run_id))
+            if wasted:
+                wasted_attempts.insert(con, run_id, list(wasted))
     finally:
         if arrow:
             con.unregister("_answers")
 
 
 def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
-                  failures: list[Failure], replace_failures: bool = False) -> list[Failure]:
+                  failures: list[Failure], replace_failures: bool = False,
+                  wasted: Sequence[Wasted] = ()) -> list[Failure]:
     """`commit`, and where a row's own values cannot be stored (not a full disk: a data
     error), never the whole batch lost for it: the batch is split in halves until each such
     row is alone; an answer alone is stored with its fields coerced (synthgen.coerce), and
@@ -55,6 +64,13 @@ def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tup
 
     Every backend coerces what it reads, so this is the second line: a user's own
     transport, or a recovery file of an older synthgen, cannot lock a store either."""
+    try:
+        commit(con, run_id, answers, failures, replace_failures, wasted)
+        return []
+    except DATA_ERRORS:
+        if wasted:  # the paid attempts apart, each made safe; then the rest as below
+            _commit_wasted(con, run_id, wasted)
+            return commit_safely(con, run_id, answers, failures, replace_failures)
     try:
         commit(con, run_id, answers, failures, replace_failures)
         return []
@@ -83,6 +99,16 @@ def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tup
                       coerce.count(attempts) or 1)
     commit(con, run_id, [], [failure], replace_failures)
     return [failure]
+
+
+def _commit_wasted(con: duckdb.DuckDBPyConnection, run_id: int, wasted: Sequence[Wasted]) -> None:
+    """Each wasted attempt alone, its fields coerced; one whose values still cannot be
+    stored is left out (its usage is lost to the bill, never the batch it came with)."""
+    for w in wasted:
+        safe = Wasted(w.request_id, _utf8(w.key) or "", _utf8(w.error_type) or "error",
+                      _safe_answer(w.answer))
+        with contextlib.suppress(*DATA_ERRORS):
+            commit(con, run_id, [], [], wasted=[safe])
 
 
 def _utf8(text: str | None) -> str | None:

@@ -8,7 +8,13 @@
                         the other preference trainers, from the `preference_pairs` table
 
 The assistant turn carries `reasoning_content`, `tool_calls` and `refusal` where the
-teacher gave them. Which rows are written is store/selection.py's (after a recipe, its
+teacher gave them. Many students' chat templates (SmolLM2's ChatML, Llama's) drop
+`reasoning_content` when TRL renders the row, so the student would never see the trace:
+`think_in_content` writes it into the content instead, in the form the student is to
+learn (`<think>\n{reasoning}\n</think>\n\n{content}`, R1's, by default), and `tokenizer`
+checks a template: what it would drop comes back in `Exported.warnings`.
+
+Which rows are written is store/selection.py's (after a recipe, its
 last stage's kept rows). `export_query()` and `records()` are shared with `synthgen.to_dataset`,
 so a file and a Dataset hold the same rows.
 """
@@ -16,6 +22,7 @@ so a file and a Dataset hold the same rows.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,9 +34,12 @@ import orjson
 
 from ..errors import ConfigError, StoreError, SynthgenError
 from . import arrow_batches, connect, selection
+from .parts import as_parts, has_parts
 from .readonly import read_statements
 
 FORMATS = ("messages", "prompt-completion", "preference")
+THINK_IN_CONTENT = "<think>\n{reasoning}\n</think>\n\n{content}"  # as `train --with-reasoning` renders it
+_FIELD = re.compile(r"\{(reasoning|content)\}")
 
 # One pair per row: the two answers to the same prompt, with their scores. `--where` is a
 # condition on these columns (e.g. "chosen_score - rejected_score >= 2").
@@ -66,6 +76,7 @@ class Exported:
     what: str  # which rows, in words (selection.py)
     truncated: int = 0  # cut by max_tokens and left out (unless include_truncated)
     removed: int = 0  # rows of the stage its keep removed, left out (unless include_removed)
+    warnings: list[str] = field(default_factory=list)  # a template that would lose the reasoning
 
 
 @dataclass
@@ -82,36 +93,50 @@ class Query:
 
 def export(db: str | Path, out: str | Path, where: str | None = None, all_plans: bool = False,
            format: str = "messages", *, stage: str | None = None, include_truncated: bool = False,
-           include_removed: bool = False, allow_empty: bool = False) -> int:
+           include_removed: bool = False, allow_empty: bool = False,
+           think_in_content: str | None = None) -> int:
     """Write the rows `export` means (store/selection.py: after a recipe its last stage's
     kept rows, `stage`'s with `stage`, else the latest plan's answers, every answer with
     `all_plans`), filtered by a SQL `where` over them (over the pairs for `preference`), to
     `out` (.jsonl or .parquet) in `format`, atomically. Answers cut by max_tokens are left
     out unless `include_truncated`. Returns the number of rows written; raises
-    EmptyExport, saying why and writing nothing, when there are none (unless `allow_empty`)."""
+    EmptyExport, saying why and writing nothing, when there are none (unless `allow_empty`).
+    `think_in_content`: the reasoning written into the assistant's content in this form
+    (`THINK_IN_CONTENT`, with `{reasoning}` and `{content}`) instead of `reasoning_content`."""
     return write(db, out, where, all_plans, format, stage=stage, include_truncated=include_truncated,
-                 include_removed=include_removed, allow_empty=allow_empty).rows
+                 include_removed=include_removed, allow_empty=allow_empty,
+                 think_in_content=think_in_content).rows
 
 
 def write(db: str | Path, out: str | Path, where: str | None = None, all_plans: bool = False,
           format: str = "messages", *, stage: str | None = None, include_truncated: bool = False,
-          include_removed: bool = False, allow_empty: bool = False) -> Exported:
-    """`export`, returning what was written and what was left out (what the CLI says)."""
+          include_removed: bool = False, allow_empty: bool = False, think_in_content: str | None = None,
+          tokenizer: str | None = None) -> Exported:
+    """`export`, returning what was written and what was left out (what the CLI says);
+    with `tokenizer` (see student/template_check.py), warnings where its chat template
+    would drop the reasoning written."""
     out = Path(out)
     if out.suffix not in (".jsonl", ".parquet"):
         raise ConfigError(f"export: {out}: the file must end in .jsonl or .parquet")
+    check_think_form(think_in_content)
+    warnings = []
+    if tokenizer is not None:
+        from ..student.template_check import reasoning_warning
+
+        warnings = [w for w in [reasoning_warning(tokenizer, think_in_content)] if w]
     con = connect(db, read_only=True)
     try:
         query = export_query(con, format, where, all_plans, stage, include_truncated, include_removed)
         if query.empty and not allow_empty:
             raise EmptyExport(f"export: nothing written to {out}: {query.empty}")
+        parted = bool(query.sql) and has_parts(con, query.sql)  # images beside text: parts.py
         reader = _reader(con, query.sql)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_file(out.parent)
         try:
             with open(tmp, "wb") as fh:
                 count = 0
-                for record in records(reader, format, query.extra):
+                for record in records(reader, format, query.extra, think_in_content, parted):
                     fh.write(orjson.dumps(record, default=str) + b"\n")
                     count += 1
             if out.suffix == ".jsonl":
@@ -126,7 +151,8 @@ def write(db: str | Path, out: str | Path, where: str | None = None, all_plans: 
     counts = query.counts
     return Exported(count, query.what,
                     truncated=counts.truncated if counts and not include_truncated else 0,
-                    removed=counts.rows - counts.kept if counts and not include_removed else 0)
+                    removed=counts.rows - counts.kept if counts and not include_removed else 0,
+                    warnings=warnings)
 
 
 def export_query(con: Any, format: str, where: str | None = None, all_plans: bool = False,
@@ -203,12 +229,22 @@ def _new_file(folder: Path) -> Path:
             continue
 
 
-def records(reader: Any, format: str, extra: list[str] | None = None) -> Iterator[dict[str, Any]]:
+def check_think_form(form: str | None) -> None:
+    """A think-in-content form must place both the reasoning and the answer."""
+    if form is not None and ("{reasoning}" not in form or "{content}" not in form):
+        raise ConfigError(f"think-in-content {form!r}: the form must hold {{reasoning}} and {{content}}, "
+                          f"e.g. {THINK_IN_CONTENT!r}")
+
+
+def records(reader: Any, format: str, extra: list[str] | None = None,
+            think_in_content: str | None = None, parted: bool = False) -> Iterator[dict[str, Any]]:
     """One record per row of `reader` (Arrow batches of the query's rows) in `format`.
 
     The rows need `NEEDS[format]`; the other corpus columns (reasoning, tool_calls,
     refusal, metadata, request_id, ...) are used where present, and each of `extra` (a
-    stage's own columns: a judge's score) becomes a field of the record."""
+    stage's own columns: a judge's score) becomes a field of the record. With
+    `think_in_content` (a form, see `export`) the reasoning is written into the content;
+    with `parted` every content is a list of parts (a store with images: parts.py)."""
     checked = False
     for batch in reader:
         if not checked:
@@ -218,20 +254,23 @@ def records(reader: Any, format: str, extra: list[str] | None = None) -> Iterato
                                   f"{', '.join(NEEDS[format])} (missing: {', '.join(missing)})")
             checked = True
         for row in batch.to_pylist():
-            yield _record(row, format, extra or ())
+            record = _record(row, format, extra or (), think_in_content)
+            yield as_parts(record) if parted else record
 
 
-def _record(row: dict[str, Any], format: str, extra: Iterable[str] = ()) -> dict[str, Any]:
+def _record(row: dict[str, Any], format: str, extra: Iterable[str] = (),
+            think: str | None = None) -> dict[str, Any]:
     prompt = _json(row["messages"])
     if format == "preference":
         record: dict[str, Any] = {
             "prompt": prompt,
-            "chosen": [_assistant(row["chosen_response"], row.get("chosen_reasoning"))],
-            "rejected": [_assistant(row["rejected_response"], row.get("rejected_reasoning"))],
+            "chosen": [_assistant(row["chosen_response"], row.get("chosen_reasoning"), think=think)],
+            "rejected": [_assistant(row["rejected_response"], row.get("rejected_reasoning"), think=think)],
         }
         fields: tuple[str, ...] = PAIR_FIELDS
     else:
-        turn = _assistant(row["response"], row.get("reasoning"), row.get("tool_calls"), row.get("refusal"))
+        turn = _assistant(row["response"], row.get("reasoning"), row.get("tool_calls"), row.get("refusal"),
+                          think=think)
         record = ({"messages": [*prompt, turn]} if format == "messages"
                   else {"prompt": prompt, "completion": [turn]})
         fields = SYSTEM_FIELDS
@@ -249,11 +288,15 @@ def _json(value: Any) -> Any:
 
 
 def _assistant(content: str | None, reasoning: str | None = None, tool_calls: Any = None,
-               refusal: str | None = None) -> dict[str, Any]:
-    """The teacher's turn as chat templates read it: reasoning as `reasoning_content`, tool
-    calls and refusals in their OpenAI fields."""
+               refusal: str | None = None, think: str | None = None) -> dict[str, Any]:
+    """The teacher's turn as chat templates read it: reasoning as `reasoning_content` (or
+    written into the content in the form `think`), tool calls and refusals in their OpenAI
+    fields."""
     turn: dict[str, Any] = {"role": "assistant", "content": content}
-    if reasoning:
+    if reasoning and think is not None:
+        said = {"reasoning": reasoning, "content": content or ""}  # one pass: no field inside a value
+        turn["content"] = _FIELD.sub(lambda m: said[m.group(1)], think)
+    elif reasoning:
         turn["reasoning_content"] = reasoning
     if tool_calls:
         turn["tool_calls"] = _json(tool_calls)

@@ -57,21 +57,37 @@ def record_counts(con: duckdb.DuckDBPyConnection, run_id: int, counts: Counts,
 
 
 # A killed run recorded its counts at most a second before it died (or never, if it died
-# while planning): they are counted again from what it stored.
+# while planning): they are counted again from what it stored; its tokens are the bill's,
+# every attempt answered (billed_attempts: the kept answers and the wasted ones).
 KILLED_SQL = """
 UPDATE runs SET status = 'killed',
     message = coalesce(message, 'the process ended without closing its run (killed, or its store '
                                 || 'could not be written)'),
     answered = (SELECT count(*) FROM responses s WHERE s.run_id = runs.run_id),
     failed = (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id),
-    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
-    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM responses s
-                         WHERE s.run_id = runs.run_id),
-    cached_tokens = (SELECT coalesce(sum(cached_tokens), 0) FROM responses s WHERE s.run_id = runs.run_id),
-    cache_write_tokens = (SELECT coalesce(sum(cache_write_tokens), 0) FROM responses s
-                          WHERE s.run_id = runs.run_id)
+    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM billed_attempts b
+                     WHERE b.run_id = runs.run_id),
+    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM billed_attempts b
+                         WHERE b.run_id = runs.run_id),
+    cached_tokens = (SELECT coalesce(sum(cached_tokens), 0) FROM billed_attempts b
+                     WHERE b.run_id = runs.run_id),
+    cache_write_tokens = (SELECT coalesce(sum(cache_write_tokens), 0) FROM billed_attempts b
+                          WHERE b.run_id = runs.run_id)
 WHERE status = 'running' RETURNING run_id
 """
+
+
+def spent_by_other_runs(con: duckdb.DuckDBPyConnection, run_id: int) -> float:
+    """What every other run of this store cost, each at its own prices (pricing.py): what
+    a --budget has already spent (a resumed job, the earlier stages of a recipe)."""
+    from ..pricing import Prices
+
+    total = 0.0
+    for config, pt, ct, cached, written in con.execute(
+            "SELECT config, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens "
+            "FROM runs WHERE run_id <> ?", [run_id]).fetchall():
+        total += Prices.of_config(orjson.loads(config or "{}")).cost(pt, ct, cached, written) or 0.0
+    return total
 
 
 def software_versions() -> dict[str, str]:

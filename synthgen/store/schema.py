@@ -20,6 +20,10 @@ Everything synthgen knows lives in one DuckDB file:
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
     preference_pairs  chosen/rejected answers to one prompt, from judge scores
+    wasted_attempts  attempts the teacher answered (and billed) that were not kept: schema
+                    misfits, answers max_tokens cut; their usage, text and fault
+    billed_attempts  VIEW: the bill, one row per attempt answered (kept, or wasted)
+    tool_results    what each tool call of an episode returned, once (`synthgen episodes`)
     corpus          VIEW: responses joined to their requests, the thing people query;
                     with each answer's logprobs_mode and logprobs_temperature (its run's)
     stage_requests  VIEW: which requests belong to which recipe stage's plan
@@ -36,7 +40,7 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import StoreError
-from . import views
+from . import views, wasted
 from .tx import transaction
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
@@ -327,6 +331,23 @@ def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m010_tool_results(con: duckdb.DuckDBPyConnection) -> None:
+    """What each tool call of an episode returned (synthgen/episodes.py), stored once: run
+    again, an episode uses the stored result instead of running the tool a second time."""
+    con.execute(
+        """
+        CREATE TABLE tool_results (
+            call_key VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            arguments VARCHAR,
+            result VARCHAR,
+            ok BOOLEAN,
+            created_at TIMESTAMPTZ
+        )
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -337,6 +358,8 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("006_recipes", _m006_recipes),
     ("007_logprobs_mode", views.logprobs_mode),
     ("008_usage_parts", views.usage_parts),
+    ("009_wasted_attempts", wasted.migrate),
+    ("010_tool_results", _m010_tool_results),
 ]
 
 

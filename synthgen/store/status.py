@@ -61,7 +61,9 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
             total = run["total"] or 0
             run["pending"] = total - (run["answered"] or 0) - (run["failed"] or 0)
             run["batch"] = bool(config.get("batch"))
-            run["cost"] = _cost(run, config)
+            prices = Prices.of_config(config)
+            run["cost"] = _cost(run, prices)
+            run["prices"] = prices.describe() if prices.known else None
             stage = by_plan.get(run["plan_key"])
             run["recipe"], run["stage"] = (stage["recipe"], stage["stage"]) if stage else (None, None)
         return runs, stages
@@ -69,9 +71,9 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
         con.close()
 
 
-def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
+def _cost(run: dict[str, Any], prices: Prices) -> float | None:
     """At the run's prices; a batch run's at the batch discount off them (pricing.py)."""
-    return Prices.of_config(config).cost(run["prompt_tokens"], run["completion_tokens"],
+    return prices.cost(run["prompt_tokens"], run["completion_tokens"],
                                          run.get("cached_tokens"), run.get("cache_write_tokens"))
 
 
