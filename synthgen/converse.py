@@ -14,7 +14,9 @@ its own prompt (the conversation so far), retried, rate-limited and priced like 
 the rounds are written as input files beside the store, made from what the store holds, so
 the same command after a kill re-sends nothing answered: each round finds its answers and
 the next one starts where the store ends. A conversation whose teacher turn failed ends at
-the turn before.
+the turn before. With `logprobs` among the teacher's fields every assistant turn keeps its
+top-K in its own row (`responses.logprobs`), so KD and on-policy distillation work on the
+turns of a conversation as on single answers.
 
 `out` gets one row per conversation in the chat format TRL's SFTTrainer reads
 (`{"messages": [...every turn...], "conversation_id", "turns"}`): trained on every token by
@@ -81,6 +83,7 @@ def converse(seeds: Path, db: Path, *, turns: int = 3, persona: str = USER_PERSO
     announce = announce or log.info
     teacher = {k: v for k, v in (teacher or {}).items() if v is not None}
     user = {k: v for k, v in (user or {}).items() if v is not None}
+    user.setdefault("logprobs", None)  # per-turn logprobs are the teacher's (KD), not the user's
     chats = _seeds(seeds)
     summary = ConverseSummary(conversations=len(chats))
     # The bundled teacher, where no endpoint is given, is started once for every round.

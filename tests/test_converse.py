@@ -109,3 +109,19 @@ def test_trl_trains_every_assistant_turn_of_the_export(tmp_path):
     trained = tok.decode([i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100])
     assistant = [m["content"] for m in json.loads(out.read_text())["messages"] if m["role"] == "assistant"]
     assert len(assistant) == 3 and all(text in trained for text in assistant)
+
+
+def test_every_assistant_turn_keeps_its_logprobs(tmp_path):
+    """Issue 30 #4: with --logprobs K each assistant turn's row keeps the teacher's top-K (the
+    user simulator's turns keep none), so KD reads conversations turn by turn."""
+    write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": f"Question {i}"} for i in range(3)])
+    db = tmp_path / "c.duckdb"
+    with Chat() as teacher:
+        result = synthgen("converse", "--input", tmp_path / "seeds.jsonl", "--db", db, "--turns", "2",
+                          "--model", "m", "--base-url", teacher.base_url, "--logprobs", "2")
+    assert result.returncode == 0, result.stderr
+    found = rows(db, "SELECT q.metadata->>'side', s.logprobs IS NOT NULL, len(s.logprobs[1].top_logprobs) "
+                     "FROM responses s JOIN requests q USING (request_id) ORDER BY 1")
+    assert [f[0] for f in found] == ["assistant"] * 6 + ["user"] * 3
+    assert all(has and k == 2 for side, has, k in found if side == "assistant")
+    assert not any(has for side, has, _ in found if side == "user")

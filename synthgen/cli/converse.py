@@ -31,6 +31,9 @@ from .progress import announcer, progress_options, show_library_messages
 @click.option("--api-key-env", help="Environment variable holding the teacher's API key.")
 @click.option("--temperature", type=float, help="The teacher's sampling temperature.")
 @click.option("--max-tokens", type=int, help="The longest assistant turn, in tokens.")
+@click.option("--logprobs", type=click.IntRange(min=0, max=20),
+              help="Keep the teacher's top-K log-probabilities of every assistant turn (for KD on "
+                   "conversations); the user simulator's turns keep none.")
 @click.option("--concurrency", help="Requests in flight, or 'auto'.")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails.")
 @click.option("--price-in", type=float, help="Teacher's $ per million prompt tokens.")
@@ -55,7 +58,7 @@ def converse(seeds: Path, db: Path, turns: int, out: Path | None, persona: Path 
     from ..converse import converse as run_conversations
 
     teacher = {k: flags[k] for k in ("model", "api_key_env", "temperature", "max_tokens", "concurrency",
-                                     "max_attempts", "price_in", "price_out")}
+                                     "max_attempts", "price_in", "price_out", "logprobs")}
     teacher["base_urls"] = list(flags["base_urls"]) or None
     user = {"model": flags["user_model"], "api_key_env": flags["user_api_key_env"],
             "base_urls": list(flags["user_base_urls"]) or None, "temperature": flags["user_temperature"],
