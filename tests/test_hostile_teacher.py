@@ -313,7 +313,8 @@ CTRL_C_WHILE_LOADING = """
 import os, signal, sys
 
 # A terminal's Ctrl-C: delivered, and Python's handler in place, whatever the test runner's
-# own process left for its children (a full suite once ran this with SIGINT not delivered).
+# own process left for its children (a shell without job control starts background jobs
+# with SIGINT ignored, and children inherit that: a suite run with `&` failed here).
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
