@@ -50,3 +50,24 @@ def test_none_sends_no_value_flag_or_config_file(teacher, tmp_path):
     bad = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
                    "--model", "m", "--base-url", teacher.base_url, "--temperature", "warm")
     assert bad.returncode == 2 and "--temperature" in bad.stderr and "'none'" in bad.stderr
+
+
+def test_processed_logprobs_under_top_p_are_warned_about(teacher, tmp_path, caplog):
+    """Processed logprobs (vLLM's --logprobs-mode processed_logprobs) come after top_p: the
+    default 0.9 makes the tail -inf, which KD cannot temper back; the run says so."""
+    import logging
+
+    from teacher_server import write_jsonl
+
+    import synthgen as sg
+
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi"}])
+    common = {"input": tmp_path / "in.jsonl", "model": "m", "base_urls": [teacher.base_url], "logprobs": 2,
+              "logprobs_mode": "processed"}
+    with caplog.at_level(logging.WARNING, logger="synthgen"):
+        sg.generate(db=tmp_path / "a.duckdb", **common)
+    assert "top_p 0.9 makes every token outside the nucleus -inf" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="synthgen"):
+        sg.generate(db=tmp_path / "b.duckdb", top_p=None, **common)
+    assert "nucleus" not in caplog.text

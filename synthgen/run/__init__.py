@@ -92,6 +92,10 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
         config = config.model_copy(update={"base_urls": [backend.base_url]})
     for warning in backend.check(config) if backend.check is not None else []:
         reporting.warn(warning)  # what the API cannot do is refused (ConfigError) before anything
+    if config.logprobs and config.logprobs_mode == "processed" and config.top_p not in (None, 1, 1.0):
+        reporting.warn(f"the teacher's logprobs are processed (after sampling's settings), and top_p "
+                       f"{config.top_p:g} makes every token outside the nucleus -inf: KD cannot "
+                       "recover that tail. For KD targets send --top-p none (or 1).")
     template = prompt_template
     if template is None and config.template and config.given_plan is None:  # a given plan is rendered
         from ..inputs.templates import load_template
