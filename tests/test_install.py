@@ -335,9 +335,12 @@ def test_fresh_venv_pip_install_then_demo_then_tiny_student(tmp_path: Path) -> N
     demo = run(synthgen, "demo", "--limit", "5", "--max-tokens", "32", cwd=work)
     assert "5 answered, 0 failed" in demo.stderr
     # the self-instruct recipe needs nothing [local] did not bring (rouge-score is a core dependency)
-    recipe = run(synthgen, "run", "self-instruct", "--db", "si.duckdb", "--set", "prompts=2",
-                 "--set", "answer_tokens=16", cwd=work)
-    assert "instructions: 4 planned, 4 answered" in recipe.stderr
+    argv = [synthgen, "run", "self-instruct", "--db", "si.duckdb", "--set", "prompts=2",
+            "--set", "answer_tokens=16"]
+    recipe = subprocess.run(argv, capture_output=True, text=True, cwd=work, env=env, timeout=1200)
+    assert "instructions: 4 planned, 4 answered" in recipe.stderr, recipe.stderr
+    # answers cut at 16 tokens may all fail the keep: the run then names the stage (exit 1)
+    assert recipe.returncode == 0 or "kept no row" in recipe.stderr, recipe.stderr
     run(py, "-m", "pip", "install", "-q", f"{src}[train]")
     train = run(synthgen, "train", "--db", "demo.duckdb", "--out", "runs/x", "--max-steps", "5", cwd=work)
     assert (work / "runs" / "x").is_dir(), train.stderr
