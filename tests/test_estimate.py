@@ -8,7 +8,7 @@ import random
 import re
 
 import pytest
-from conftest import synthgen
+from conftest import require_bundled_teacher, synthgen
 from teacher_server import TeacherServer, write_jsonl
 
 from synthgen.pricing import Prices, price_table, table_date, table_prices
@@ -186,10 +186,7 @@ def test_a_recipe_dry_run_estimates_its_first_stage_and_says_why_not_the_rest(te
 
 
 def test_the_bundled_teacher_counts_with_its_own_tokenizer_and_starts_nothing(tmp_path):
-    from synthgen.teacher.model import find_gguf
-
-    if find_gguf() is None:
-        pytest.skip("the bundled teacher's model is not on this machine")
+    require_bundled_teacher()  # in CI its absence is a failure, not a skip
     write_jsonl(tmp_path / "in.jsonl", prompts(50))
     result = synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", tmp_path / "c.duckdb",
                       "--dry-run")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from ..errors import InputError, RunAborted
-from .generate import resume_hint
-from .progress import announcer, progress_options, show_library_messages
+from .generate import run_rounds
 
 
 @click.command()
@@ -67,20 +64,9 @@ def converse(seeds: Path, db: Path, turns: int, out: Path | None, persona: Path 
         said = persona.read_text(encoding="utf-8") if persona is not None else USER_PERSONA
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"--persona {persona}: cannot read it ({exc})") from None
-    resume = resume_hint(sys.argv[1:])
-    try:
-        with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_conversations(seeds, db, turns=turns, persona=said, teacher=teacher, user=user,
-                                        out=out, announce=announcer(shown), **shown)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
-    except RunAborted as exc:
-        click.secho(f"stopped early: {exc}", fg="red", err=True)
-        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
-        sys.exit(3)
-    if summary.status == "interrupted":
-        click.echo(f"Interrupted. Resume with:\n  {resume}", err=True)
-        sys.exit(130)
+    summary = run_rounds(lambda announce, **shown: run_conversations(
+        seeds, db, turns=turns, persona=said, teacher=teacher, user=user, out=out, announce=announce,
+        **shown), progress_interval)
     click.echo(f"{summary.conversations:,} conversations, {summary.turns:,} assistant turns stored "
                f"({summary.ended_by_user:,} ended by the user, {summary.ended_by_failure:,} by a failed turn)"
                + (f"; written to {out}" if out is not None else ""), err=True)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 import orjson
 
-from ..errors import InputError, RunAborted
-from .generate import resume_hint
-from .progress import announcer, progress_options, show_library_messages
+from .generate import run_rounds
 
 
 @click.command()
@@ -57,20 +54,9 @@ def episodes(seeds: Path, db: Path, tools_file: Path | None, max_steps: int, out
     teacher = {k: flags[k] for k in ("model", "api_key_env", "temperature", "max_tokens", "concurrency",
                                      "max_attempts")}
     teacher["base_urls"] = list(flags["base_urls"]) or None
-    resume = resume_hint(sys.argv[1:])
-    try:
-        with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_episodes(seeds, db, tools, max_steps=max_steps, teacher=teacher, out=out,
-                                   announce=announcer(shown), **shown)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
-    except RunAborted as exc:
-        click.secho(f"stopped early: {exc}", fg="red", err=True)
-        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
-        sys.exit(3)
-    if summary.status == "interrupted":
-        click.echo(f"Interrupted. Resume with:\n  {resume}", err=True)
-        sys.exit(130)
+    summary = run_rounds(lambda announce, **shown: run_episodes(
+        seeds, db, tools, max_steps=max_steps, teacher=teacher, out=out, announce=announce, **shown),
+        progress_interval)
     click.echo(f"{summary.episodes:,} episodes, {summary.answered:,} answered; {summary.tool_calls:,} tool "
                f"calls ({summary.tool_errors:,} failed: their errors went back to the teacher)"
                + (f"; written to {out}" if out is not None else ""), err=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -16,7 +18,7 @@ from ..pricing import unpriced
 from ..run import RunSummary
 from ..run import generate as run_generate
 from ..urls import redact_argv
-from .progress import progress_options, show_library_messages
+from .progress import announcer, progress_options, show_library_messages
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
@@ -320,3 +322,22 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str | No
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)
 
+
+def run_rounds(call: Callable[..., Any], progress_interval: float | None) -> Any:
+    """Run `call(announce, **reporting)` (converse, episodes: rounds of generate()) with the
+    progress display; a bad input is a one-line error, an early stop says how to resume
+    (exit 3), a Ctrl-C says so (exit 130). Returns `call`'s summary."""
+    resume = resume_hint(sys.argv[1:])
+    try:
+        with show_library_messages(), progress_options(progress_interval) as shown:
+            summary = call(announcer(shown), **shown)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except RunAborted as exc:
+        click.secho(f"stopped early: {exc}", fg="red", err=True)
+        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
+        sys.exit(3)
+    if summary.status == "interrupted":
+        click.echo(f"Interrupted. Resume with:\n  {resume}", err=True)
+        sys.exit(130)
+    return summary
