@@ -39,6 +39,9 @@ class Checked:
     fingerprint: str | None = None
     expected: int | None = None
     finished: bool = False
+    # The compiled prompt template the lines are rendered with (None: the messages as
+    # given): the input as checked travels as one thing through a run's calls.
+    template: Template | None = None
 
     @property
     def validated(self) -> tuple[str, int] | None:

@@ -153,6 +153,26 @@ def test_library_code_never_prints():
     assert not printing
 
 
+# What one run holds (its store handle, config, plan, progress, transports, signal flag...):
+# a function handed more than five of these is a hub every feature gets attached to, as
+# run.py's ten private functions were (issue 28). Synonyms count: `given` transports too.
+RUN_STATE = {"con", "cfg", "config", "run_id", "plan_key", "planner", "plan", "summary", "stats",
+             "started", "transports", "transport", "given", "reporting", "stop", "client", "writer",
+             "governor", "sender", "sink", "limit", "template", "checked", "api_key"}
+
+
+def test_no_function_carries_more_than_five_pieces_of_run_state():
+    heavy = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                state = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg in RUN_STATE]
+                if len(state) > 5:
+                    heavy.append(f"{name}:{node.lineno} {node.name}({', '.join(state)})")
+    assert not heavy
+
+
 def test_only_the_http_backend_reads_status_codes():
     """A reaction decided by status code anywhere else is a second, diverging policy.
     The backends room reads them (chat requests in `http`, the Batch API's control calls

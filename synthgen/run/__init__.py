@@ -108,15 +108,16 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
         checked = precheck.check(config.planning, template, local_model if local else None, stop.is_set)
     if checked is None:  # a signal while the input was read: nothing was started or stored
         raise KeyboardInterrupt
+    checked.template = template
     if local and checked.finished:  # a finished store: nothing to send, no teacher to start
         update = {"model": local_model(), "logprobs_mode": config.logprobs_mode or "raw",
                   "skip_preflight": True}
-        return _generate(config.model_copy(update=update), reporting, template, checked)
+        return _generate(config.model_copy(update=update), reporting, checked)
     if transports:
-        return _generate(config, reporting, template, checked, transports)
+        return _generate(config, reporting, checked, transports)
     given = "concurrency" in config.model_fields_set
     with teacher_settings(config.base_urls, config.threads, given) as update:
-        return _generate(config.model_copy(update=update), reporting, template, checked)
+        return _generate(config.model_copy(update=update), reporting, checked)
 
 
 def _given(transport: Any) -> list[Any]:
@@ -162,15 +163,21 @@ def plan_only(cfg: GenerateConfig, prompt_template: Template | None = None) -> R
             con.close()
 
 
-def _generate(cfg: GenerateConfig, reporting: Reporting, template: Template | None,
-              checked: precheck.Checked, transports: list[Any] | None = None) -> RunSummary:
+def _generate(cfg: GenerateConfig, reporting: Reporting, checked: precheck.Checked,
+              transports: list[Any] | None = None) -> RunSummary:
+    _api_key(cfg)  # a key asked for and missing: said before the event loop starts
+    stop = StopFlag()
+    with stop.handling():
+        return run_async(_with_teachers(cfg, reporting, stop, checked, transports))
+
+
+def _api_key(cfg: GenerateConfig) -> str | None:
+    """The teacher's key, read from the environment when needed and never kept elsewhere."""
     api_key = os.environ.get(cfg.key_env) or None
     if api_key is None and cfg.api_key_env:
         raise ConfigError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set "
                           "(or empty); export it, or leave --api-key-env out for a server without keys")
-    stop = StopFlag()
-    with stop.handling():
-        return run_async(_with_teachers(cfg, template, api_key, reporting, stop, checked, transports))
+    return api_key
 
 
 def run_async(coro: Coroutine[Any, Any, RunSummary]) -> RunSummary:
@@ -189,10 +196,10 @@ def run_async(coro: Coroutine[Any, Any, RunSummary]) -> RunSummary:
         return runner.run(coro)
 
 
-async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key: str | None,
-                         reporting: Reporting, stop: StopFlag, checked: precheck.Checked,
-                         given: list[Any] | None) -> RunSummary:
+async def _with_teachers(cfg: GenerateConfig, reporting: Reporting, stop: StopFlag,
+                         checked: precheck.Checked, given: list[Any] | None) -> RunSummary:
     """The teacher's transports (and a Batch API client), checked once, then the store."""
+    api_key = _api_key(cfg)
     backend = registry.get(cfg.api)  # its module imports aiohttp only when it makes a transport
     async with contextlib.AsyncExitStack() as stack:
         think = parse_tags(cfg.think_tags)
@@ -222,7 +229,7 @@ async def _with_teachers(cfg: GenerateConfig, template: Template | None, api_key
             drive = (functools.partial(batch.drive, transport=transports[0], client=client) if client
                      else functools.partial(online.drive, transports=transports))
             run = Run(con, cfg, reporting, stop)
-            return await run.execute(drive, template, checked.validated)
+            return await run.execute(drive, checked.template, checked.validated)
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.close()
