@@ -196,6 +196,14 @@ SPECS: dict[str, Spec] = {
                             ("The bundled teacher at the same quantization, for compare:",
                              "synthgen student export --model teacher --out teacher-q4.gguf --quant q4_k_m")],
                            env=["XDG_CACHE_HOME", "SYNTHGEN_LLAMA_SERVER"]),
+    "score": Spec([("The bundled teacher scores every stored answer, in this process (top-20):",
+                    "synthgen score --db demo.duckdb --teacher local"),
+                   ("A vLLM teacher scores the student's answers (its prompt_logprobs):",
+                    "synthgen score --db demo.duckdb --teacher http://127.0.0.1:8000/v1 \\\n"
+                    "    --where \"model LIKE 'student:%'\""),
+                   ("What the scores say, per answer:",
+                    "synthgen sql --db demo.duckdb \"SELECT request_id, teacher, tokens, nll FROM scored\"")],
+                  env=["OPENAI_API_KEY", "SYNTHGEN_CACHE"]),
     "compare": Spec([("A served teacher against a served student on the same held-out prompts:",
                       "synthgen teacher start --model teacher-q4.gguf --name teacher\n"
                       "synthgen teacher start --model student.gguf --name student\n"

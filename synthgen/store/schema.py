@@ -20,9 +20,13 @@ Everything synthgen knows lives in one DuckDB file:
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
     preference_pairs  chosen/rejected answers to one prompt, from judge scores
+    scores          one row per (answer, teacher, K): the teacher's log-probabilities of that
+                    answer's own tokens, position by position (PRIMARY KEY score_id)
+    score_failures  one row per scoring request that ended without scores
     corpus          VIEW: responses joined to their requests, the thing people query;
                     with each answer's logprobs_mode and logprobs_temperature (its run's)
     stage_requests  VIEW: which requests belong to which recipe stage's plan
+    scored          VIEW: scores joined to the answers they score (what OPD trains on)
     <stage name>    VIEW per recipe stage: its kept rows, corpus's columns + parent_request_id
 
 Schema changes are ordered, named migrations recorded in `schema_migrations`,
@@ -352,6 +356,53 @@ def _m007_logprobs_mode(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CORPUS_VIEW_007)
 
 
+def _m008_scores(con: duckdb.DuckDBPyConnection) -> None:
+    """Teacher scores of stored answers (`synthgen score`, on-policy distillation): for an
+    answer of any source, the teacher's log-probability of each of its tokens and the
+    teacher's top-K alternatives there, in the layout generation stores (LOGPROBS_TYPE).
+
+    `score_id` is a hash of (answer's request_id, teacher, K): asking again for the same
+    scores finds them stored, so a scoring run resumes and nothing is paid twice. The
+    answer itself is never copied: `scored` joins the scores to corpus."""
+    con.execute(
+        f"""
+        CREATE TABLE scores (
+            score_id VARCHAR PRIMARY KEY,
+            request_id VARCHAR,
+            teacher VARCHAR,
+            k INTEGER,
+            prompt_tokens INTEGER,
+            tokens INTEGER,
+            nll DOUBLE,
+            logprobs_mode VARCHAR,
+            logprobs_temperature DOUBLE,
+            endpoint VARCHAR,
+            latency_ms DOUBLE,
+            attempts INTEGER,
+            created_at TIMESTAMPTZ,
+            logprobs {LOGPROBS_TYPE}
+        );
+        CREATE TABLE score_failures (
+            score_id VARCHAR PRIMARY KEY,
+            request_id VARCHAR,
+            teacher VARCHAR,
+            k INTEGER,
+            error_type VARCHAR,
+            status_code INTEGER,
+            message VARCHAR,
+            attempts INTEGER,
+            created_at TIMESTAMPTZ
+        );
+        CREATE VIEW scored AS
+        SELECT s.score_id, c.request_id, c.messages, c.response, c.finish_reason,
+               c.model AS answer_model, c.metadata, c.params, s.teacher, s.k, s.prompt_tokens,
+               s.tokens, s.nll, s.logprobs, s.logprobs_mode, s.logprobs_temperature,
+               s.endpoint, s.created_at
+        FROM scores s JOIN corpus c USING (request_id);
+        """
+    )
+
+
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -361,6 +412,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("005_batch_api", _m005_batch_api),
     ("006_recipes", _m006_recipes),
     ("007_logprobs_mode", _m007_logprobs_mode),
+    ("008_scores", _m008_scores),
 ]
 
 
