@@ -57,6 +57,7 @@ from .store.writer import Writer
 from .types import Stats
 
 if TYPE_CHECKING:
+    from .backends.base import Transport
     from .inputs.templates import Template
 
 log = logging.getLogger("synthgen")
@@ -109,6 +110,7 @@ class _Reporting:
     interval: float | None = None
     callback: Callable[[Stats], None] | None = None
     retry_sleep: Any = None
+    transports: list[Transport] | None = None  # given ones, instead of HttpTransports
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -119,7 +121,8 @@ class _Reporting:
 def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None = None,
              progress_interval: float | None = None,
              on_progress: Callable[[Stats], None] | None = None, retry_sleep=None,
-             prompt_template: Template | None = None, **options: Any) -> RunSummary:
+             prompt_template: Template | None = None, transports: list[Transport] | None = None,
+             **options: Any) -> RunSummary:
     """Send every pending request of the input to the teacher and store the answers.
 
     Pass a `GenerateConfig`, or its fields as keywords:
@@ -131,7 +134,8 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
     every `progress_interval` seconds, default 10) or `on_progress` (called with the live
     `Stats` every `progress_interval`, default 0.25 s) to follow the run.
     `prompt_template` is a compiled template (a recipe's inline one) used instead of
-    `config.template`.
+    `config.template`. `transports` answer instead of `base_urls` (a model in this process:
+    `synthgen student sample`); no bundled teacher is started and no preflight is sent then.
     """
     if config is None:
         try:
@@ -140,7 +144,9 @@ def generate(config: GenerateConfig | None = None, /, *, progress: TextIO | None
             raise ConfigError(describe_validation_error(exc, "generate()")) from None
     elif options:
         config = config.model_copy(update=options)
-    reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep)
+    reporting = _Reporting(progress, progress_interval, on_progress, retry_sleep, transports)
+    if transports:
+        return _generate(config, reporting, prompt_template)
     given = "concurrency" in config.model_fields_set
     with teacher_settings(config.base_urls, config.threads, given) as update:
         return _generate(config.model_copy(update=update), reporting, prompt_template)
@@ -255,9 +261,9 @@ class _StopFlag:
 async def _with_teachers(cfg: GenerateConfig, template, api_key: str | None,
                          reporting: _Reporting, stop: _StopFlag) -> RunSummary:
     async with contextlib.AsyncExitStack() as stack:
-        transports = [await stack.enter_async_context(
+        transports = reporting.transports or [await stack.enter_async_context(
             HttpTransport(url, cfg.model or "", api_key, cfg.timeout)) for url in cfg.base_urls]
-        if not cfg.skip_preflight:
+        if not cfg.skip_preflight and not reporting.transports:
             for warning in await check_teachers(transports, cfg.model or ""):
                 reporting.warn(warning)
         client = None

@@ -196,6 +196,12 @@ SPECS: dict[str, Spec] = {
                             ("The bundled teacher at the same quantization, for compare:",
                              "synthgen student export --model teacher --out teacher-q4.gguf --quant q4_k_m")],
                            env=["XDG_CACHE_HOME", "SYNTHGEN_LLAMA_SERVER"]),
+    "student sample": Spec([("Two answers per prompt from a trained student, stored as student:NAME@HASH:",
+                             "synthgen student sample --model runs/distill/kd --db demo.duckdb \\\n"
+                             "    --input prompts.jsonl --n 2 --max-tokens 128"),
+                            ("Greedy answers to the prompts already in the store:",
+                             "synthgen student sample --model runs/distill/kd --db demo.duckdb \\\n"
+                             "    --input-sql \"SELECT DISTINCT messages FROM corpus\" --temperature 0")]),
     "score": Spec([("The bundled teacher scores every stored answer, in this process (top-20):",
                     "synthgen score --db demo.duckdb --teacher local"),
                    ("A vLLM teacher scores the student's answers (its prompt_logprobs):",
