@@ -31,6 +31,7 @@ COMMANDS = {
     "student": "synthgen.cli.export_gguf:student",
     "compare": "synthgen.cli.compare:compare",
     "score": "synthgen.cli.score:score_command",
+    "distill": "synthgen.cli.distill:distill_command",
 }
 
 
