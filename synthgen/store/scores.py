@@ -85,12 +85,15 @@ class AnswerRow:
 
 def pending_answers(con: Any, where: str | None, teacher: str, k: int, retry_failed: bool,
                     rows: int = 256) -> Iterator[list[AnswerRow]]:
-    """The selected answers not scored yet by (teacher, k), in request_id order, in lists."""
+    """The selected answers not scored yet by (teacher, k), in request_id order, in lists.
+    Of their stored logprobs only each token's id and text are read (what is sent, and
+    what the tokenizer check reads), not the alternatives: a top-20 corpus is 20x that."""
     cur = con.cursor()
     try:
         cur.execute(
             f"""
-            SELECT c.request_id, c.messages::VARCHAR, c.response, c.finish_reason, c.logprobs
+            SELECT c.request_id, c.messages::VARCHAR, c.response, c.finish_reason,
+                   [{{'token': e.token, 'id': e.id}} FOR e IN c.logprobs]
             {_selection(where)} AND c.response IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.score_id = {_SQL_ID})
               AND ($retry OR NOT EXISTS (SELECT 1 FROM score_failures f WHERE f.score_id = {_SQL_ID}))
