@@ -45,6 +45,8 @@ from .sample import SampleOptions, load_sampler, sample
 from .train import CONFIG_FILE, PRUNED_LR, TrainConfig, fit
 
 STATE_FILE = "distill.json"
+# Settings of how a run computes, not of what it makes: a resumed run may change them.
+HOW = ("threads", "sample_batch", "save_steps")
 
 
 @dataclass
@@ -157,10 +159,11 @@ def _state(out: Path, cfg: DistillConfig) -> dict[str, Any]:
     config = asdict(cfg)
     if path.exists():
         state = json.loads(path.read_text())
-        if state["config"] != config:
-            changed = sorted(k for k in config if state["config"].get(k) != config[k])
+        changed = sorted(k for k in config if k not in HOW and state["config"].get(k) != config[k])
+        if changed:
             raise StudentError(f"{out} was distilled with other settings ({', '.join(changed)}): "
                                "run the same command to resume, or pass another --out")
+        state["config"] = config
         return state
     state = {"config": config, "rounds": [], "final": None}
     path.write_text(json.dumps(state, indent=1))
