@@ -181,3 +181,21 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path) -> None:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert _last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5"]
+
+
+def test_distillm2_pairs_put_the_teachers_answer_against_the_students(models, prompts, tmp_path) -> None:
+    _, student = models
+    db = tmp_path / "c.duckdb"
+    store_answers(db, [{"messages": [{"role": "user", "content": q}], "text": f"teacher on {q}"}
+                       for q in QUESTIONS[:4]])
+    # the teacher's answers were stored with canonical messages, as generate plans them
+    name = sample(student, db, input=prompts, n=1, max_tokens=6, seed=0).model
+    out = tmp_path / "pairs.jsonl"
+    result = synthgen("export", "--db", db, "--out", out, "--format", "distillm2")
+    assert result.returncode == 0, result.stderr
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(pairs) == 4
+    for p in pairs:
+        assert p["chosen"][0]["content"] == f"teacher on {p['prompt'][0]['content']}"
+        assert p["rejected_model"] == name and p["chosen_model"] == "teacher"
+

@@ -99,7 +99,7 @@ def store_answers(db: Path, answers: list[dict]) -> list[str]:
                     "(?, 'done', now(), 'teacher', '{\"logprobs_mode\": \"raw\"}')", [run])
         rows = []
         for i, a in enumerate(answers):
-            messages = orjson.dumps(a["messages"]).decode()
+            messages = orjson.dumps(a["messages"], option=orjson.OPT_SORT_KEYS).decode()  # as planned
             rid = hashlib.md5(f"{run}:{i}:{messages}:{a['text']}".encode()).hexdigest()
             con.execute("INSERT INTO requests VALUES (?, ?, ?, 0, ?, ?, '{}', NULL, now())",
                         [rid, run, i, a.get("model", "teacher"), messages])

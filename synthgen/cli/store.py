@@ -178,7 +178,9 @@ def _stages(stages: list[dict]) -> None:
               help="Every answer in the store, not only the latest plan's (the last input run).")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
               help="messages: the conversation; prompt-completion: TRL trains only the answer; "
-                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
+                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`); "
+                   "distillm2: the teacher's answer chosen, a student's (student sample, distill) "
+                   "rejected, per prompt.")
 def export(db: Path, out: Path, where: str | None, all_plans: bool, fmt: str) -> None:
     """Write one chat-format row per answer (messages + assistant answer + metadata).
 
@@ -186,6 +188,6 @@ def export(db: Path, out: Path, where: str | None, all_plans: bool, fmt: str) ->
     input is not exported (--all-plans exports it too).
     """
     count = export_corpus(db, out, where, all_plans=all_plans, format=fmt)
-    scope = ("" if all_plans or fmt == "preference" else
-             " (the latest plan; --all-plans for every answer in the store)")
-    click.echo(f"wrote {count:,} {'pairs' if fmt == 'preference' else 'rows'} to {out}{scope}", err=True)
+    pairs = fmt in ("preference", "distillm2")
+    scope = ("" if all_plans or pairs else " (the latest plan; --all-plans for every answer in the store)")
+    click.echo(f"wrote {count:,} {'pairs' if pairs else 'rows'} to {out}{scope}", err=True)

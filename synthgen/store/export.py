@@ -6,6 +6,9 @@
                         TRL trains only the completion (its completion_only_loss default)
     preference          {"prompt": [...], "chosen": [answer], "rejected": [answer]}: DPO and
                         the other preference trainers, from the `preference_pairs` table
+    distillm2           the same shape, DistiLLM-2's pairs (Ko et al. 2025): per prompt, the
+                        teacher's answer chosen and a student's (`synthgen student sample`,
+                        distill's rollouts) rejected, paired by sample index
 
 The assistant turn carries `reasoning_content`, `tool_calls` and `refusal` where the
 teacher gave them. `records()` is shared with `synthgen.to_dataset`, so a file and a
@@ -26,7 +29,7 @@ from ..errors import ConfigError, StoreError
 from . import arrow_batches, connect
 from .readonly import read_statements
 
-FORMATS = ("messages", "prompt-completion", "preference")
+FORMATS = ("messages", "prompt-completion", "preference", "distillm2")
 
 EXPORT_SQL = """
 SELECT request_id, sample_index, messages, response, finish_reason, model, metadata,
@@ -55,10 +58,29 @@ SELECT * FROM (
 ) WHERE ({where})
 ORDER BY stage, request_id, rejected_request_id
 """
+# Teacher answer against student answer to the same prompt, from the corpus itself: a
+# student's answers carry the model `student:LABEL@HASH`, every other answer is a teacher's.
+# `--where` is a condition on these columns (e.g. "rejected_model LIKE 'student:opd/round-3@%'").
+DISTILLM2_SQL = """
+SELECT * FROM (
+    SELECT 'distillm2' AS stage, t.request_id, t.messages, t.metadata,
+           t.response AS chosen_response, t.reasoning AS chosen_reasoning,
+           s.response AS rejected_response, s.reasoning AS rejected_reasoning,
+           t.request_id AS chosen_request_id, s.request_id AS rejected_request_id,
+           t.model AS chosen_model, s.model AS rejected_model
+    FROM corpus t JOIN corpus s
+      ON s.messages::VARCHAR = t.messages::VARCHAR AND s.sample_index = t.sample_index
+    WHERE coalesce(t.model, '') NOT LIKE 'student:%' AND s.model LIKE 'student:%'
+      AND t.response IS NOT NULL AND s.response IS NOT NULL
+) WHERE ({where})
+ORDER BY request_id, rejected_request_id
+"""
 SYSTEM_FIELDS = ("request_id", "sample_index", "finish_reason", "model")
-PAIR_FIELDS = ("chosen_request_id", "rejected_request_id", "chosen_score", "rejected_score")
+PAIR_FIELDS = ("chosen_request_id", "rejected_request_id", "chosen_score", "rejected_score",
+               "chosen_model", "rejected_model")
 NEEDS = {"messages": ("messages", "response"), "prompt-completion": ("messages", "response"),
-         "preference": ("messages", "chosen_response", "rejected_response")}
+         "preference": ("messages", "chosen_response", "rejected_response"),
+         "distillm2": ("messages", "chosen_response", "rejected_response")}
 
 
 def export(db: str | Path, out: str | Path, where: str | None = None, all_plans: bool = False,
@@ -100,6 +122,8 @@ def export_query(format: str, where: str | None = None, all_plans: bool = False)
         read_statements(f"SELECT 1 FROM corpus WHERE ({where})")
     if format == "preference":
         return PAIRS_SQL.format(where=where or "TRUE")
+    if format == "distillm2":
+        return DISTILLM2_SQL.format(where=where or "TRUE")
     return EXPORT_SQL.format(where=where or "TRUE", plan="TRUE" if all_plans else LATEST_PLAN)
 
 
@@ -133,7 +157,7 @@ def records(reader: Any, format: str) -> Iterator[dict[str, Any]]:
 
 def _record(row: dict[str, Any], format: str) -> dict[str, Any]:
     prompt = _json(row["messages"])
-    if format == "preference":
+    if format in ("preference", "distillm2"):
         record: dict[str, Any] = {
             "prompt": prompt,
             "chosen": [_assistant(row["chosen_response"], row.get("chosen_reasoning"))],
