@@ -199,3 +199,20 @@ def test_distillm2_pairs_put_the_teachers_answer_against_the_students(models, pr
         assert p["chosen"][0]["content"] == f"teacher on {p['prompt'][0]['content']}"
         assert p["rejected_model"] == name and p["chosen_model"] == "teacher"
 
+
+def test_distill_refuses_a_teacher_that_cannot_score_before_the_student_samples(models, tmp_path) -> None:
+    """A served teacher is checked as `synthgen score` checks it, before the first rollout:
+    an API that cannot score given tokens is refused naming the alternatives, and nothing
+    is planned or sampled (a student's rollouts would be paid for and never scored)."""
+    _, student_dir = models
+    db = _corpus(tmp_path, models)
+    result = synthgen("distill", "--db", db, "--out", tmp_path / "opd", "--student", student_dir,
+                      "--teacher", "https://api.openai.com/v1", *ARGS, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "cannot score" in result.stderr and "Traceback" not in result.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        sampled = con.execute("SELECT count(*) FROM requests WHERE model LIKE 'student:%'").fetchone()[0]
+    finally:
+        con.close()
+    assert sampled == 0

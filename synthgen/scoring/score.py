@@ -161,12 +161,28 @@ async def _score(cfg: ScoreConfig, watch: _Watch, scorer: LocalScorer | None) ->
                 same_tokenizer(_load_tokenizer(cfg.tokenizer), scorer.tokenizer, "the local teacher")
             teacher = _Teacher([scorer], scorer.name, Tokens(scorer.tokenizer), cfg.tokenizer or scorer.name)
         else:
-            for url in cfg.teacher:
-                refuse_hosted(url)
-            name = cfg.tokenizer or cfg.teacher_model or "of the bundled teacher"
-            tokens = Tokens(await asyncio.to_thread(_load_tokenizer, cfg.tokenizer or cfg.teacher_model))
-            teacher = await _served(cfg, _Teacher([], "", tokens, name), stack)
+            teacher = await _served_teacher(cfg, stack)
         return await _run(cfg, teacher, watch)
+
+
+def check_teacher(config: ScoreConfig) -> str:
+    """The checks `score` makes of a served teacher before it sends anything (a hosted API
+    that cannot score, a server that answers neither form, a tokenizer that is not
+    `config.tokenizer`'s), made on their own: `synthgen distill` runs them before its first
+    rollout, so a teacher it could not use is refused before the student samples anything.
+    Returns the served model's name. A local teacher is checked where it is loaded."""
+    from ..student.log import quiet
+
+    cfg = config.check()
+    if cfg.local:
+        raise ConfigError("check_teacher checks a served teacher; a local one is checked as it loads")
+
+    async def checked() -> str:
+        async with contextlib.AsyncExitStack() as stack:
+            return (await _served_teacher(cfg, stack)).name
+
+    with quiet():
+        return asyncio.run(checked())
 
 
 def _load_tokenizer(spec: str | None) -> Any:
@@ -180,6 +196,15 @@ def _load_tokenizer(spec: str | None) -> Any:
 
     path = teacher_path(spec)
     return AutoTokenizer.from_pretrained(str(dequantized(path) if path.suffix == ".gguf" else path))
+
+
+async def _served_teacher(cfg: ScoreConfig, stack: contextlib.AsyncExitStack) -> _Teacher:
+    """A served teacher after every check that can be made before sending an answer."""
+    for url in cfg.teacher:
+        refuse_hosted(url)
+    name = cfg.tokenizer or cfg.teacher_model or "of the bundled teacher"
+    tokens = Tokens(await asyncio.to_thread(_load_tokenizer, cfg.tokenizer or cfg.teacher_model))
+    return await _served(cfg, _Teacher([], "", tokens, name), stack)
 
 
 async def _served(cfg: ScoreConfig, teacher: _Teacher, stack: contextlib.AsyncExitStack) -> _Teacher:
@@ -313,4 +338,4 @@ def _requests(rows: Iterator[list[Any]], tokens: Tokens, teacher: str, k: int,
             yield out
 
 
-__all__ = ["LOCAL", "ScoreConfig", "ScoreSummary", "chat_ids", "score"]
+__all__ = ["LOCAL", "ScoreConfig", "ScoreSummary", "chat_ids", "check_teacher", "score"]

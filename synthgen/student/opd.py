@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..scoring.score import LOCAL, ScoreConfig, score
+from ..scoring.score import LOCAL, ScoreConfig, check_teacher, score
 from ..scoring.tokens import chat_ids, same_tokenizer
 from ..store import connect
 from ..store.scores import quoted, rollout_counts, scored_rollouts
@@ -197,8 +197,11 @@ def _round_zero(cfg: DistillConfig, out: Path, prompts: Prompts, echo: Callable[
 
 def _local_scorer(cfg: DistillConfig, student_dir: Path) -> Any:
     """The local teacher, loaded once for every round, after checking it shares the
-    student's tokenizer (a served teacher is checked by `score` itself)."""
+    student's tokenizer; a served teacher is checked the way `score` checks it (it can
+    score, its tokenizer is the student's), both before anything is sampled."""
     if cfg.teacher != [LOCAL]:
+        check_teacher(ScoreConfig(db=cfg.db, teacher=cfg.teacher, k=cfg.logprobs, model=cfg.served_model,
+                                  tokenizer=str(student_dir)))
         return None
     from transformers import AutoTokenizer
 
