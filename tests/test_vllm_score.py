@@ -31,7 +31,8 @@ AGREEMENT = 0.05  # nats per token, on average (the issue's bar); fp32 both side
 def answers(vllm_teacher, tmp_path_factory):
     """A store of 48 teacher answers with their token ids, and one stored as text alone."""
     tmp = tmp_path_factory.mktemp("score")
-    write_jsonl(tmp / "in.jsonl", [{"prompt": f"Give one tip number {i} for learning to cook."} for i in range(48)])
+    prompts = [{"prompt": f"Give one tip number {i} for learning to cook."} for i in range(48)]
+    write_jsonl(tmp / "in.jsonl", prompts)
     summary = sg.generate(input=tmp / "in.jsonl", db=tmp / "c.duckdb", model=vllm_teacher.model,
                           base_urls=vllm_teacher.base_urls, max_tokens=24, temperature=0.8, seed=0,
                           logprobs=2)
@@ -80,12 +81,14 @@ def test_a_served_teacher_scores_like_the_local_one_on_the_same_weights(vllm_tea
     assert top_same / top_n > 0.98
     # the teacher's own answers: the score of each token is the logprob it was generated with
     con = duckdb.connect(str(answers), read_only=True)
-    stored = dict(con.execute("SELECT request_id, logprobs FROM corpus WHERE logprobs IS NOT NULL").fetchall())
+    stored = dict(con.execute("SELECT request_id, logprobs FROM corpus WHERE logprobs IS NOT NULL")
+                  .fetchall())
     con.close()
     for rid, lps in stored.items():
         assert [e["id"] for e in vllm_side[rid]] == [e["id"] for e in lps]
         gen = [e["logprob"] for e in lps]
-        assert sum(abs(a["logprob"] - g) for a, g in zip(vllm_side[rid], gen, strict=True)) / len(gen) < AGREEMENT
+        gap = sum(abs(a["logprob"] - g) for a, g in zip(vllm_side[rid], gen, strict=True)) / len(gen)
+        assert gap < AGREEMENT
 
 
 def test_the_echo_form_gives_the_same_scores(vllm_teacher, answers) -> None:
@@ -125,6 +128,36 @@ def test_scoring_killed_with_sigkill_then_run_again_scores_every_answer_once(vll
     summary = json.loads(again.stdout)
     assert summary["already_scored"] == before and summary["scored"] == 49 - before
     con = duckdb.connect(str(answers), read_only=True)
-    n, distinct = con.execute("SELECT count(*), count(DISTINCT request_id) FROM scores WHERE k = 2").fetchone()
+    n, distinct = con.execute("SELECT count(*), count(DISTINCT request_id) FROM scores WHERE k = 2"
+                              ).fetchone()
     con.close()
     assert n == distinct == 49
+
+
+def test_distill_with_a_served_teacher_and_one_of_another_tokenizer_refused(vllm_teacher, answers,
+                                                                            tmp_path) -> None:
+    """One small round against the served teacher: a 2-layer student cut from the bundled
+    teacher (the one vLLM serves) samples, vLLM scores, the student trains. A student of
+    another tokenizer is refused before anything is sampled."""
+    url = vllm_teacher.base_urls[0]
+    args = ["--db", answers, "--teacher", url, "--rounds", "1", "--prompts-per-round", "4",
+            "--steps", "2", "--max-tokens", "12", "--logprobs", "4",
+            "--prompts", "SELECT * FROM corpus WHERE coalesce(model, '') NOT LIKE 'student:%'"]
+    ok = synthgen("distill", "--out", tmp_path / "opd", "--student", "prune:2", *args, "--json", timeout=1500)
+    assert ok.returncode == 0, ok.stderr
+    state = json.loads(ok.stdout)
+    [first] = state["rounds"]
+    assert first["rollouts"] == first["scored"] == 4 and first["teacher_tokens"] > 0
+    assert (tmp_path / "opd" / "round-1" / "model.safetensors").exists()
+
+    from tiny_models import make_model, make_tokenizer
+
+    other = tmp_path / "other"
+    make_model(other, make_tokenizer(tmp_path / "tok"), seed=0)
+    refused = synthgen("distill", "--out", tmp_path / "refused", "--student", other, *args, timeout=900)
+    assert refused.returncode == 2, refused.stderr
+    assert "tokenizes a conversation differently" in refused.stderr and "Traceback" not in refused.stderr
+    con = duckdb.connect(str(answers), read_only=True)
+    sampled = con.execute("SELECT count(*) FROM requests WHERE model LIKE 'student:refused/%'").fetchone()[0]
+    con.close()
+    assert sampled == 0  # refused before anything was planned or sampled
