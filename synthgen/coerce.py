@@ -133,4 +133,5 @@ def answer(a: Answer) -> Answer:
         completion_tokens=count(a.completion_tokens), model=label(a.model),
         logprobs=logprobs(a.logprobs), endpoint=label(a.endpoint) or "",
         reasoning=text(a.reasoning), tool_calls=tool_calls, refusal=text(a.refusal),
-        json=a.json)
+        json=a.json, cached_tokens=count(a.cached_tokens), cache_write_tokens=count(a.cache_write_tokens),
+        reasoning_tokens=count(a.reasoning_tokens))

@@ -7,13 +7,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .types import SCHEMA_KEY
 from .urls import looks_secret, normalize_base_url, strip_credentials
+
+if TYPE_CHECKING:
+    from .batch.settings import Settings
+    from .engine.limits import Limits
+    from .ids import PlanSpec
+    from .pricing import Prices
+
+# What every request carries unless told otherwise (None: not sent, the server's own).
+# Sent explicitly because servers' defaults differ (llama.cpp's GGUF: 0.8 / 0.95 and no
+# length limit; vLLM without --max-tokens runs an answer to the context length). Changing
+# one changes every request id: a store planned without them is planned again.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+DEFAULT_MAX_TOKENS = 1024
+NOT_SENT = "none"  # what the flags and config files take for "send no value"
 
 # Fields that shape the request itself: a change to any of them makes new request ids.
 REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body",
@@ -40,14 +55,19 @@ class GenerateConfig(BaseModel):
     # teacher
     model: str | None = None
     base_urls: list[str] = Field(default_factory=list)
-    api_key_env: str = "OPENAI_API_KEY"
+    api: str = "openai"  # which API the teacher speaks: a backend's name (backends/registry.py)
+    api_key_env: str | None = None  # None: the backend's own (OPENAI_API_KEY, ANTHROPIC_API_KEY)
     skip_preflight: bool = False
+    cache_prompt: bool = False  # ask the API to cache the shared prompt prefix (Anthropic's cache_control)
+    # Inline reasoning split out of the content ("OPEN,CLOSE"; "none": kept as sent). How an
+    # answer is read, not what is asked: no part of the request ids (backends/think.py).
+    think_tags: str = "<think>,</think>"
 
     # sampling (these shape request ids)
     n: int = Field(default=1, ge=1, le=1024)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=DEFAULT_TEMPERATURE, ge=0, le=2)
+    top_p: float | None = Field(default=DEFAULT_TOP_P, gt=0, le=1)
+    max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -65,12 +85,19 @@ class GenerateConfig(BaseModel):
     timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=100)
     rate_limit_wait: float = Field(default=1800.0, gt=0)  # seconds one request waits out 429s
+    length_retries: int = Field(default=1, ge=0, le=100)  # retries of a max_tokens cut, T > 0
     retry_failed: bool = False
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     price_in: float | None = Field(default=None, ge=0)
     price_out: float | None = Field(default=None, ge=0)
+    price_cached_in: float | None = Field(default=None, ge=0)  # prompt tokens read from a cache
+    price_cache_write: float | None = Field(default=None, ge=0)  # prompt tokens written to one
     flush_interval: float = Field(default=0.1, gt=0, le=10)
+    # Money (engine/budget.py): a total never crossed, counting what is in flight at its
+    # worst; and dollars per sliding window ("USD/MIN": at most USD in any MIN minutes).
+    budget: float | None = Field(default=None, gt=0)
+    spend_per_window: str | None = None
 
     # batch mode: the same plan through a Batch API (files + batches) at its discount
     batch: bool = False
@@ -78,7 +105,8 @@ class GenerateConfig(BaseModel):
     batch_poll_max: float = Field(default=300.0, gt=0)  # longest wait between polls
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)  # per file (OpenAI's limit)
     batch_max_bytes: int = Field(default=200_000_000, ge=4096, le=200 * 2**20)  # per file
-    batch_discount: float = Field(default=0.5, ge=0, le=1)  # off --price-in/--price-out
+    # off the prices; None: the price table's for the model, else 0.5 (pricing.py)
+    batch_discount: float | None = Field(default=None, ge=0, le=1)
 
     # local teacher (used when no base_url is given)
     threads: int | None = Field(default=None, ge=1)
@@ -101,6 +129,23 @@ class GenerateConfig(BaseModel):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be a positive integer or 'auto'")
         return value
+
+    @field_validator("api")
+    @classmethod
+    def _known_api(cls, name: str) -> str:
+        from .backends.registry import get
+
+        get(name)  # ConfigError naming the backends there are
+        return name
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable that holds the API key (--api-key-env, or the API's own)."""
+        if self.api_key_env:
+            return self.api_key_env
+        from .backends.registry import get
+
+        return get(self.api).api_key_env
 
     @field_validator("base_urls", mode="before")
     @classmethod
@@ -125,7 +170,22 @@ class GenerateConfig(BaseModel):
     @field_validator("response_schema", mode="before")
     @classmethod
     def _load_schema(cls, value: Any) -> Any:
+        from .fit import load_schema
+
         return load_schema(value)
+
+    @field_validator("think_tags")
+    @classmethod
+    def _think_tags(cls, value: str) -> str:
+        from .backends.think import parse_tags
+
+        tags = parse_tags(value)
+        return "none" if tags is None else str(tags)
+
+    @field_validator("temperature", "top_p", "max_tokens", mode="before")
+    @classmethod
+    def _not_sent(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == NOT_SENT else value
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -140,6 +200,17 @@ class GenerateConfig(BaseModel):
             raise ValueError("give exactly one of {input} (a file) or {input_sql} (a query)")
         if self.base_urls and not self.model:
             raise ValueError("{model} is required with {base_urls} (the name the teacher serves)")
+        if self.budget is not None or self.spend_per_window is not None:
+            if self.batch:
+                raise ValueError("{budget} and {spend_per_window} hold back online requests one by one; "
+                                 "a batch is priced whole: leave them out with {batch}")
+            if not self.prices.known:
+                raise ValueError("{budget} needs the teacher's prices: {price_in} and {price_out} "
+                                 "(per million tokens), or a {model} the price table lists")
+            if self.max_tokens_sent is None:
+                raise ValueError("{budget} needs {max_tokens}: an answer's worst case is what the "
+                                 "budget holds back for it")
+            self.spend_window  # noqa: B018 (checks its form)
         if self.batch and len(self.base_urls) != 1:
             raise ValueError("{batch} needs exactly one {base_urls}, a Batch API (OpenAI's, or a "
                              "server with /v1/files and /v1/batches); for `vllm run-batch` on "
@@ -167,46 +238,64 @@ class GenerateConfig(BaseModel):
             params[SCHEMA_KEY] = orjson.dumps(self.response_schema).decode()
         return params
 
+    @property
+    def max_tokens_sent(self) -> int | None:
+        """The longest answer a request allows (max_tokens, or extra_body's
+        max_completion_tokens), None when no limit is sent."""
+        limit = self.max_tokens or self.extra_body.get("max_completion_tokens")
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+    @property
+    def spend_window(self) -> tuple[float, float] | None:
+        """--spend-per-window "USD/MIN" as (dollars, seconds)."""
+        from .engine.budget import parse_window
+
+        return None if self.spend_per_window is None else parse_window(self.spend_per_window)
+
+    # The config in parts: each room gets its own small typed share, never this model
+    # (the engine its limits, the batch runner its settings, pricing its prices).
+    PARTS: ClassVar[tuple[str, ...]] = ("planning", "limits", "prices", "batching")
+
+    @property
+    def planning(self) -> PlanSpec:
+        from .ids import PlanSpec
+
+        return PlanSpec(db=self.db, model=self.model, input=self.input, input_sql=self.input_sql,
+                        given_plan=self.given_plan, limit=self.limit, skip_invalid=self.skip_invalid,
+                        retry_failed=self.retry_failed, n=self.n, seed=self.seed,
+                        params=self.request_params())
+
+    @property
+    def limits(self) -> Limits:
+        from .engine.limits import Limits
+
+        budget = self.max_tokens or self.extra_body.get("max_completion_tokens")
+        return Limits(concurrency=self.concurrency, max_attempts=self.max_attempts,
+                      rate_limit_wait=self.rate_limit_wait, length_retries=self.length_retries,
+                      rpm=self.rpm, tpm=self.tpm, model=self.model,
+                      completion_budget=budget if isinstance(budget, int) else None)
+
+    @property
+    def prices(self) -> Prices:
+        from .pricing import Prices
+
+        return Prices.resolve(self.model, self.price_in, self.price_out, self.price_cached_in,
+                              self.price_cache_write, batch=self.batch, batch_discount=self.batch_discount)
+
+    @property
+    def batching(self) -> Settings:
+        from .batch.settings import Settings
+
+        return Settings(max_requests=self.batch_max_requests, max_bytes=self.batch_max_bytes,
+                        poll_interval=self.batch_poll_interval, poll_max=self.batch_poll_max,
+                        max_attempts=self.max_attempts)
+
     def public_dict(self) -> dict[str, Any]:
         """The config as stored in `runs.config`: no secret can be in it by construction
         (the key is read from the environment), and URLs lose any credentials."""
         data = self.model_dump(mode="json")
         data["base_urls"] = [strip_credentials(u) for u in self.base_urls]
         return data
-
-
-def load_schema(value: Any) -> dict[str, Any] | None:
-    """A response schema from a JSON file's path, a pydantic model class or a dict,
-    checked to be a valid JSON Schema; ValueError names the file and what is wrong."""
-    if value is None:
-        return None
-    where = "the schema"
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):
-        value = value.model_json_schema()  # a pydantic model
-    elif isinstance(value, str | Path):
-        where = str(value)
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read the schema file ({exc.strerror})") from None
-        import orjson
-
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
-    from jsonschema.exceptions import SchemaError
-
-    from .fit import validator
-
-    try:
-        validator(value)
-    except SchemaError as exc:
-        at = "/".join(str(p) for p in exc.path) or "the top level"
-        raise ValueError(f"{where}: not a valid JSON Schema at {at}: {exc.message}") from None
-    return value
 
 
 # Below the top level a name counts only when it is a credential's whole name: a nested

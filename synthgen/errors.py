@@ -16,6 +16,7 @@
     │   ├── TimeoutFault          no complete answer within --timeout
     │   ├── InvalidResponse       200 with a truncated or malformed body
     │   │   └── SchemaMismatch    an answer that does not parse or fit --response-schema
+    │   │       └── LengthCut     ... because max_tokens cut it (at temperature > 0)
     │   ├── StatusFault           an HTTP status that means "not now" (408, 409, odd 1xx/3xx)
     │   │   ├── RateLimited       429: a quota is spent (carries Retry-After)
     │   │   └── ServerFault       5xx: the server failed this attempt
@@ -26,6 +27,7 @@
     │   ├── EndpointRefused       the endpoint says it cannot serve at all (no database...)
     │   ├── Redirected            3xx: the endpoint sends us elsewhere (never followed)
     │   └── TooLarge              413: the body (a batch file) is larger than it takes
+    ├── CutShort                  cut by max_tokens where another attempt gives the same
     └── NotRun                    a batch ended (expired, cancelled) before this request ran
 
 Only the backends look at status codes (`backends/http.py` for a chat request, and
@@ -33,11 +35,15 @@ Only the backends look at status codes (`backends/http.py` for a chat request, a
 turn every response into the most specific class above. Every reaction (retry, the
 shared pause, endpoint health, the adaptive limit, stopping early) is decided by class,
 never by a status code or a message.
+
+A fault whose attempt the teacher did answer (a misfit, a cut) carries that answer in
+`paid`: it was billed, so its usage is stored (`wasted_attempts`) and priced like a kept one.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # How DuckDB says a file is damaged (a block's checksum fails, a header makes no sense).
 DAMAGE = re.compile(r"corrupt|checksum|not a valid DuckDB database", re.IGNORECASE)
@@ -111,6 +117,7 @@ class TeacherFault(Exception):
     """
 
     kind = "error"
+    paid: Any = None  # the Answer this attempt returned and the provider billed, if any
 
     def __init__(
         self,
@@ -146,6 +153,13 @@ class SchemaMismatch(InvalidResponse):
     that never fits is filed under failures as 'schema' with the validator's message."""
 
     kind = "schema"
+
+
+class LengthCut(SchemaMismatch):
+    """A misfit because max_tokens cut the answer, at a temperature where another sample
+    may be shorter: retried, but only `--length-retries` times (each retry is paid)."""
+
+    kind = "length"
 
 
 class StatusFault(RetryableFault):
@@ -213,6 +227,14 @@ class EndpointRefused(RejectedFault):
 class TooLarge(RejectedFault):
     """413: the body is larger than the endpoint takes. For one chat request that is the
     prompt's fault (kind stays `http_413`); for a batch file upload it means: split it."""
+
+
+class CutShort(TeacherFault):
+    """An answer that max_tokens cut before it fit the schema, at temperature 0 or with a
+    seed: another attempt would be cut the same way and paid again, so there is none. The
+    failure keeps the text and its usage; the fix is a larger max_tokens."""
+
+    kind = "length"
 
 
 class BatchFailed(RetryableFault):

@@ -5,7 +5,10 @@ One check for every way an answer arrives: online through `SchemaCheck`, a trans
 wrapped around the governor, and from Batch API output files (batch/ingest.py, which
 finds each request's schema in its stored params). A misfit is sent again as a new
 attempt (another sample); one that never fits within --max-attempts ends in `failures`
-with error_type 'schema' and the validator's message. Online the check sits outside the
+with error_type 'schema' and the validator's message. An answer max_tokens cut is
+retried only --length-retries times, and never where sampling is deterministic (it
+would be cut the same way): error_type 'length'. Every misfit was paid for, so the fault
+carries the answer and its usage is stored (`wasted_attempts`). Online the check sits outside the
 governor on purpose: an answer of the wrong shape says nothing about the endpoint's
 health or the rate limits.
 
@@ -16,11 +19,12 @@ a truncated answer (max_tokens), a server that ignores the field, or a refusal w
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .errors import SchemaMismatch
+from .errors import CutShort, LengthCut, SchemaMismatch, TeacherFault
 from .types import Answer, Request
 
 if TYPE_CHECKING:
@@ -38,6 +42,36 @@ def validator(schema: dict[str, Any]) -> Any:
     cls = validator_for(schema, default=Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def load_schema(value: Any) -> dict[str, Any] | None:
+    """A response schema from a JSON file's path, a pydantic model class or a dict,
+    checked to be a valid JSON Schema; ValueError names the file and what is wrong."""
+    if value is None:
+        return None
+    where = "the schema"
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        value = value.model_json_schema()  # a pydantic model
+    elif isinstance(value, str | Path):
+        where = str(value)
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read the schema file ({exc.strerror})") from None
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: a JSON Schema is an object, got {type(value).__name__}")
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        validator(value)
+    except SchemaError as exc:
+        at = "/".join(str(p) for p in exc.path) or "the top level"
+        raise ValueError(f"{where}: not a valid JSON Schema at {at}: {exc.message}") from None
+    return value
 
 
 class AnswerSchema:
@@ -79,8 +113,31 @@ class SchemaCheck:
 
     async def send(self, request: Request) -> Answer:
         answer = await self.inner.send(request)
-        answer.json = self.schema.parse(answer)
+        try:
+            answer.json = self.schema.parse(answer)
+        except SchemaMismatch as misfit:
+            raise paid_misfit(misfit, answer, request.params) from None
         return answer
+
+
+def paid_misfit(misfit: SchemaMismatch, answer: Answer, params: str) -> TeacherFault:
+    """The fault for a misfit answer, carrying the answer (it was paid for). One that
+    max_tokens cut is a `LengthCut`, retried only --length-retries times; where sampling is
+    deterministic (temperature 0, or a seed) it is `CutShort`: the same request would be cut
+    the same way again, and paid again, so it fails now with a hint."""
+    fault: TeacherFault = misfit
+    if answer.finish_reason == "length":
+        sampling = orjson.loads(params) if params else {}
+        budget = sampling.get("max_tokens") or sampling.get("max_completion_tokens")
+        hint = (f"max_tokens ({budget}) cut the answer before it fit the schema; raise max_tokens"
+                if budget else "max_tokens cut the answer before it fit the schema; raise max_tokens")
+        if sampling.get("temperature") == 0 or sampling.get("seed") is not None:
+            fault = CutShort(f"{hint} (not retried: at temperature 0 or with a seed another "
+                             f"attempt is cut the same way): {misfit.message}")
+        else:
+            fault = LengthCut(f"{hint}: {misfit.message}")
+    fault.paid = answer
+    return fault
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -28,12 +28,15 @@ import duckdb
 from . import store
 from .config import GenerateConfig
 from .errors import ConfigError, InputError
-from .plan import Planner, plan_counts
-from .run import RunSummary, _close_run, _open_run, mark_killed_runs
+from .plan import Planner
 from .store import recovery
 from .store.live import LiveServer
 from .store.memory import limit_memory
 from .store.merge import Folded, fold
+from .store.plans import plan_counts
+from .store.runs import close_run, mark_killed_runs, open_run, software_versions
+from .store.tx import transaction
+from .types import RunSummary
 
 _SPACE = 1 << 64
 
@@ -146,16 +149,16 @@ def _plan(con: duckdb.DuckDBPyConnection, cfg: GenerateConfig, paths: list[Path]
     count = len(paths)
     mark_killed_runs(con)
     recovery.restore(con, cfg.db)
-    run_id = _open_run(con, cfg)
+    run_id = open_run(con, cfg.public_dict(), software_versions())
     folded = Folded()
     for path in paths:  # what an earlier, cut-short try stored
         if path.exists():
             folded += fold(con, path, run_id)
-    planner = Planner(con, cfg, run_id, template)  # type: ignore[arg-type]
+    planner = Planner(con, cfg.planning, run_id, template)  # type: ignore[arg-type]
     try:
         planner.validate()
     except InputError as exc:
-        _close_run(con, RunSummary(run_id=run_id, status="invalid_input", message=str(exc),
+        close_run(con, RunSummary(run_id=run_id, status="invalid_input", message=str(exc),
                                    model=cfg.model or ""))
         raise
     plan = planner.plan_all()
@@ -191,8 +194,7 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
     con.execute(PENDING_IN_RANGE_SQL, {"key": key, "lo": lo, "hi": hi, "retry_failed": retry_failed})
     con.execute("ATTACH ? AS synthgen_shard", [str(shard.path.resolve())])
     try:
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             con.execute("""
                 INSERT INTO synthgen_shard.requests
                 SELECT q.* FROM main.requests q JOIN _shard_pending USING (request_id)
@@ -209,11 +211,6 @@ def _write_shard_plan(con: duckdb.DuckDBPyConnection, key: str, total: int, shar
             con.execute("INSERT INTO synthgen_shard.plans VALUES ($skey, $source, $fp, $n, 0, now())",
                         {"skey": shard.plan_key, "source": f"{shard.label} of plan {key} ({total:,})",
                          "fp": f"shard:{key}", "n": pending})
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
     finally:
         con.execute("DETACH synthgen_shard")
         con.execute("DROP TABLE IF EXISTS _shard_pending")
@@ -260,11 +257,9 @@ def finish(cfg: GenerateConfig, job: Job, outcomes: list[ShardOutcome], *, keep_
             message=message, duplicates=job.duplicates, plan_reused=False)
         for o in outcomes:
             if o.summary is not None:
-                for kind, n in o.summary.failed_by_kind.items():
-                    summary.failed_by_kind[kind] = summary.failed_by_kind.get(kind, 0) + n
-                for kind, n in o.summary.errors.items():
-                    summary.errors[kind] = summary.errors.get(kind, 0) + n
-        _close_run(con, summary)
+                summary.failures.update(o.summary.failures)
+                summary.errors.update(o.summary.errors)
+        close_run(con, summary)
     finally:
         job.close()
     if status == "done" and not keep_shards:

@@ -12,10 +12,13 @@ Fault names: any HTTP status number, `drop` (connection closed before a response
 `trunc` (body cut short of its Content-Length), `badjson` (200 with a broken body),
 `hang` (sleeps past any sane timeout), `errorbody` (200 whose body is an error object),
 `nullcontent` (content null, nothing else), `toolcall` / `refusal` (content null with
-tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `respond` sends
-any body instead of the answer (a test's hostile teacher). Global knobs:
+tool calls / a refusal: real answers), `redirect` (307 to `redirect_to`). `#finish=length`
+in a prompt answers it with finish_reason "length" (cut by max_tokens). `respond` sends any
+body instead of the answer (a test's hostile teacher). `billed` is the teacher's own log
+of what it answered: the usage of every answer sent, kept or not by the client. Global knobs:
 `latency`, `status_all` (every request gets that status, e.g. 401), `down` (refuse with
-503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend checks.
+503s... use `stop()` for a real outage). `received` counts requests per prompt, for resend
+checks; `answered_at` holds the time each answer was sent.
 
 Structured output: a request that carries a JSON schema (in any server's form) is answered
 `{"answer": "ANSWER[...]", "words": N}`, unless the prompt scripts a misfit per attempt:
@@ -31,6 +34,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -95,6 +99,8 @@ class TeacherServer:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.keep_bodies = True
+        self.answered_at: list[float] = []  # time.time() of every answer (not faults) sent
+        self.billed: list[tuple[int, int]] = []  # (prompt, completion) tokens of every answer sent
         self.urls: list[str] = []  # path and query of every chat request
         self.redirect_to = ""
         self.reasoning_field: str | None = None
@@ -192,7 +198,10 @@ class TeacherServer:
             status, payload, headers = sent
             raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             return web.Response(status=status, body=raw, headers=headers, content_type="application/json")
-        return web.json_response(completion)
+        response = web.json_response(completion)
+        self.answered_at.append(time.time())
+        self.billed.append((completion["usage"]["prompt_tokens"], completion["usage"]["completion_tokens"]))
+        return response
 
     def _completion(self, body: dict, prompt: str, attempt: int = 1) -> dict:
         text = answer(prompt, body.get("seed"))
@@ -204,7 +213,9 @@ class TeacherServer:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.reasoning_field:
             message[self.reasoning_field] = think(prompt)
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
+        cut = "#finish=length" in prompt  # an answer cut by max_tokens
+        choice: dict[str, Any] = {"index": 0, "message": message,
+                                  "finish_reason": "length" if cut else "stop"}
         if body.get("logprobs"):
             k = body.get("top_logprobs") or 0
             choice["logprobs"] = {"content": [

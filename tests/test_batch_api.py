@@ -236,13 +236,21 @@ def test_batch_answers_are_held_to_the_response_schema_as_online_ones(api, tmp_p
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(3)])
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     summary = run_batch(api, tmp_path / "in.jsonl", tmp_path / "c.duckdb", response_schema=schema,
-                        max_attempts=2)
+                        max_attempts=2, price_in=1.0, price_out=2.0)
     assert (summary.answered, summary.failed) == (0, 3)
     assert api.batch_posts == 2, "a misfit is retried in a later batch, up to --max-attempts"
     assert rows(tmp_path / "c.duckdb", "SELECT count(*) FROM responses") == [(0,)]
     failed = rows(tmp_path / "c.duckdb", "SELECT error_type, message FROM failures")
     assert len(failed) == 3 and {f[0] for f in failed} == {"schema"}
     assert all("not JSON" in f[1] for f in failed)
+    # Issue 29: every misfit line was billed; the bill counts all six, at the batch price.
+    wasted = rows(tmp_path / "c.duckdb", "SELECT count(*), sum(prompt_tokens), sum(completion_tokens), "
+                                         "count(DISTINCT attempt_key) FROM wasted_attempts")[0]
+    assert wasted[0] == wasted[3] == 6 and wasted[1] > 0
+    assert (summary.prompt_tokens, summary.completion_tokens) == (wasted[1], wasted[2])
+    assert summary.cost == pytest.approx((wasted[1] * 1.0 + wasted[2] * 2.0) / 1e6 / 2)
+    [run] = synthgen.status(tmp_path / "c.duckdb")
+    assert run["cost"] == pytest.approx(summary.cost)
 
 
 def test_batches_that_keep_expiring_unrun_are_not_resubmitted_forever(api, tmp_path):

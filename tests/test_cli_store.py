@@ -42,9 +42,32 @@ def test_sql_jsonl_and_table(db):
                       "SELECT request_id, status_code, messages FROM failures")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 1 and rows[0]["status_code"] == 400
-    assert "doomed" in rows[0]["messages"]
+    # a JSON column is JSON in the line, not a string of JSON inside it
+    assert rows[0]["messages"] == [{"role": "user", "content": "doomed #always=400"}]
     table = synthgen("sql", "--db", db, "SELECT count(*) AS n FROM corpus")
     assert table.returncode == 0 and "12" in table.stdout
+
+
+def test_select_star_prints_records_a_person_can_read(db):
+    result = synthgen("sql", "--db", db, "SELECT * FROM corpus ORDER BY line LIMIT 2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("-[ row 1 ]") and sum(line.startswith("-[ row") for line in lines) == 2
+    first = lines[1:next(i for i, line in enumerate(lines) if line.startswith("-[ row 2"))]
+    fields = dict(line.split(None, 1) for line in first)
+    assert fields["response"] == answer("question 0") and fields["finish_reason"] == "stop"
+    assert all(len(line) <= 160 for line in lines)
+    assert "columns shown as records" in lines[-1]
+    narrow = synthgen("sql", "--db", db, "SELECT line, finish_reason FROM corpus ORDER BY line LIMIT 1")
+    assert "┃ line ┃ finish_reason ┃" in narrow.stdout  # a few columns stay a table
+
+
+def test_db_missing_is_said_the_same_way_by_every_command(tmp_path):
+    for args in (("generate", "--input", tmp_path / "in.jsonl"), ("export", "--out", tmp_path / "x.jsonl"),
+                 ("status",), ("run", "judge")):
+        result = synthgen(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Error: Missing option '--db'." in result.stderr, (args, result.stderr)
 
 
 def test_sql_is_read_only_and_errors_are_one_line(db):

@@ -80,7 +80,12 @@ def test_preference_pairs_export_as_prompt_chosen_rejected(store, tmp_path):
 
 def test_preference_without_pairs_says_how_to_make_them(store, tmp_path):
     result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "preference")
-    assert result.returncode == 0 and "wrote 0 pairs" in result.stderr
+    assert result.returncode == 1 and "no preference pairs" in result.stderr, result.stderr
+    assert "synthgen run preferences" in result.stderr and not (tmp_path / "x.jsonl").exists()
+    result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "preference",
+                     "--allow-empty")
+    assert result.returncode == 0 and "wrote 0 pairs" in result.stderr, result.stderr
+    assert (tmp_path / "x.jsonl").read_text() == ""
     result = run_cli("export", "--db", store, "--out", tmp_path / "x.jsonl", "--format", "dpo")
     assert result.returncode == 2 and "Invalid value for '--format'" in result.stderr
 
@@ -126,3 +131,46 @@ def test_trl_trains_only_the_answer_of_a_prompt_completion_row(store, tmp_path):
     assert trained["messages"][0] == trained["messages"][1]  # every token, the prompt's too
     n, total, text = trained["prompt-completion"]
     assert n < total and text.rstrip() == f"{answer(PROMPTS[0], 7)}<|im_end|>"  # (TRL trains the \n too)
+
+
+IMAGE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHw"
+         "AFBQIAX8jx0gAAAABJRU5ErkJggg==")
+LOOK = [{"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": IMAGE}}]
+
+
+def test_a_store_mixing_image_and_text_prompts_loads_with_its_parts_kept(tmp_path):
+    """Issue 30: to_dataset crashed (Arrow: "cannot mix list and non-list values") on a store
+    whose prompts mix content parts and plain text. Every content becomes a list of parts
+    (a string: one text part); the image part stays as the teacher got it."""
+    import datasets
+
+    write_jsonl(tmp_path / "in.jsonl", [
+        {"prompt": "Say hi."}, {"messages": [{"role": "user", "content": LOOK}]},
+        {"prompt": "Name a colour."}])
+    db = tmp_path / "c.duckdb"
+    with TeacherServer() as server:
+        assert synthgen.generate(input=tmp_path / "in.jsonl", db=db, model="m",
+                                 base_urls=[server.base_url]).answered == 3
+    ds = synthgen.to_dataset(db)
+    by_first = {row["messages"][0]["content"][0]["text"]: row["messages"] for row in ds}
+    [user, assistant] = by_first["What is in this picture?"]
+    assert [(p["type"], p["text"], p["image_url"]) for p in user["content"]] == [
+        ("text", "What is in this picture?", None), ("image_url", None, {"url": IMAGE})]
+    said = answer(json.dumps(LOOK, sort_keys=True))  # the loopback teacher's answer to the parts
+    assert assistant["content"] == [{"type": "text", "text": said, "image_url": None}]
+    assert by_first["Say hi."][1]["content"][0]["text"] == answer("Say hi.")
+    pc = synthgen.to_dataset(db, format="prompt-completion")
+    assert len(pc) == 3 and all(isinstance(r["completion"][0]["content"], list) for r in pc)
+    # the files load too, in the same shape (a .jsonl through datasets' json loader)
+    for name in ("m.jsonl", "m.parquet"):
+        assert synthgen.export(db, tmp_path / name) == 3
+        loaded = datasets.load_dataset("json" if name.endswith("jsonl") else "parquet",
+                                       data_files=str(tmp_path / name), split="train")
+        parts = [p for row in loaded for turn in row["messages"] for p in turn["content"]]
+        assert len(parts) == 7 and sum(p["type"] == "image_url" for p in parts) == 1
+    # a store of text alone keeps plain string contents (what text-only templates render)
+    text_only = synthgen.to_dataset(
+        db, query="SELECT * FROM corpus WHERE json_type(messages->'$[0].content') = 'VARCHAR'")
+    assert len(text_only) == 2
+    assert all(isinstance(m["content"], str) for r in text_only for m in r["messages"])

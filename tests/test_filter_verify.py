@@ -68,9 +68,11 @@ def test_best_of_n_recipe_records_pass_rates(teacher, tmp_path):
     result = synthgen("run", "best-of-n", "--db", tmp_path / "b.duckdb", "--model", "m",
                       "--base-url", teacher.base_url, "--set", f"problems={tmp_path / 'p.jsonl'}",
                       "--set", "reference=want", "--set", "method=exact", cwd=tmp_path)
-    # exact against the whole answer never passes: every sample is removed, pass rate 0
-    assert result.returncode == 0, result.stderr
+    # exact against the whole answer never passes: every sample is removed, pass rate 0; a
+    # recipe that keeps nothing says so and fails (issue 29), its pass rates kept all the same
+    assert result.returncode == 1, result.stderr
     assert "samples: 20 planned, 20 answered, 0 failed, 0 kept (removed: verify:exact 20)" in result.stderr
+    assert "stage 'samples' of recipe 'best-of-n' kept no row: 20 rows, all removed" in result.stderr
     con = duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True)
     assert con.execute("SELECT count(*), sum(samples), sum(passed) FROM pass_rates").fetchone() == (5, 20, 0)
     con.close()

@@ -1,5 +1,5 @@
 """The measurement client against a server that closes kept-alive connections as llama-server
-does: without a word, sometimes just as the next request arrives (backends/llamacpp.py).
+does: without a word, sometimes just as the next request arrives (student/llamacpp.py).
 
 A raw-socket server on 127.0.0.1, so the test decides exactly when a connection dies."""
 
@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from synthgen.backends import llamacpp
-from synthgen.backends.llamacpp import LlamaCppClient
 from synthgen.errors import TeacherError
+from synthgen.student import llamacpp
+from synthgen.student.llamacpp import LlamaCppClient
 
 
 def _read_request(conn: socket.socket) -> bytes | None:

@@ -13,7 +13,7 @@ import pytest
 from synthgen import plan, store
 from synthgen.config import GenerateConfig
 from synthgen.errors import InputError
-from synthgen.store import schema
+from synthgen.store import plans, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ from synthgen.store import schema
 from synthgen.config import GenerateConfig
 plan.BATCH_ROWS = 2
 done = 0
-insert = plan._insert_batch
+insert = plan.insert_batch  # the planner calls store.plans.insert_batch by this name
 def insert_then_die(*args):
     global done
     n = insert(*args)
@@ -96,7 +96,7 @@ def insert_then_die(*args):
     if done == 2:
         os._exit(9)  # a kill: no except, no finally, no cleanup
     return n
-plan._insert_batch = insert_then_die
+plan.insert_batch = insert_then_die
 con = store.connect(sys.argv[2])
 con.execute("INSERT INTO runs (run_id, status) VALUES (7, 'running')")
 cfg = GenerateConfig(input=Path(sys.argv[1]), db=Path(sys.argv[2]), model="m", base_urls=["http://127.0.0.1:9/v1"])
@@ -153,5 +153,5 @@ def test_counts_split_into_hash_partitions_add_up_to_one_count(tmp_path, monkeyp
     con.executemany("INSERT INTO failures (request_id, message) VALUES (?, 'x')", [[i] for i in ids[15:25]])
     whole = plan.plan_counts(con, p.key)
     assert whole == {"total": 40, "answered": 17, "failed": 8, "pending": 15}
-    monkeypatch.setattr(plan, "COUNT_PARTITION", 3)  # 14 partitions of about 3 requests
+    monkeypatch.setattr(plans, "COUNT_PARTITION", 3)  # 14 partitions of about 3 requests
     assert plan.plan_counts(con, p.key, total=40) == whole

@@ -152,3 +152,25 @@ def test_status_watch_without_a_run_says_so_and_prints_the_status(tmp_path):
     assert "no run is writing" in result.stderr and "run 1" in result.stdout
     both = synthgen("status", "--db", tmp_path / "c.duckdb", "--watch", "--json")
     assert both.returncode == 2 and "--watch" in both.stderr and "Traceback" not in both.stderr
+
+
+def test_a_recipe_on_a_terminal_says_each_stage_on_a_line_of_its_own(tmp_path):
+    """Each stage's start and funnel is a whole line above the bar, the last stage's too
+    (it was written into the bar's lines and cut at the terminal's width)."""
+    from test_recipes import recipe
+
+    path = recipe(tmp_path)
+    with TeacherServer(latency=0.2) as teacher:
+        argv = [sys.executable, "-m", "synthgen", "run", str(path), "--db", str(tmp_path / "r.duckdb"),
+                "--model", "m", "--base-url", teacher.base_url, "--concurrency", "2"]
+        term = Terminal(argv, 80, rows=30, env=clean_env())
+        term.read(120)
+        assert term.close() == 0
+    shown = [line.rstrip() for line in term.screen.display if line.strip()]
+    for line in ("stage 1/2 ideas: generating",
+                 "  ideas: 6 planned, 6 answered, 0 failed, 5 kept (removed: keep 1)",
+                 "stage 2/2 answers: generating",
+                 "  answers: 5 planned, 5 answered, 0 failed, 5 kept",
+                 "recipe two: done in"):
+        assert any(s.startswith(line) for s in shown), (line, shown)
+    assert not any("req/s" in s for s in shown), "the bar is gone at the end"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import duckdb
-from conftest import synthgen
+from conftest import require_bundled_teacher, synthgen
 from teacher_server import TeacherServer, write_jsonl
 
 from synthgen.recipes.filters import check_params, evol
@@ -90,3 +90,41 @@ def test_the_recipe_eliminates_failed_evolutions_stage_by_stage(tmp_path):
     assert rules == {"Solve an impossible riddle using only impossible math": "evol-instruct:sorry",
                      "Be quiet for a while in silence": "evol-instruct:stop-words-only"}
     assert len(methods) > 1 and methods <= {"constraints", "deepen", "concretize", "reasoning", "breadth"}
+
+
+def test_a_stage_that_keeps_nothing_ends_the_recipe_with_an_error_naming_it(tmp_path):
+    """Issue 29: a recipe never ends "done" with 0 rows: every evolution judged equal to its
+    seed empties `equality`, and the run says so, naming the stage, with exit status 1."""
+    write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": "Explain tides"}, {"prompt": "Tell me about tides"}])
+    with Evolver() as teacher:
+        result = synthgen("run", "evol-instruct", "--db", tmp_path / "e.duckdb", "--model", "m",
+                          "--base-url", teacher.base_url, "--set", f"seeds={tmp_path / 'seeds.jsonl'}",
+                          cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "stage 'equality' of recipe 'evol-instruct' kept no row: 2 rows, all removed (keep 2)" \
+        in result.stderr
+    assert "done" not in result.stderr.splitlines()[-2]
+    assert "stage 3/3" not in result.stderr  # nothing to answer: the stage after is not run
+
+
+def test_on_the_bundled_teacher_it_keeps_answers_or_names_the_stage(tmp_path):
+    """Issue 29: on the real bundled teacher (llama.cpp's JSON grammar adds whitespace, so a
+    16-token verdict was cut every time and retried 5 times per prompt, then "done" with 0)
+    the recipe ends with answers kept, or with an error that names the stage."""
+    require_bundled_teacher()
+    result = synthgen("run", "evol-instruct", "--db", tmp_path / "e.duckdb", "--set", "prompts=8",
+                      cwd=tmp_path, timeout=600)
+    if result.returncode == 0:
+        kept = int(result.stderr.split("rows kept in the last stage")[0].rsplit(";", 1)[1].split()[0])
+        assert kept > 0, result.stderr
+    else:
+        assert result.returncode == 1, result.stderr
+        assert "of recipe 'evol-instruct' kept no row" in result.stderr, result.stderr
+    con = duckdb.connect(str(tmp_path / "e.duckdb"), read_only=True)
+    try:
+        cut = con.execute("SELECT count(*) FROM failures WHERE error_type IN ('length', 'schema')").fetchall()
+        attempts = con.execute("SELECT max(attempts) FROM failures WHERE error_type = 'length'").fetchall()
+    finally:
+        con.close()
+    assert attempts[0][0] in (None, 1), "a temperature-0 cut is attempted once"
+    assert cut[0][0] <= 2, result.stderr

@@ -57,9 +57,18 @@ def test_preferences_pair_the_best_and_worst_answer_of_each_prompt(teacher, tmp_
         assert p["chosen"] == [{"role": "assistant", "content": answer(instruction, 3)}]
         assert p["rejected"] == [{"role": "assistant", "content": answer(instruction, 0)}]
         assert (p["chosen_score"], p["rejected_score"]) == (4.0, 1.0)
+    # a plain export: the last stage's kept rows, which for a judge stage are the answers it rated
+    rated = tmp_path / "rated.jsonl"
+    result = synthgen("export", "--db", db, "--out", rated)
+    assert result.returncode == 0, result.stderr
+    assert "the rows judge stage ratings rated and kept" in result.stderr
+    answers = [json.loads(line) for line in rated.read_text().splitlines()]
+    assert len(answers) == 12 and {a["score"] for a in answers} == {1.0, 2.0, 3.0, 4.0}
+    assert all(a["messages"][1]["content"] == answer(a["messages"][0]["content"], a["sample_index"])
+               for a in answers)
     # a margin the scores do not reach: no pairs
     again = synthgen("run", "preferences", "--db", db, "--model", "m", "--base-url", teacher.base_url,
                      "--set", f"seeds={tmp_path / 'seeds.jsonl'}", "--set", "min_margin=4", cwd=tmp_path)
     assert again.returncode == 0
     none = synthgen("export", "--db", db, "--out", out, "--format", "preference")
-    assert none.stderr.startswith("wrote 0 pairs")
+    assert none.returncode == 1 and "no preference pairs" in none.stderr, none.stderr

@@ -80,7 +80,9 @@ def test_the_report_of_an_empty_store_says_so(tmp_path):
 def test_the_report_works_during_a_run(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(400)])
     db = tmp_path / "c.duckdb"
-    with TeacherServer(latency=0.05) as teacher:
+    # 8 answers/s: a 50 s run, longer than the report takes on a busy machine (matplotlib's
+    # import alone), stopped as soon as the report is written
+    with TeacherServer(latency=0.25) as teacher:
         proc = start_synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
                               "--base-url", teacher.base_url, "--concurrency", "2")
         try:

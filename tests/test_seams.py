@@ -119,6 +119,9 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
     ("synthgen.backends", "synthgen.scoring"),
     ("synthgen.backends", "torch"),
     ("synthgen.run", "synthgen.scoring"),
+    # what generate checks before a teacher starts is read from the input and the store only
+    *[("synthgen.precheck", forbidden) for forbidden in ("aiohttp", "httpx", "synthgen.backends",
+                                                        "synthgen.engine", "synthgen.teacher")],
     ("synthgen.store", "synthgen.report"),
     ("synthgen.store", "synthgen.view"),
 ])
@@ -149,8 +152,8 @@ def test_no_two_modules_import_each_other():
 def test_library_code_never_prints():
     printing = []
     for name, path in modules().items():
-        if name.startswith("synthgen.cli") or name == "synthgen.__main__":
-            continue  # the CLI (and its entry point) is where output belongs
+        if name.startswith("synthgen.cli") or name in ("synthgen.__main__", "synthgen.sandbox.boot"):
+            continue  # the CLI and its entry point, and the sandbox's child program, own their output
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 printing.append(f"{name}:{node.lineno}")
@@ -230,3 +233,34 @@ def test_the_generate_path_imports_neither_torch_nor_the_openai_sdk(teacher, tmp
                             capture_output=True, text=True, env=clean_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"the generate path imported: {result.stdout}"
+
+
+def test_install_hints_name_this_synthgens_own_source(monkeypatch):
+    """`pip install 'synthgen[x]'` installs an unrelated PyPI project: every hint is
+    hints.pip_install's, which names where this synthgen came from."""
+    from synthgen.errors import ConfigError
+    from synthgen.hints import pip_install
+    from synthgen.recipes.filters import dedup, verify
+    from synthgen.report import require_matplotlib
+
+    spelled = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+               if path.name != "hints.py" and "pip install 'synthgen[" in path.read_text()]
+    assert spelled == []
+    for module, extra, call in (("matplotlib", "report", require_matplotlib),
+                                ("datasketch", "recipes", lambda: dedup.near_duplicates(
+                                    [("a", "x y z")], {"candidates": None, "threshold": 0.9, "num_perm": 8})),
+                                ("math_verify", "recipes", lambda: verify._math("1", "1"))):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert pip_install(extra) in str(caught.value), caught.value
+
+
+def test_a_run_refused_before_it_sends_loads_no_http_client():
+    """generate() checks its input before it needs aiohttp (0.2 s of import): importing the
+    run, the CLI's generate command and the precheck must not load it."""
+    code = ("import sys, synthgen.run, synthgen.cli.generate, synthgen.precheck; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'httpx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(),
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

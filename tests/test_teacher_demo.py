@@ -36,6 +36,11 @@ def test_demo_answers_seeds_with_top5_logprobs(tmp_path: Path) -> None:
         assert len(logprobs) == tokens
         assert all(len(step["top_logprobs"]) == 5 for step in logprobs)
         assert all(step["logprob"] <= 0 for step in logprobs)
+    # the same demo again: every answer is stored, so no teacher is started to send nothing
+    assert "teacher ready" in result.stderr
+    again = CliRunner().invoke(demo, ["--db", str(db), "--limit", "4", "--max-tokens", "24"])
+    assert again.exit_code == 0, again.output
+    assert "nothing left to answer" in again.stderr and "teacher ready" not in again.stderr
 
 
 @pytest.mark.e2e

@@ -129,7 +129,10 @@ def test_sigterm_ignored_falls_back_to_sigkill(fake_vllm: Path, monkeypatch) -> 
 def test_signal_to_launcher_process_leaves_no_child(fake_vllm: Path, sig: int) -> None:
     script = textwrap.dedent(
         """
-        import json, sys, time
+        import json, signal, sys, time
+        # A terminal's Ctrl-C, even where the runner was started in the background (a
+        # shell without job control starts background jobs with SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from synthgen.teacher import start_teacher
         with start_teacher("vllm", model="m", announce=None) as t:
             print(json.dumps(t.pids), flush=True)

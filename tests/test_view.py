@@ -230,7 +230,9 @@ def _counts(viewer) -> int:
 def test_the_viewer_works_during_a_run(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in make_prompts(400)])
     db = tmp_path / "c.duckdb"
-    with TeacherServer(latency=0.05) as teacher:
+    # 8 answers/s: the run lasts 50 s, longer than the viewer's start and reads on a busy
+    # machine (at 0.05 s it ended first there), and is stopped as soon as they are done
+    with TeacherServer(latency=0.25) as teacher:
         run = start_synthgen("generate", "--input", tmp_path / "in.jsonl", "--db", db, "--model", "m",
                              "--base-url", teacher.base_url, "--concurrency", "2")
         try:

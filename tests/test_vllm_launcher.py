@@ -82,7 +82,10 @@ def pair(vllm_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Pair:
         run = start_synthgen("generate", "--teacher", "pair", "--teacher-state-dir", states,
                              "--input", tmp / "in.jsonl", "--db", seen.db, "--logprobs", "5",
                              "--max-tokens", "16", "--temperature", str(TEMPERATURE), "--seed", "0",
-                             "--concurrency", "8", env=env)
+                             # no top_p (synthgen's default sends 0.9): processed logprobs are
+                             # after top_p too, and the tokens outside the nucleus come back
+                             # as -inf, which no tempering brings back
+                             "--top-p", "none", "--concurrency", "8", env=env)
         # SIGKILL replica 1 once it has answered a few: mid-run, its requests in flight
         deadline = time.monotonic() + 600
         while (served := len(SERVED.findall(seen.logs[1].read_text()))) < 3 and run.poll() is None:

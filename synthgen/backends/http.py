@@ -43,6 +43,8 @@ from ..types import Answer, Request
 from ..urls import strip_credentials
 from .response import error_text, parse_answer
 from .structured import SCHEMA_KEY, dialect_for, schema_fields
+from .think import DEFAULT as DEFAULT_THINK
+from .think import ThinkTags
 
 __all__ = ["HttpTransport", "chat_body", "error_text", "fault_for_status", "parse_answer",
            "parse_retry_after", "server_pause"]
@@ -60,7 +62,7 @@ class HttpTransport:
     """POSTs chat completions to one endpoint; `async with` it, then `send`."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, think: ThinkTags | None = DEFAULT_THINK):
         parts = urlsplit(base_url)
         self.headers = {"Content-Type": "application/json"}
         if api_key:
@@ -79,6 +81,7 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         # How this server wants a response schema (structured.py); learned from GET /models
         self.dialect = "openai"
+        self.think = think  # inline reasoning tags split out of the content (think.py)
 
     async def __aenter__(self) -> HttpTransport:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -104,7 +107,7 @@ class HttpTransport:
         try:
             if status != 200:
                 raise fault_for_status(status, raw, headers)
-            answer = parse_answer(raw, self.endpoint)
+            answer = parse_answer(raw, self.endpoint, self.think)
         except TeacherFault as fault:  # an error body may echo our own headers
             raise self.redact.fault(fault) from None
         answer.quota_pause = server_pause(headers)

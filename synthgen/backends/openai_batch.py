@@ -39,6 +39,8 @@ from ..types import Answer
 from ..urls import strip_credentials
 from .http import fault_for_status
 from .response import answer_from, error_message
+from .think import DEFAULT as DEFAULT_THINK
+from .think import ThinkTags
 
 CHAT_URL = "/v1/chat/completions"
 WINDOW = "24h"
@@ -63,7 +65,8 @@ class BadLine(ValueError):
 _ANY_CREDENTIAL = Redactor()  # output files come without our keys: the generic patterns
 
 
-def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
+def outcome(raw: bytes, endpoint: str,
+            think: ThinkTags | None = DEFAULT_THINK) -> tuple[str, Answer | TeacherFault]:
     """An output or error file line -> (custom_id, its Answer or the fault it reports).
 
     OpenAI and `vllm run-batch` write the same shape: `response` carries the HTTP status
@@ -84,7 +87,7 @@ def outcome(raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
             return custom_id, InvalidResponse(f"status_code {coerce.message(code, 40)} is not an HTTP status")
         if 200 <= code < 300 and body is not None and not error:
             try:
-                return custom_id, answer_from(body, endpoint)
+                return custom_id, answer_from(body, endpoint, think)
             except InvalidResponse as exc:
                 return custom_id, _ANY_CREDENTIAL.fault(exc)
         detail = body if body is not None else {"error": error if error else "no body"}
@@ -170,9 +173,21 @@ class BatchInfo:
 
 class BatchClient:
     """One Batch API endpoint; `async with` it. The key goes to this endpoint only and is
-    never logged; redirects are never followed (as for chat requests)."""
+    never logged; redirects are never followed (as for chat requests). A `base.BatchAPI`:
+    files are uploaded first (`uploads`), then a batch is made of one."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0):
+    uploads = True
+    fault_for = staticmethod(fault_for_status)  # this API's statuses, by class
+
+    def request_line(self, request_id: str, body: bytes) -> bytes:
+        return request_line(request_id, body)
+
+    def outcome(self, raw: bytes, endpoint: str) -> tuple[str, Answer | TeacherFault]:
+        return outcome(raw, endpoint, self.think)
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0,
+                 think: ThinkTags | None = DEFAULT_THINK):
+        self.think = think  # the inline reasoning split, as online answers get it (think.py)
         parts = urlsplit(base_url)
         self._headers: dict[str, str] = {}
         if api_key:
@@ -213,7 +228,7 @@ class BatchClient:
             raise InvalidResponse("POST /files answered without a file id")
         return file_id
 
-    async def create(self, input_file_id: str, key: str) -> BatchInfo:
+    async def create(self, input_file_id: str, key: str, path: Path | None = None) -> BatchInfo:
         body = {"input_file_id": input_file_id, "endpoint": CHAT_URL, "completion_window": WINDOW,
                 "metadata": {KEY_FIELD: key}}
         return BatchInfo.of(await self._json("POST", self.url("/batches"), json=body))
@@ -224,7 +239,8 @@ class BatchClient:
     async def cancel(self, batch_id: str) -> BatchInfo:
         return BatchInfo.of(await self._json("POST", self.url(f"/batches/{batch_id}/cancel")))
 
-    async def find(self, input_file_id: str | None, key: str) -> BatchInfo | None:
+    async def find(self, input_file_id: str | None, key: str, since: float | None = None,
+                   requests: int | None = None) -> BatchInfo | None:
         """The batch made from `input_file_id` or carrying `key`, if the API has one: what
         a run killed between POST /batches and recording its answer left behind."""
         after = None
@@ -247,16 +263,19 @@ class BatchClient:
     async def download(self, file_id: str, out: BinaryIO) -> int:
         """Stream a file's content into `out`; the number of bytes."""
         assert self._session is not None, "use `async with BatchClient(...)`"
-        url = self.url(f"/files/{file_id}/content")
+        url = self.content_url(file_id)
         size = 0
         with _faults(url, self._timeout.total, self._redact):
             async with self._session.get(url, allow_redirects=False) as resp:
                 if resp.status != 200:
-                    raise fault_for_status(resp.status, await resp.read(), resp.headers)
+                    raise self.fault_for(resp.status, await resp.read(), resp.headers)
                 async for chunk in resp.content.iter_chunked(1 << 20):
                     out.write(chunk)
                     size += len(chunk)
         return size
+
+    def content_url(self, file_id: str) -> str:
+        return self.url(f"/files/{file_id}/content")
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         assert self._session is not None, "use `async with BatchClient(...)`"
@@ -264,7 +283,7 @@ class BatchClient:
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 raw = await resp.read()
                 if not 200 <= resp.status < 300:
-                    raise fault_for_status(resp.status, raw, resp.headers)
+                    raise self.fault_for(resp.status, raw, resp.headers)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -7,6 +7,11 @@ logprob id past INTEGER: unknown, never a value that fails a later commit). What
 the answer itself unusable (not JSON, no choices, content that is not text, nothing at
 all) is an `InvalidResponse`: a retryable fault of that request, never an exception of
 another class. `error_text` reads an error body of any shape.
+
+Reasoning written inline in the content (`<think>...</think>answer`) is split into the
+reasoning here (think.py), for every path an answer comes by; an answer max_tokens cut
+while it was still reasoning is kept as one (content "", finish_reason 'length', the
+reasoning stored): sending it again would be paid again for the same cut.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ import orjson
 from .. import coerce
 from ..errors import InvalidResponse
 from ..types import Answer
+from . import think as inline
+from .think import ThinkTags
 
 
-def parse_answer(raw: bytes, endpoint: str) -> Answer:
+def parse_answer(raw: bytes, endpoint: str, think: ThinkTags | None = inline.DEFAULT) -> Answer:
     """Parse a chat completion body; anything unusable is an InvalidResponse (retryable)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidResponse(f"response is not valid JSON ({len(raw)} bytes)") from None
-    return answer_from(data, endpoint)
+    return answer_from(data, endpoint, think)
 
 
-def answer_from(data: Any, endpoint: str) -> Answer:
+def answer_from(data: Any, endpoint: str, think: ThinkTags | None = inline.DEFAULT) -> Answer:
     """A parsed chat completion object -> Answer (what `parse_answer` and a batch output
-    line's `response.body` share); anything unusable is an InvalidResponse."""
+    line's `response.body` share); anything unusable is an InvalidResponse. Reasoning
+    inline between `think`'s tags is split out (None: the content is kept as sent)."""
     if type(data) is not dict:
         raise InvalidResponse(f"response is not a chat completion (a JSON {type(data).__name__})")
     choices = data.get("choices")
@@ -51,25 +59,43 @@ def answer_from(data: Any, endpoint: str) -> Answer:
     tool_calls = tool_calls if type(tool_calls) is list and tool_calls else None
     refusal = coerce.text(message.get("refusal")) or None
     finish_reason = coerce.label(choice.get("finish_reason"))
+    logprobs = choice.get("logprobs")
+    logprobs = coerce.logprobs(logprobs.get("content")) if type(logprobs) is dict else None
+    usage = data.get("usage")
+    usage = usage if type(usage) is dict else {}
+    prompt_details, completion_details = _details(usage, "prompt"), _details(usage, "completion")
+    reasoning_tokens = coerce.count(completion_details.get("reasoning_tokens"))
+    if think is not None and text is not None and not reasoning and (cut := inline.split(text, think)):
+        reasoning, answer_at = cut[0], cut[2]
+        text, (logprobs, counted) = cut[1], inline.answer_logprobs(logprobs, text, answer_at)
+        if reasoning_tokens is None:  # the provider's count where it gives one, else the tokens seen
+            reasoning_tokens = counted
+    if text is None and reasoning and finish_reason == "length" and tool_calls is None:
+        text = ""  # cut while reasoning: the trace is the answer there is (see the docstring)
     if text is None and tool_calls is None and refusal is None:
         raise InvalidResponse(
             f"the answer has no content, tool calls or refusal (finish_reason {finish_reason!r}"
             + (", reasoning only)" if reasoning else ")"))
-    usage = data.get("usage")
-    usage = usage if type(usage) is dict else {}
-    logprobs = choice.get("logprobs")
     return Answer(
         text=text,
         finish_reason=finish_reason,
         prompt_tokens=coerce.count(usage.get("prompt_tokens")),
         completion_tokens=coerce.count(usage.get("completion_tokens")),
         model=coerce.label(data.get("model")),
-        logprobs=coerce.logprobs(logprobs.get("content")) if type(logprobs) is dict else None,
+        logprobs=logprobs,
         endpoint=endpoint,
         reasoning=reasoning,
         tool_calls=tool_calls,
         refusal=refusal,
+        cached_tokens=coerce.count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=reasoning_tokens,
     )
+
+
+def _details(usage: dict, kind: str) -> dict:
+    """OpenAI's `prompt_tokens_details` / `completion_tokens_details`, if an object."""
+    details = usage.get(f"{kind}_tokens_details")
+    return details if type(details) is dict else {}
 
 
 def error_message(data: Any, limit: int = 300) -> str:

@@ -15,6 +15,7 @@ paid for twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,13 @@ import orjson
 
 from .. import store
 from ..backends.http import chat_body
-from ..backends.openai_batch import request_line
+from ..backends.openai_batch import outcome, request_line
+from ..backends.think import DEFAULT as DEFAULT_THINK
+from ..backends.think import ThinkTags
 from ..errors import ConfigError, StoreError
-from ..plan import pending_batches
+from ..store.plans import pending_batches
+from ..store.runs import close_run, open_run, software_versions
+from ..types import RunSummary
 from . import records
 from .files import BatchFile, Splitter
 from .ingest import Context, Tally, ingest_file
@@ -99,8 +104,10 @@ class Ingested:
     tally: Tally
 
 
-def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]]:
-    """Store the answers of batch output (and error) files; (run id, one tally per file)."""
+def ingest_files(db: str | Path, paths: list[Path],
+                 think: ThinkTags | None = DEFAULT_THINK) -> tuple[int, list[Ingested]]:
+    """Store the answers of batch output (and error) files; (run id, one tally per file).
+    Inline reasoning between `think`'s tags is split out as online answers' is."""
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
@@ -114,25 +121,20 @@ def ingest_files(db: str | Path, paths: list[Path]) -> tuple[int, list[Ingested]
             for path in paths:
                 tally = Tally()
                 ctx = Context(run_id, max_attempts=NO_LIMIT)  # attempts are not known: retry later
-                ingest_file(con, path, ctx, f"file:{path.name}", tally, keep_seen=False)
+                ingest_file(con, path, ctx, f"file:{path.name}", tally, keep_seen=False,
+                            parse=functools.partial(outcome, think=think))
                 results.append(Ingested(path, tally))
                 total.add(tally)
             status = "done"
         finally:
             with contextlib.suppress(duckdb.Error):
-                con.execute(
-                    "UPDATE runs SET status = ?, ended_at = now(), answered = ?, failed = ?, "
-                    "prompt_tokens = ?, completion_tokens = ? WHERE run_id = ?",
-                    [status, total.answered, total.failed, total.prompt_tokens,
-                     total.completion_tokens, run_id])
+                close_run(con, RunSummary(run_id=run_id, status=status, answered=total.answered,
+                                          failed=total.failed, prompt_tokens=total.prompt_tokens,
+                                          completion_tokens=total.completion_tokens), planned=False)
         return run_id, results
     finally:
         con.close()
 
 
 def _open_run(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> int:
-    run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()[0]
-    config = {"ingest": [str(p.resolve()) for p in paths]}
-    con.execute("INSERT INTO runs (run_id, status, started_at, config) VALUES (?, 'running', now(), ?)",
-                [run_id, orjson.dumps(config).decode()])
-    return run_id
+    return open_run(con, {"ingest": [str(p.resolve()) for p in paths]}, software_versions())

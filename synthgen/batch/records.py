@@ -14,15 +14,18 @@ batch was created, so a kill in between paid for the batch twice).
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from ..backends.openai_batch import BatchInfo
+from ..store.tx import transaction
+
+if TYPE_CHECKING:
+    from ..backends.openai_batch import BatchInfo
+
 
 OPEN_STATES = ("preparing", "uploaded", "submitted")
 CLOSED_STATES = ("ingested", "lost")
@@ -53,15 +56,9 @@ def new_key(run_id: int) -> str:
 
 
 def _transaction(con: duckdb.DuckDBPyConnection, *statements: tuple[str, Any]) -> None:
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         for sql, params in statements:
             con.execute(sql, params)
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
 
 
 def record_new(con: duckdb.DuckDBPyConnection, key: str, run_id: int, plan_key: str | None,

@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from ..backends.openai_batch import BatchClient, BatchInfo, request_line
+from ..backends.openai_batch import BatchInfo
 from ..errors import (
     AuthFault,
     EndpointRefused,
@@ -46,40 +46,23 @@ from ..errors import (
     TooLarge,
 )
 from ..types import Answer, Request, Stats
+
+if TYPE_CHECKING:
+    from ..backends.base import BatchAPI
 from . import records
+from .calls import CONTROL_ATTEMPTS, Abort, Calls, Stopped
 from .files import BatchFile, Splitter
 from .ingest import CHUNK, Context, Tally, ingest_file, store_outcomes
+from .settings import Settings
 
 log = logging.getLogger("synthgen")
-T = TypeVar("T")
 
-CONTROL_ATTEMPTS = 8  # tries of one control call (upload, create, poll, download)
-
-
-class _Abort(Exception):
-    """Stop the run: the store is consistent, the same command continues."""
-
-
-class _Stopped(Exception):
-    """A signal asked the run to stop."""
-
-
-@dataclass
-class Settings:
-    max_requests: int = 50_000
-    max_bytes: int = 200_000_000
-    poll_interval: float = 15.0
-    poll_max: float = 300.0
-    max_attempts: int = 5
-    # Batches in a row that ended (expired) without running a single request before the
-    # run stops: an API that never runs them would otherwise be resubmitted forever.
-    max_idle_batches: int = 3
 
 
 class BatchRunner:
     """One `generate --batch` run against one Batch API endpoint."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: BatchClient,
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: BatchAPI,
                  pending: Callable[[], Iterator[list[Request]]], body: Callable[[Request], bytes],
                  run_id: int, plan_key: str | None, settings: Settings, stats: Stats,
                  should_stop: Callable[[], bool] = lambda: False,
@@ -104,6 +87,7 @@ class BatchRunner:
         self.need_pass = True
         self.idle_batches = 0  # batches in a row that ran nothing
         self._wait = settings.poll_interval
+        self.calls = Calls(settings.poll_interval, settings.poll_max, should_stop)
         self._workdir = Path(tempfile.mkdtemp(prefix="synthgen-batch-"))
 
     # -- the loop -------------------------------------------------------------------------
@@ -114,7 +98,7 @@ class BatchRunner:
         try:
             await self._reattach()
             while True:
-                self._check_stop()
+                self.calls.check_stop()
                 if self.need_pass and self.cancelled is None:
                     self.need_pass = False
                     await self._submit_pass()
@@ -125,32 +109,21 @@ class BatchRunner:
                 if await self._poll_all():
                     self._wait = self.settings.poll_interval
                     if self.idle_batches >= self.settings.max_idle_batches:
-                        raise _Abort(f"{self.idle_batches} batches in a row expired without running a "
+                        raise Abort(f"{self.idle_batches} batches in a row expired without running a "
                                      f"request: {self.endpoint} is not running this run's batches now; "
                                      "their requests are pending, and the same command submits them again")
                 else:
-                    await self._sleep(self._wait)
+                    await self.calls.sleep(self._wait)
                     self._wait = min(2 * self._wait, self.settings.poll_max)
             return "cancelled" if self.cancelled is not None else None
-        except _Stopped:
+        except Stopped:
             return "interrupted"
-        except _Abort as exc:
+        except Abort as exc:
             return str(exc)
         finally:
             self.stats.in_flight = sum(r.requests for r in self.open)
             shutil.rmtree(self._workdir, ignore_errors=True)
             self.cur.close()
-
-    def _check_stop(self) -> None:
-        if self.should_stop():
-            raise _Stopped
-
-    async def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self._check_stop()
-            await asyncio.sleep(min(left, 0.1))
-        self._check_stop()
 
     def _in_flight(self, delta: int) -> None:
         self.stats.in_flight += delta
@@ -169,7 +142,12 @@ class BatchRunner:
         for row in rows:
             if row.endpoint != self.endpoint:
                 continue
-            if row.state == "preparing":
+            if row.state == "preparing" and not self.client.uploads and row.created_at is not None:
+                # An API that takes the requests with the create (Message Batches) may have
+                # made the batch before the kill: it is looked for, else sent again.
+                await self._create(row.batch_key, None, row.requests, resumed=True,
+                                   since=row.created_at.timestamp(), adopt_only=True)
+            elif row.state == "preparing":
                 # Its file never reached the API (the file id is recorded before the batch
                 # is created): nothing to find there; its requests go into this run's pass.
                 await asyncio.to_thread(records.discard, self.cur, row.batch_key)
@@ -191,7 +169,7 @@ class BatchRunner:
         pending = self.pending()
         try:
             while True:
-                self._check_stop()
+                self.calls.check_stop()
                 splitter.max_bytes = self.max_bytes
                 batch_file = await asyncio.to_thread(self._next_file, pending, splitter, ready)
                 if batch_file is None:
@@ -218,7 +196,8 @@ class BatchRunner:
             for request in batch:
                 if request.request_id in held:
                     continue
-                done = splitter.add(request.request_id, request_line(request.request_id, self.body(request)))
+                line = self.client.request_line(request.request_id, self.body(request))
+                done = splitter.add(request.request_id, line)
                 if done is not None:
                     ready.append(done)
         return ready.popleft()
@@ -228,8 +207,15 @@ class BatchRunner:
         n = len(batch_file.request_ids)
         await asyncio.to_thread(records.record_new, self.cur, key, self.run_id, self.plan_key,
                                 self.endpoint, batch_file.request_ids, batch_file.size)
+        if not self.client.uploads:  # the requests go with the create (Message Batches)
+            try:
+                await self._create(key, None, n, resumed=False, path=batch_file.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    batch_file.path.unlink()
+            return
         try:
-            file_id = await self._call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
+            file_id = await self.calls.call(lambda: self.client.upload(batch_file.path, f"{key}.jsonl"),
                                        "uploading a batch file (POST /files)")
         except TooLarge:
             await asyncio.to_thread(records.discard, self.cur, key)
@@ -246,7 +232,7 @@ class BatchRunner:
             return
         except RejectedFault as exc:
             await asyncio.to_thread(records.discard, self.cur, key)
-            raise _Abort(f"the endpoint refused the batch file upload ({exc.message}): does "
+            raise Abort(f"the endpoint refused the batch file upload ({exc.message}): does "
                          f"{self.endpoint} serve the Batch API (POST /files)?") from None
         finally:
             with contextlib.suppress(OSError):
@@ -254,30 +240,38 @@ class BatchRunner:
         await asyncio.to_thread(records.set_uploaded, self.cur, key, file_id)
         await self._create(key, file_id, n, resumed=False)
 
-    async def _create(self, key: str, file_id: str, n: int, resumed: bool) -> None:
-        """POST /batches, unless the batch exists already: after a kill, or after a create
+    async def _create(self, key: str, file_id: str | None, n: int, resumed: bool,
+                      path: Path | None = None, since: float | None = None,
+                      adopt_only: bool = False) -> None:
+        """Create the batch, unless it exists already: after a kill, or after a create
         whose answer was lost (a timeout does not say the batch was not made), the API's
-        list is searched for our key or our file before creating it again."""
+        list is searched for it (our key, our file, or its time and size) first.
+        `adopt_only`: there is nothing to create it from any more (its file is gone):
+        if it is not found, its requests go into this run's pass."""
         info: BatchInfo | None = None
+        since = since if since is not None else time.time()
         for attempt in range(CONTROL_ATTEMPTS):
             if resumed or attempt:
-                info = await self._call(lambda: self.client.find(file_id, key),
-                                        "listing batches (GET /batches)")
+                info = await self.calls.call(lambda: self.client.find(file_id, key, since, n),
+                                        "listing batches")
                 if info is not None:
                     break
+                if adopt_only:
+                    await asyncio.to_thread(records.discard, self.cur, key)
+                    return
             try:
-                info = await self.client.create(file_id, key)
+                info = await self.client.create(file_id, key, path)
                 break
             except (AuthFault, Redirected, EndpointRefused) as exc:
-                raise _Abort(f"creating a batch (POST /batches): {exc.message}") from None
+                raise Abort(f"creating a batch (POST /batches): {exc.message}") from None
             except RejectedFault as exc:
                 await asyncio.to_thread(records.discard, self.cur, key)
-                raise _Abort(f"the endpoint refused to create a batch ({exc.message})") from None
+                raise Abort(f"the endpoint refused to create a batch ({exc.message})") from None
             except RetryableFault as exc:
                 if attempt + 1 >= CONTROL_ATTEMPTS:
-                    raise _Abort(f"creating a batch (POST /batches) failed {CONTROL_ATTEMPTS} times: "
+                    raise Abort(f"creating a batch (POST /batches) failed {CONTROL_ATTEMPTS} times: "
                                  f"{exc.message}; the same command tries again") from None
-                await self._sleep(self._backoff(attempt, exc))
+                await self.calls.sleep(self.calls.backoff(attempt, exc))
         assert info is not None
         await asyncio.to_thread(records.set_submitted, self.cur, key, info)
         self.submitted += 1
@@ -295,10 +289,10 @@ class BatchRunner:
         """One look at every open batch; True when any of them moved."""
         moved = False
         for row in list(self.open):
-            self._check_stop()
+            self.calls.check_stop()
             assert row.batch_id is not None
             try:
-                info = await self._call(lambda r=row: self.client.get(r.batch_id),
+                info = await self.calls.call(lambda r=row: self.client.get(r.batch_id),
                                         f"polling batch {row.batch_id}")
             except RejectedFault as exc:  # the API does not know it (another key, deleted)
                 await asyncio.to_thread(records.set_done, self.cur, row.batch_key, "lost", exc.message)
@@ -333,7 +327,8 @@ class BatchRunner:
             if file_id:
                 path = await self._download(file_id)
                 try:
-                    await asyncio.to_thread(ingest_file, self.cur, path, ctx, self.endpoint, tally)
+                    await asyncio.to_thread(ingest_file, self.cur, path, ctx, self.endpoint, tally,
+                                            parse=self.client.outcome)
                 finally:
                     path.unlink(missing_ok=True)
         missing = [rid for rid in ids if rid not in tally.seen]
@@ -382,40 +377,19 @@ class BatchRunner:
         s.failed += tally.failed
         s.prompt_tokens += tally.prompt_tokens
         s.completion_tokens += tally.completion_tokens
+        s.cached_tokens += tally.cached_tokens
+        s.cache_write_tokens += tally.cache_write_tokens
         s.errors.update(tally.errors)
         s.failures.update(tally.failures)
         self.on_progress()
 
     async def _download(self, file_id: str) -> Path:
-        path = self._workdir / f"{file_id}.jsonl"
+        # a file id may be a URL (Message Batches' results_url): its name here is a hash of it
+        path = self._workdir / f"{hashlib.blake2b(file_id.encode(), digest_size=8).hexdigest()}.jsonl"
 
         async def fetch() -> int:
             with open(path, "wb") as fh:  # a retry starts the file again
                 return await self.client.download(file_id, fh)
 
-        await self._call(fetch, f"downloading {file_id}")
+        await self.calls.call(fetch, f"downloading {file_id}")
         return path
-
-    # -- control calls --------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
-        """One control call, retried by class: retryable faults wait and go again, a refused
-        key or a redirect stops the run, any other refusal is the caller's to handle."""
-        for attempt in range(CONTROL_ATTEMPTS):
-            self._check_stop()
-            try:
-                return await fn()
-            except (AuthFault, Redirected, EndpointRefused) as exc:
-                raise _Abort(f"{what}: {exc.message}") from None
-            except RetryableFault as exc:
-                if attempt + 1 >= CONTROL_ATTEMPTS:
-                    raise _Abort(f"{what} failed {CONTROL_ATTEMPTS} times ({exc.message}); the "
-                                 "batches are recorded: the same command continues") from None
-                log.debug("%s: %s; retrying", what, exc.message)
-                await self._sleep(self._backoff(attempt, exc))
-        raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int, fault: RetryableFault) -> float:
-        if fault.retry_after is not None:
-            return min(fault.retry_after, self.settings.poll_max)
-        return min(self.settings.poll_interval * 2 ** attempt, self.settings.poll_max)

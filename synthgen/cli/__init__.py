@@ -17,6 +17,8 @@ from ..errors import DAMAGE, SynthgenError
 COMMANDS = {
     "generate": "synthgen.cli.generate:generate",
     "run": "synthgen.cli.run:run",
+    "converse": "synthgen.cli.converse:converse",
+    "episodes": "synthgen.cli.episodes:episodes",
     "status": "synthgen.cli.store:status",
     "sql": "synthgen.cli.store:sql",
     "export": "synthgen.cli.store:export",
@@ -25,7 +27,7 @@ COMMANDS = {
     "view": "synthgen.cli.view:view",
     "batch": "synthgen.cli.batch:batch",
     "teacher": "synthgen.cli.teacher:teacher",
-    "demo": "synthgen.cli.teacher:demo",
+    "demo": "synthgen.cli.demo:demo",
     "train": "synthgen.cli.student:train",
     "eval": "synthgen.cli.student:eval_command",
     "student": "synthgen.cli.export_gguf:student",
@@ -70,7 +72,8 @@ _top_help()
 
 
 def main() -> None:
-    """Entry point: user errors print one clear line and exit 2, never a traceback."""
+    """Entry point: user errors print one clear line and exit 2 (or the error's own
+    `exit_code`: 1 for an export that matched nothing), never a traceback."""
     try:
         rv = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -81,7 +84,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SynthgenError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:  # a file that cannot be read or written: say which, no traceback
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

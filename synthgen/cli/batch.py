@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import orjson
 
+from ..backends.think import parse_tags
 from ..batch.control import batch_status, cancel_batches
 from ..batch.offline import ingest_files, write_pending
 from ..config import build_config, load_config_file
@@ -149,11 +150,18 @@ def write(db: Path, out: Path, config_file: Path | None, **flags) -> None:
 
 @batch.command()
 @DB
+@click.option("--think-tags", metavar="OPEN,CLOSE|none", default="<think>,</think>", show_default=True,
+              help="Reasoning written inline between these tags is stored as the reasoning "
+                   "(as `generate --think-tags`); 'none': the content as written.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
-def ingest(db: Path, files: tuple[Path, ...]) -> None:
+def ingest(db: Path, think_tags: str, files: tuple[Path, ...]) -> None:
     """Store the answers of batch output files made elsewhere (`vllm run-batch`, a download
     from the Batch API): each once, next to its own prompt, by custom_id."""
-    run_id, results = ingest_files(db, list(files))
+    try:
+        think = parse_tags(think_tags)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--think-tags") from None
+    run_id, results = ingest_files(db, list(files), think)
     matched = 0
     for r in results:
         t = r.tally

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
-from ..config import build_config, load_config_file
-from ..errors import ConfigError, InputError, RunAborted
+from ..config import NOT_SENT, build_config, load_config_file
+from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
+from ..pricing import unpriced
 from ..run import RunSummary
 from ..run import generate as run_generate
 from ..urls import redact_argv
-from .progress import progress_options, show_library_messages
+from .progress import announcer, progress_options, show_library_messages
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
@@ -28,6 +31,22 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"top_k\": 20}'")
     return data
+
+
+class OrNotSent(click.ParamType):
+    """A number, or 'none': send no value (the server's own default)."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.name = f"{kind.__name__.upper()}|none"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, str) and value.strip().lower() == NOT_SENT:
+            return NOT_SENT
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number, nor 'none' (send no value)", param, ctx)
 
 
 @click.command()
@@ -44,20 +63,46 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--base-url", "base_urls", multiple=True,
               help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Repeat for "
                    "several replicas. Without it the bundled local teacher is started.")
-@click.option("--api-key-env", help="Environment variable holding the API key. "
-                                    "The key is never stored.")
+@click.option("--api", help="The API the teacher speaks: openai (OpenAI and every OpenAI-compatible "
+                            "server: vLLM, llama.cpp, gateways), anthropic (Messages API), or a "
+                            "backend another package adds.")
+@click.option("--api-key-env", help="Environment variable holding the API key (with --api anthropic: "
+                                    "ANTHROPIC_API_KEY). The key is never stored.")
+@click.option("--cache-prompt", is_flag=True, default=None,
+              help="Ask the API to cache the prompt's shared prefix where it takes such a hint "
+                   "(Anthropic: cache_control on the system prompt); cached tokens are priced apart.")
 @click.option("--skip-preflight", is_flag=True, default=None,
               help="Do not check the endpoints, the key and the model name before sending.")
+@click.option("--think-tags", metavar="OPEN,CLOSE|none",
+              help="Reasoning the teacher writes inline in its answer between these tags is stored "
+                   "as its reasoning, not its answer (also an answer that only closes the tag, as "
+                   "R1 distills write) [default: '<think>,</think>'; 'none': the content as sent].")
 @click.option("--concurrency", help="Requests in flight, or 'auto' (found by measurement).")
 @click.option("--timeout", type=float, help="Seconds per attempt.")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails; "
                                                "429s (rate limits) do not count, see --rate-limit-wait.")
 @click.option("--rate-limit-wait", type=float,
               help="Seconds one request keeps waiting out 429s before it fails.")
+@click.option("--budget", type=float,
+              help="Dollars this store may spend in all (its earlier runs count): sending stops "
+                   "before the spend could pass it, counting requests in flight at their worst "
+                   "(max_tokens); the rest stays pending for a rerun with a larger budget. Needs "
+                   "--price-in/--price-out.")
+@click.option("--spend-per-window", metavar="USD/MIN",
+              help="At most USD spent in any MIN minutes (e.g. 5/10), for providers that limit "
+                   "dollars per window: requests wait for room.")
+@click.option("--length-retries", type=int,
+              help="Retries of an answer max_tokens cut before it fit --response-schema, at "
+                   "temperature > 0 (default 1; at temperature 0 or with a seed: none, it would "
+                   "be cut again). Each is paid.")
 @click.option("--n", type=int, help="Samples per prompt.")
-@click.option("--temperature", type=float)
-@click.option("--top-p", type=float)
-@click.option("--max-tokens", type=int)
+@click.option("--temperature", type=OrNotSent(float),
+              help="Sampling temperature, sent with every request; 'none' sends none (the server's own).")
+@click.option("--top-p", type=OrNotSent(float),
+              help="Nucleus sampling, sent with every request; 'none' sends none.")
+@click.option("--max-tokens", type=OrNotSent(int),
+              help="Longest answer in tokens, sent with every request; 'none' sends none (a server may "
+                   "then write to its context length). Answers it cuts are left out of export.")
 @click.option("--seed", type=int, help="Seed for sample 0; sample k uses seed+k.")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--logprobs", type=int, help="Store the teacher's top-K logprobs per token.")
@@ -78,15 +123,24 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Send the requests recorded in failures again.")
 @click.option("--rpm", type=float, help="Requests per minute, client side.")
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
-@click.option("--price-in", type=float, help="Price per million prompt tokens (for the cost).")
-@click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--price-in", type=float,
+              help="Price per million prompt tokens (for the cost) [default: the price table's for "
+                   "--model; a model it lacks has no price]. Given, the table is not used.")
+@click.option("--price-out", type=float,
+              help="Price per million completion tokens [default: the price table's].")
+@click.option("--price-cached-in", type=float,
+              help="Price per million prompt tokens read from the provider's cache [default: the "
+                   "table's, else --price-in].")
+@click.option("--price-cache-write", type=float,
+              help="Price per million prompt tokens written to the provider's cache [default: the "
+                   "table's, else --price-in].")
 @click.option("--batch", is_flag=True, default=None,
               help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
                    "at its discount) instead of one request at a time. Same plan, ids and store; "
                    "rerun the same command to re-attach after a stop.")
 @click.option("--batch-discount", type=float,
-              help="Batch price as a discount off --price-in/--price-out (default 0.5; 0 when the "
-                   "prices given are batch prices already).")
+              help="Batch price as a discount off the prices (default: the price table's, else 0.5; 0 "
+                   "when the prices given are batch prices already).")
 @click.option("--batch-poll-interval", type=float,
               help="Seconds before the first poll of a batch; doubles up to --batch-poll-max (default 15).")
 @click.option("--batch-poll-max", type=float, help="Longest wait between polls, seconds (default 300).")
@@ -113,9 +167,18 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "every node sees at the same path.")
 @click.option("--keep-shards", is_flag=True,
               help="Keep the shard stores after they were folded into --db.")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing: plan the input into --db (the real run reuses the plan) and print "
+                   "the pending requests, their prompt tokens, the output tokens (at most --max-tokens "
+                   "each) and the cost online and through a Batch API.")
+@click.option("--pilot", type=click.IntRange(min=1), metavar="N",
+              help="With --dry-run: first answer N pending requests (spread over the input; sent "
+                   "online and stored like any answer), and estimate the rest from their measured "
+                   "output tokens.")
 def generate(config_file: Path | None, progress_interval: float | None, teacher_name: str | None,
              teacher_state_dir: Path | None, ray_address: str | None, shards: int | None,
-             shard_dir: Path | None, keep_shards: bool, **flags) -> None:
+             shard_dir: Path | None, keep_shards: bool, dry_run: bool, pilot: int | None,
+             **flags) -> None:
     """Send every prompt of the input to the teacher; store each answer once in --db.
 
     Running the same command again resumes: answered requests are never sent twice.
@@ -130,7 +193,10 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
     if overrides["verbose"] == 0:
         overrides["verbose"] = None
     if not file_values.get("db") and not overrides.get("db"):
-        raise ConfigError("--db is required (the DuckDB file to write)")
+        # said as click says it for every other command (--db may come from --config here,
+        # so click cannot require it itself)
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "db"))
     if teacher_name is not None:
         _use_recorded_teacher(overrides, file_values, teacher_name, teacher_state_dir)
     if (ray_address is None) != (shards is None):
@@ -138,6 +204,14 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
                                "client actors on a Ray cluster (for a fleet of teachers, see "
                                "`synthgen teacher start --ray`)")
     cfg = build_config(file_values, overrides, str(config_file) if config_file else "flags")
+    if pilot is not None and not dry_run:
+        raise click.UsageError("--pilot N goes with --dry-run: it answers N requests, then estimates "
+                               "the rest (the run itself is the same command without both)")
+    if dry_run:
+        from .estimate import dry_run as run_dry
+
+        run_dry(cfg, pilot or 0, progress_interval)
+        return
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
@@ -156,7 +230,9 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
         click.secho(f"stopped early: {exc}", fg="red", err=True)
         click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
         sys.exit(3)
-    _print_summary(summary, cfg.verbose, cfg.db)
+    # A remote teacher whose model has no price says so; the bundled one bills nothing
+    prices = cfg.prices.describe() if cfg.prices.known else (unpriced(cfg.model) if cfg.base_urls else None)
+    _print_summary(summary, cfg.verbose, cfg.db, prices)
     if summary.status == "aborted":  # a shard ended early; what it stored is in --db
         click.secho(f"stopped early: {summary.message}", fg="red", err=True)
         click.echo(f"The store is consistent ({summary.pending:,} requests pending). Resume with:\n"
@@ -213,7 +289,7 @@ def resume_hint(argv: list[str]) -> str:
     return hint
 
 
-def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
+def _print_summary(s: RunSummary, verbose: int, db: Path | str, prices: str | None) -> None:
     lines = [
         f"run {s.run_id}: {s.status} in {s.elapsed:.1f}s, model {s.model}",
         f"  requests: {s.total:,} planned, {s.already_done:,} already done, "
@@ -231,8 +307,9 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
                                              f"{shlex.quote(str(db))}` cancels them)"
                                              if s.batches_open else ""))
     if s.cost is not None:
-        lines.append(f"  estimated cost: ${s.cost:,.4f} (at the --price-in/--price-out given"
-                     + (", less the batch discount)" if s.batch else ")"))
+        lines.append(f"  estimated cost: ${s.cost:,.4f} (at {prices})")
+    elif prices is not None and s.answered:
+        lines.append(f"  cost: unknown: {prices}")
     if s.no_usage:
         lines.append(f"  {s.no_usage:,} answers came without token counts (usage): their tokens are not "
                      "in the counts" + (" or the cost, which is a lower bound" if s.cost is not None else ""))
@@ -245,3 +322,22 @@ def _print_summary(s: RunSummary, verbose: int, db: Path | str) -> None:
         lines.append("  (input unchanged since the last run: plan reused)")
     click.echo("\n".join(lines), err=True)
 
+
+def run_rounds(call: Callable[..., Any], progress_interval: float | None) -> Any:
+    """Run `call(announce, **reporting)` (converse, episodes: rounds of generate()) with the
+    progress display; a bad input is a one-line error, an early stop says how to resume
+    (exit 3), a Ctrl-C says so (exit 130). Returns `call`'s summary."""
+    resume = resume_hint(sys.argv[1:])
+    try:
+        with show_library_messages(), progress_options(progress_interval) as shown:
+            summary = call(announcer(shown), **shown)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except RunAborted as exc:
+        click.secho(f"stopped early: {exc}", fg="red", err=True)
+        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
+        sys.exit(3)
+    if summary.status == "interrupted":
+        click.echo(f"Interrupted. Resume with:\n  {resume}", err=True)
+        sys.exit(130)
+    return summary

@@ -50,10 +50,12 @@ def _generate_defaults() -> dict[str, str]:
     names = {"input_path": "input", "base_urls": "base_urls"}
     out = {}
     for param in ("concurrency", "timeout", "max_attempts", "rate_limit_wait", "n", "api_key_env",
-                  "prompts_dir"):
+                  "prompts_dir", "temperature", "top_p", "max_tokens"):
         field = GenerateConfig.model_fields[names.get(param, param)]
         if field.default is not None:
             out[param] = str(field.default)
+    out["api"] = str(GenerateConfig.model_fields["api"].default)
+    out["api_key_env"] = "OPENAI_API_KEY"  # the default API's own variable (each API has one)
     return out
 
 
@@ -65,7 +67,10 @@ GENERATE = Spec(
          "export OPENAI_API_KEY=...\n"
          "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
          "    --model gpt-4o-mini --base-url https://api.openai.com/v1 \\\n"
-         "    --rpm 500 --tpm 200000 --price-in 0.15 --price-out 0.6"),
+         "    --rpm 500 --tpm 200000"),
+        ("What it would cost, before sending (a pilot of 20 answers measures their length):",
+         "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
+         "    --model gpt-4o-mini --base-url https://api.openai.com/v1 --dry-run --pilot 20"),
         ("Two vLLM replicas, 2 samples per prompt with top-5 logprobs, concurrency found by measurement:",
          "synthgen generate --input prompts.jsonl --db corpus.duckdb \\\n"
          "    --model Qwen/Qwen2.5-7B-Instruct \\\n"
@@ -81,15 +86,18 @@ GENERATE = Spec(
         ("Input", ["config_file", "input_path", "input_sql", "template", "prompts_dir", "limit",
                    "skip_invalid"]),
         ("Store", ["db", "retry_failed"]),
-        ("Teacher", ["model", "base_urls", "teacher_name", "teacher_state_dir", "api_key_env",
-                     "skip_preflight", "threads", "logprobs_mode"]),
+        ("Teacher", ["model", "base_urls", "api", "teacher_name", "teacher_state_dir", "api_key_env",
+                     "cache_prompt", "skip_preflight", "threads", "logprobs_mode", "think_tags"]),
         ("Sampling (a change makes new requests)", ["n", "temperature", "top_p", "max_tokens", "seed",
                                                     "stop", "logprobs", "extra_body", "response_schema"]),
-        ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "rpm", "tpm"]),
+        ("Limits and retries", ["concurrency", "timeout", "max_attempts", "rate_limit_wait", "length_retries",
+                                "rpm", "tpm"]),
         ("Batch API (half the price, answers within 24 h)",
          ["batch", "batch_discount", "batch_poll_interval", "batch_poll_max", "batch_max_requests",
           "batch_max_bytes"]),
-        ("Cost and output", ["price_in", "price_out", "progress_interval", "verbose"]),
+        ("Cost (default: the price table's list prices for --model, dated) and output",
+         ["dry_run", "pilot", "price_in", "price_out", "price_cached_in", "price_cache_write", "budget",
+          "spend_per_window", "progress_interval", "verbose"]),
         ("On a Ray cluster (the [ray] extra; see docs/scale.md)", ["ray_address", "shards", "shard_dir",
                                                                    "keep_shards"]),
     ],
@@ -118,7 +126,24 @@ SPECS: dict[str, Spec] = {
                      "    --where \"finish_reason = 'stop'\""),
                     ("Prompt and completion apart (TRL then trains only the answer); DPO pairs:",
                      "synthgen export --db corpus.duckdb --out sft.jsonl --format prompt-completion\n"
-                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference")]),
+                     "synthgen export --db pref.duckdb --out dpo.jsonl --format preference"),
+                    ("R1-style: the reasoning inside the answer as <think>...</think>, checked against "
+                     "the student's template:",
+                     "synthgen export --db r1.duckdb --out r1.jsonl --format prompt-completion \\\n"
+                     "    --think-in-content --tokenizer teacher")]),
+    "converse": Spec([("Three-turn conversations on the bundled teacher, for TRL:",
+                       "synthgen converse --input seeds.jsonl --db chat.duckdb --turns 3 --out chat.jsonl"),
+                      ("A strong teacher against a cheap user simulator with its own persona:",
+                       "synthgen converse --input seeds.jsonl --db chat.duckdb --out chat.jsonl \\\n"
+                       "    --model gpt-4o --base-url https://api.openai.com/v1 \\\n"
+                       "    --user-model gpt-4o-mini --persona student.txt")],
+                     env=["OPENAI_API_KEY"]),
+    "episodes": Spec([("The teacher with a sandboxed Python tool, for TRL:",
+                       "synthgen episodes --input tasks.jsonl --db tools.duckdb --out episodes.jsonl"),
+                      ("Your own tools' schemas (the Python API runs them: synthgen.episodes.episodes):",
+                       "synthgen episodes --input tasks.jsonl --db tools.duckdb --tools tools.json \\\n"
+                       "    --model gpt-4o --base-url https://api.openai.com/v1 --max-steps 6")],
+                     env=["OPENAI_API_KEY"]),
     "run": Spec([("Self-Instruct on the bundled teacher, offline (seeds -> instructions -> answers):",
                   "synthgen run self-instruct --db si.duckdb"),
                  ("A built-in recipe against any teacher, with its settings changed:",

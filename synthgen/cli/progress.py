@@ -14,6 +14,16 @@ from ..engine.progress import Snapshot, duration, eta, fields_of, snapshot
 from ..types import Stats
 
 
+def announcer(shown: dict[str, Any], stream: TextIO | None = None) -> Any:
+    """How a command says a line of its own beside `progress_options`' display: through
+    the live bar on a terminal, else a plain line on `stream` (stderr)."""
+    bar = shown.get("on_progress")
+    if isinstance(bar, LiveBar):
+        return bar.say
+    out = stream or sys.stderr
+    return lambda message: (out.write(message + "\n"), out.flush())
+
+
 @contextlib.contextmanager
 def progress_options(interval: float | None = None, stream: TextIO | None = None) -> Iterator[dict[str, Any]]:
     """Keyword arguments for `generate()` that show the run on `stream` (stderr): a rich
@@ -38,7 +48,9 @@ class LiveBar:
     def __init__(self, stream: TextIO, transient: bool = True):
         from rich.console import Console
 
-        self._display = _make_display(Console(file=stream), transient)
+        self._console = Console(file=stream)
+        self._transient = transient
+        self._display = _make_display(self._console, transient)
         self._started = False
 
     def __call__(self, stats: Stats) -> None:
@@ -57,6 +69,18 @@ class LiveBar:
     def close(self) -> None:
         if self._started:
             self._display.stop()
+
+    def say(self, message: str) -> None:
+        """A line of its own (a recipe's stage starting or its funnel): the display is put
+        away first, so the line is not drawn into the bar's lines and cut at the terminal's
+        width; the next progress draws a new one below it."""
+        from rich.text import Text
+
+        if self._started:
+            self._display.stop()
+            self._display = _make_display(self._console, self._transient)
+            self._started = False
+        self._console.print(Text(message), soft_wrap=True)
 
 
 # Shown on the bar's own line (rich columns), so left out of the lines below it.

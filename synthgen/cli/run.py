@@ -10,7 +10,7 @@ import click
 from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
 from .generate import resume_hint
-from .progress import progress_options, show_library_messages
+from .progress import announcer, progress_options, show_library_messages
 
 
 @click.command("run")
@@ -26,19 +26,44 @@ from .progress import progress_options, show_library_messages
                    "teacher is started once for all stages.")
 @click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--skip-preflight", is_flag=True, default=None, help="Do not check the endpoints first.")
+@click.option("--think-tags", metavar="OPEN,CLOSE|none",
+              help="Inline reasoning between these tags is stored as the reasoning, in every stage "
+                   "(a judge's JSON after it then fits) [default: '<think>,</think>'; 'none': off].")
 @click.option("--concurrency", help="Requests in flight (default 64), or 'auto'.")
 @click.option("--timeout", type=float, help="Seconds per attempt (default 600).")
 @click.option("--max-attempts", type=int, help="Attempts per request before it fails (default 5).")
 @click.option("--rpm", type=float, help="Requests per minute, client side.")
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
 @click.option("--retry-failed", is_flag=True, default=None, help="Send what failed in each stage again.")
+@click.option("--budget", type=float,
+              help="Dollars the whole recipe may spend, every stage and earlier run of the store "
+                   "counted; sending stops before it could pass (needs --price-in/--price-out).")
+@click.option("--length-retries", type=int,
+              help="Retries of an answer max_tokens cut before it fit a stage's schema, at "
+                   "temperature > 0 (default 1; none at temperature 0).")
 @click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
+@click.option("--price-in", type=float, help="Price per million prompt tokens, every stage [default: the "
+                                             "price table's for --model; a model it lacks has no price].")
+@click.option("--price-out", type=float, help="Price per million completion tokens [default: the table's].")
+@click.option("--price-cached-in", type=float,
+              help="Price per million prompt tokens read from the provider's cache [default: the table's, "
+                   "else --price-in].")
+@click.option("--price-cache-write", type=float,
+              help="Price per million prompt tokens written to the provider's cache [default: the "
+                   "table's, else --price-in].")
 @click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("prompts"),
               show_default=True, help="Where recipes and templates are looked up by name first.")
 @click.option("--progress-interval", type=float,
               help="Seconds between progress lines when not on a terminal (default 10).")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing: plan the first generating stage into --db and print its requests, "
+                   "tokens and cost online and in batch (later stages are made from its answers: "
+                   "they are listed, not estimated).")
+@click.option("--pilot", type=click.IntRange(min=1), metavar="N",
+              help="With --dry-run: first answer N of the first stage's requests, and estimate the "
+                   "rest from their measured output tokens.")
 def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progress_interval: float | None,
-        **options) -> None:
+        dry_run: bool, pilot: int | None, **options) -> None:
     """Run RECIPE (prompts/NAME.yaml, a built-in name, or a path) into --db.
 
     Each stage's rows become a view named after it. Kill it anywhere and run the same
@@ -48,10 +73,18 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
 
     spec = load_recipe(find_recipe(recipe, prompts_dir), list(sets), prompts_dir)
     options["base_urls"] = list(options.pop("base_urls")) or None
+    if pilot is not None and not dry_run:
+        raise click.UsageError("--pilot N goes with --dry-run: it answers N requests of the first stage, "
+                               "then estimates the rest")
+    if dry_run:
+        from .estimate import recipe_dry_run
+
+        recipe_dry_run(spec, db, options, pilot or 0, progress_interval)
+        return
     resume = resume_hint(sys.argv[1:])
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_recipe(spec, db, options, announce=lambda m: click.echo(m, err=True), **shown)
+            summary = run_recipe(spec, db, options, announce=announcer(shown), **shown)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:
@@ -61,9 +94,15 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
     if summary.status == "interrupted":
         click.echo(f"Interrupted in stage {summary.stages[-1].name}. Resume with:\n  {resume}", err=True)
         sys.exit(130)
+    if summary.status == "empty":
+        click.secho(f"recipe {spec.name}: {summary.message}", fg="red", err=True)
+        click.echo(f"  every stage: {synthgen_command()} status --db {quote(str(db))}", err=True)
+        sys.exit(1)
     last = summary.stages[-1].name
     click.echo(f"recipe {spec.name}: done in {summary.elapsed:.1f}s; {summary.stages[-1].kept:,} rows kept "
                f"in the last stage", err=True)
     click.echo(f"  see them: {synthgen_command()} sql --db {quote(str(db))} {quote(f'SELECT * FROM {last}')}",
                err=True)
     click.echo(f"  every stage: {synthgen_command()} status --db {quote(str(db))}", err=True)
+    click.echo(f"  export them: {synthgen_command()} export --db {quote(str(db))} "
+               f"--out {quote(Path(db).stem + '.jsonl')}", err=True)

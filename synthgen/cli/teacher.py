@@ -15,27 +15,14 @@ from pathlib import Path
 import click
 
 from ..errors import TeacherError
-from ..hints import quote, synthgen_command
-from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher, start_teacher
+from ..hints import synthgen_command
+from ..teacher import BACKENDS, LOCAL_MODEL_NAME, launch_teacher
 from ..teacher.paths import state_dir as default_state_dir
 from ..teacher.process import DEFAULT_STOP_GRACE_S, stop_process_group
 from ..teacher.state import ServerRecord, TeacherRecord, forget, load, save
 
-# The demo's seeds and template ship inside the package (links to the checkout's
-# data/seeds.jsonl and prompts/demo.jinja), so the demo runs from any directory.
-DEMO_DIR = Path(__file__).resolve().parents[1] / "teacher" / "demo"
-DEMO_SEEDS = DEMO_DIR / "seeds.jsonl"
-DEMO_TEMPLATE = "demo"
-
-
-def demo_file(name: str) -> Path:
-    """A file the demo ships with; a clear error if this install lost it."""
-    path = DEMO_DIR / name
-    if not path.is_file():
-        raise TeacherError(
-            f"{path} is missing from this synthgen install; reinstall synthgen (or pass --input)"
-        )
-    return path
+# `synthgen demo` and its files live in cli/demo.py (importable from here as before)
+from .demo import DEMO_DIR, DEMO_SEEDS, DEMO_TEMPLATE, demo, demo_file  # noqa: F401
 
 
 def _echo_err(message: str) -> None:
@@ -351,80 +338,3 @@ def build(from_source: bool, jobs: int | None, sdist: Path | None, force: bool, 
         from_source=from_source, jobs=jobs, sdist=sdist, force=force, announce=_echo_err
     )
     click.echo(command_line(command))
-
-
-DEMO_QUERY = """\
-SELECT metadata->>'category' AS category,
-       metadata->>'prompt' AS prompt,
-       response,
-       completion_tokens AS tokens,
-       len(logprobs[1].top_logprobs) AS top_k
-FROM corpus ORDER BY line LIMIT 5"""
-
-
-@click.command()
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("demo.duckdb"),
-    show_default=True,
-    help="DuckDB file to write.",
-)
-@click.option("--limit", type=int, default=100, show_default=True, help="Seed prompts to answer.")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Answers per prompt (sampled at T=0.7): more distillation data from the same seeds.",
-)
-@click.option(
-    "--input",
-    "input_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Seed prompts (JSONL with `prompt`) [default: the ~340 bundled seeds].",
-)
-@click.option("--logprobs", type=int, default=5, show_default=True, help="Top logprobs stored per token.")
-@click.option("--max-tokens", type=int, default=128, show_default=True)
-@click.option("--threads", type=int, help="CPU threads for the teacher [default: all].")
-def demo(
-    db: Path, limit: int, samples: int, input_path: Path | None, logprobs: int, max_tokens: int,
-    threads: int | None,
-) -> None:
-    """The whole loop on a laptop: bundled teacher -> answers in DuckDB -> SQL.
-
-    Starts the bundled SmolLM2 teacher, answers LIMIT bundled seed prompts (SAMPLES
-    times each) with top-LOGPROBS logprobs into DB, stops the teacher and shows a few rows.
-    """
-    from .. import generate
-    from .progress import progress_options, show_library_messages
-    from .store import sql
-
-    with start_teacher("local", threads=threads, announce=_echo_err) as t, \
-            show_library_messages(), progress_options() as shown:
-        summary = generate(
-            **shown,
-            input=input_path or demo_file("seeds.jsonl"),
-            db=db,
-            template=DEMO_TEMPLATE,
-            prompts_dir=demo_file("demo.jinja").parent,
-            limit=limit,
-            n=samples,
-            model=t.model,
-            base_urls=t.base_urls,
-            concurrency=t.concurrency_hint or 8,
-            temperature=0.7,
-            top_p=0.9,
-            max_tokens=max_tokens,
-            seed=0,
-            logprobs=logprobs,
-            logprobs_mode="raw",
-        )
-    _echo_err(
-        f"{summary.answered} answered, {summary.failed} failed in {summary.elapsed:.1f}s "
-        f"({summary.requests_per_s:.2f} requests/s, {summary.completion_tokens} tokens); "
-        f"teacher stopped. Rows below come from:\n"
-        f"  {synthgen_command()} sql --db {quote(str(db))} {quote(' '.join(DEMO_QUERY.split()))}"
-    )
-    click.get_current_context().invoke(sql, db=db, fmt="table", max_rows=5, query=DEMO_QUERY)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -23,15 +24,25 @@ log = logging.getLogger("synthgen.cluster")
 
 def import_ray() -> ModuleType:
     """`ray`, or a clear error saying how to install it (the extra, from where synthgen came)."""
+    imported_before = "ray" in sys.modules
+    told = False
     if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
         # Ray turns token auth on for the clusters it starts (and keeps the token there),
-        # but a driver given an explicit address uses it only when told to, before Ray is
-        # imported; without it the connect retries for ~20 s and fails.
+        # but a driver given an explicit address uses it only when told to; without it the
+        # connect retries for ~20 s and fails.
         os.environ["RAY_AUTH_MODE"] = "token"
+        told = True
     try:
         import ray
     except ImportError:
         raise ConfigError(f"--ray needs Ray, the [ray] extra: {pip_install('ray')}") from None
+    if told and imported_before:
+        # Ray read its config when something imported it before us: re-read it, or this
+        # process stays in "disabled" mode while the processes it starts use the token,
+        # and a cluster it starts refuses its own driver ("InvalidAuthToken").
+        from ray._raylet import Config
+
+        Config.initialize("")
     return ray
 
 
@@ -56,7 +67,11 @@ def connect(address: str | None, *, must_exist: bool, local_cpus: int | None = N
                     "or pass its address: --ray HOST:6379 (a cluster with token auth also needs "
                     "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
                 ) from None
-            # A cluster of this process's own: on loopback only (Ray binds the machine's
-            # address otherwise, and its ports would take connections from the network).
+            # A cluster of this process's own: on loopback only. Ray turns 127.0.0.1 into
+            # the machine's address (and its servers listen on every interface) unless it
+            # runs as a single-machine cluster, which it decides from this variable, read
+            # when it is imported; the processes it starts inherit the variable.
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
             ray.init(num_cpus=local_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **options)
     return ray.get_runtime_context().gcs_address

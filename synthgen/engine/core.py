@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AuthFault, ConnectionFault, Redirected, RunAborted, TeacherFault
-from ..types import Answer, Failure, Request, Stats
+from ..types import Answer, Failure, Request, Stats, Wasted
+from .budget import BudgetSpent
 from .limiter import ConcurrencyLimit
-from .retry import RATE_LIMIT_WAIT, Attempts, GaveUp
+from .retry import LENGTH_RETRIES, RATE_LIMIT_WAIT, Attempts, GaveUp
 
 if TYPE_CHECKING:
     from ..backends.base import Transport
@@ -53,12 +54,15 @@ class Sink(Protocol):
 
     def put_failure(self, failure: Failure) -> None: ...
 
+    def put_wasted(self, wasted: Wasted) -> None: ...
+
 
 class Engine:
     def __init__(self, pending: Iterator[list[Request]], sender: Transport, sink: Sink, *,
                  limit: ConcurrencyLimit | None = None, stats: Stats | None = None,
                  max_attempts: int = 5, grace: float = GRACE_SECONDS, retry_sleep=None,
-                 on_stop: Callable[[], None] | None = None, rate_limit_wait: float = RATE_LIMIT_WAIT):
+                 on_stop: Callable[[], None] | None = None, rate_limit_wait: float = RATE_LIMIT_WAIT,
+                 length_retries: int = LENGTH_RETRIES, key: str = ""):
         self.sink = sink
         self._on_stop = on_stop  # tell whoever feeds `pending` to stop too
         self.limit = limit or ConcurrencyLimit(64)
@@ -66,8 +70,10 @@ class Engine:
         self.stats.limit = self.limit.limit
         self.grace = grace
         self.attempts = Attempts(sender.send, max_attempts, self.stats.errors, sleep=retry_sleep,
-                                 rate_limit_wait=rate_limit_wait)
-        self.stop_reason: str | None = None  # "interrupted" or an abort message
+                                 rate_limit_wait=rate_limit_wait, length_retries=length_retries,
+                                 key=key)
+        self.stop_reason: str | None = None  # "interrupted", "budget" or an abort message
+        self.budget_spent: str | None = None  # why --budget stopped sending
         self.crash: BaseException | None = None  # a bug: stop at once
         # The sink or the pending rows failed (a full disk): stop sending, let what is in
         # flight land in the sink (it keeps what it cannot store), then raise this.
@@ -118,7 +124,7 @@ class Engine:
 
     def _waits_for_flight(self) -> bool:
         """Not an abort: requests in flight may still be answered, so they get the grace."""
-        return self.stop_reason in (None, "interrupted") or self.failure is not None
+        return self.stop_reason in (None, "interrupted", "budget") or self.failure is not None
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -233,10 +239,15 @@ class Engine:
         stats.in_flight += 1
         t0 = time.perf_counter()
         try:
-            answer, attempts = await self.attempts.run(request)
+            answer, attempts, wasted = await self.attempts.run(request)
         except GaveUp as gave_up:
             stats.attempts += gave_up.attempts
+            self._bill(gave_up.wasted)
             fault = gave_up.fault
+            if isinstance(fault, BudgetSpent):  # not sent: it stays pending, and sending stops
+                self.budget_spent = fault.message
+                self.request_stop("budget")
+                return
             self._failed(Failure(request.request_id, request.messages, fault.kind, fault.status_code,
                                  fault.message, gave_up.attempts), fault)
             return
@@ -248,16 +259,24 @@ class Engine:
             stats.in_flight -= 1
         stats.attempts += attempts
         latency_ms = (time.perf_counter() - t0) * 1000
+        if wasted:
+            self._bill(wasted)
         self.sink.put_answer(request.request_id, request.sample_index, answer, latency_ms, attempts)
         stats.answered += 1
-        stats.prompt_tokens += answer.prompt_tokens or 0
-        stats.completion_tokens += answer.completion_tokens or 0
+        stats.count_usage(answer)
         if answer.prompt_tokens is None or answer.completion_tokens is None:
             stats.no_usage += 1
         if self._held:
             for f in self._held:  # the endpoint works: those were the prompts' own failures
                 self._file(f)
             self._held.clear()
+
+    def _bill(self, wasted: list[Wasted]) -> None:
+        """Attempts the teacher answered that were not kept: stored and counted, as paid."""
+        for w in wasted:
+            self.sink.put_wasted(w)
+            self.stats.count_usage(w.answer)
+            self.stats.wasted += 1
 
     def _failed(self, failure: Failure, fault: TeacherFault) -> None:
         if isinstance(fault, ENDPOINT_FAULTS):

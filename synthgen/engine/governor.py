@@ -32,12 +32,12 @@ from ..types import Answer, Request
 from .adaptive import AdaptiveConcurrency, HasLimit
 from .endpoints import EndpointHealth
 from .limiter import ConcurrencyLimit
+from .limits import Limits
 from .quota import LearnedRate, Throttle
 from .retry import MAX_RETRY_AFTER, retry_after_cap
 
 if TYPE_CHECKING:
     from ..backends.base import Transport
-    from ..config import GenerateConfig
 
 # A 429 without Retry-After still pauses every request for this long.
 DEFAULT_429_PAUSE = 1.0
@@ -157,22 +157,17 @@ class Governor:
             await self.health.aclose()
 
 
-def build_governor(cfg: GenerateConfig, transports: Sequence[Transport], limit: ConcurrencyLimit,
+def build_governor(limits: Limits, transports: Sequence[Transport], limit: ConcurrencyLimit,
                    stats: HasLimit | None = None) -> Governor:
-    """The governor a run's config asks for: quotas, adaptive limit, endpoint health."""
+    """The governor a run's limits ask for: quotas, adaptive limit, endpoint health."""
     throttle = adaptive = None
-    if cfg.rpm or cfg.tpm:
-        throttle = Throttle(cfg.rpm, cfg.tpm, model=cfg.model, max_tokens=_completion_budget(cfg))
-    if cfg.concurrency == "auto":
+    if limits.rpm or limits.tpm:
+        throttle = Throttle(limits.rpm, limits.tpm, model=limits.model, max_tokens=limits.completion_budget)
+    if limits.concurrency == "auto":
         adaptive = AdaptiveConcurrency(limit, stats)
-    learned = None if cfg.rpm else LearnedRate()  # --rpm given: the user's pace is the pace
+    learned = None if limits.rpm else LearnedRate()  # --rpm given: the user's pace is the pace
     parts = {"throttle": throttle, "adaptive": adaptive, "learned": learned,
-             "max_pause": retry_after_cap(cfg.rate_limit_wait)}
+             "max_pause": retry_after_cap(limits.rate_limit_wait)}
     if len(transports) > 1:
         return Governor.with_health(transports, **parts)
     return Governor(transports, **parts)
-
-
-def _completion_budget(cfg: GenerateConfig) -> int | None:
-    budget = cfg.max_tokens or cfg.extra_body.get("max_completion_tokens")
-    return budget if isinstance(budget, int) else None

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from .. import store
 from ..config import GenerateConfig, describe_validation_error
 from ..errors import ConfigError
+from ..ids import fingerprint, plan_key
 from ..inputs.messages import RESERVED
-from ..plan import fingerprint, plan_key
 from ..run import RunSummary, generate, teacher_settings
 from ..store import stages as stage_store
 from ..store.readonly import read_statements
@@ -58,9 +58,10 @@ class StageResult:
 @dataclass
 class RecipeSummary:
     recipe: str
-    status: str = "done"  # done | interrupted
+    status: str = "done"  # done | interrupted | empty (a stage kept no row: `message` says why)
     stages: list[StageResult] = field(default_factory=list)
     elapsed: float = 0.0
+    message: str = ""
 
 
 def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = None, *,
@@ -68,7 +69,10 @@ def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = 
     """Run every stage of `recipe` into `db`. `options` are generate's engine and teacher
     fields (model, base_urls, concurrency, max_attempts, ...); `reporting` is passed to
     each stage's generate (progress, progress_interval, on_progress, retry_sleep).
-    Returns per-stage results; `status` is 'interrupted' when a stage was."""
+    Returns per-stage results; `status` is 'interrupted' when a stage was, and 'empty' when
+    a stage kept no row (the stages after it would have no input): `message` names that
+    stage and why its rows went (its failures, or the rules that removed them). A recipe
+    never ends "done" with nothing."""
     announce = announce or log.info
     started = time.monotonic()
     base = {k: v for k, v in (options or {}).items() if v is not None}
@@ -84,6 +88,9 @@ def run_recipe(recipe: Recipe, db: str | Path, options: dict[str, Any] | None = 
                 summary.status = "interrupted"
                 break
             announce(_funnel_line(stage, result))
+            if result.kept == 0:
+                summary.status, summary.message = "empty", _why_empty(recipe, stage, Path(db), result)
+                break
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -95,7 +102,8 @@ def _run_stage(recipe: Recipe, stage: Stage, db: Path, base: dict[str, Any],
     try:
         input_sql, input_columns = _input_sql(con, stage)
         cfg = _config(stage, db, base, input_sql) if stage.generates else None
-        key = plan_key(cfg, fingerprint(cfg)[0], stage.template) if cfg is not None else None
+        spec = cfg.planning if cfg is not None else None
+        key = plan_key(spec, fingerprint(spec)[0], stage.template) if spec is not None else None
         stage_store.claim(con, recipe.name, stage.name, stage.position, key, stage.spec())
     finally:
         con.close()
@@ -151,6 +159,9 @@ def _input_sql(con: duckdb.DuckDBPyConnection, stage: Stage) -> tuple[str | None
                               f"must return their request_id (it returns {', '.join(cols)})")
         # the stored rows themselves, with the query's own columns (not corpus's) beside them
         return stage.input_sql, [c for c in cols if c not in CORPUS_COLUMNS or c == "parent_request_id"]
+    if stage.judge and "request_id" not in cols:
+        raise ConfigError(f"{where}: a judge stage rates rows already stored: its query must return "
+                          f"their request_id (it returns {', '.join(cols)})")
     if "request_id" in cols and "parent_request_id" in cols:
         raise ConfigError(f"{where}: returns both request_id and parent_request_id; the row's request_id "
                           "becomes its parent_request_id, so give one")
@@ -174,6 +185,29 @@ def _config(stage: Stage, db: Path, base: dict[str, Any], input_sql: str | None)
         return GenerateConfig(**fields)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, stage.where)) from None
+
+
+def _why_empty(recipe: Recipe, stage: Stage, db: Path, r: StageResult) -> str:
+    """Why `stage` kept no row: its input was empty, its requests failed (the commonest
+    failure and its message, e.g. max_tokens too small for the schema), or rules removed
+    every row."""
+    where = f"stage {stage.name!r} of recipe {recipe.name!r} kept no row"
+    if r.failed and not r.answered:
+        con = store.connect(db, read_only=True)
+        try:
+            top = con.execute(
+                "SELECT f.error_type, count(*), any_value(f.message) FROM failures f "
+                "JOIN stage_requests s USING (request_id) WHERE s.recipe = ? AND s.stage = ? "
+                "GROUP BY 1 ORDER BY 2 DESC LIMIT 1", [recipe.name, stage.name]).fetchall()
+        finally:
+            con.close()
+        said = f" ({top[0][1]:,} {top[0][0]}: {top[0][2]})" if top else ""
+        return f"{where}: all {r.failed:,} of its requests failed{said}"
+    if not r.rows and not r.planned:
+        return f"{where}: its input had no rows (the stage before kept none, or its query returns none)"
+    removed = ", ".join(f"{rule} {n:,}" for rule, n in r.removed.items())
+    return (f"{where}: {r.rows:,} rows, all removed" + (f" ({removed})" if removed else "")
+            + (f"; {r.failed:,} requests failed" if r.failed else ""))
 
 
 def _funnel_line(stage: Stage, r: StageResult) -> str:

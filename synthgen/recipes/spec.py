@@ -14,6 +14,9 @@ runs, every error naming the file and line (or the `--set` key) it is about.
         response_schema: {...}  # or a schema file
         columns: {instruction: "trim(response)"}   # more columns on the stage's view
         keep: [ "finish_reason = 'stop'", {filter: self-instruct, field: instruction} ]
+        judge: true           # each row is a verdict on the input row it came from (its
+                              # request_id): export, report and view show the rated rows,
+                              # with this stage's columns (score...) beside them
 
 `${name}` is a setting's value (the whole string `${n}` keeps its type). A stage without a
 template generates nothing: it filters rows already in the store (its SQL returns their
@@ -34,7 +37,7 @@ from .paths import resolve
 
 BUILTIN_DIR = Path(__file__).parent / "prompts"
 SAMPLING = ("n", "temperature", "top_p", "max_tokens", "seed", "stop", "logprobs", "extra_body")
-STAGE_KEYS = ("name", "input", "template", "columns", "keep", "response_schema", *SAMPLING)
+STAGE_KEYS = ("name", "input", "template", "columns", "keep", "response_schema", "judge", *SAMPLING)
 SETTABLE = (*SAMPLING, "response_schema")
 RECIPE_KEYS = ("name", "description", "settings", "files", "stages")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -50,6 +53,8 @@ CORPUS_COLUMNS = frozenset({
     "prompt_tokens", "completion_tokens", "model", "logprobs", "metadata", "params", "latency_ms",
     "attempts", "endpoint", "created_at", "reasoning", "tool_calls", "refusal", "json",
     "logprobs_mode", "logprobs_temperature", "parent_request_id"})
+# What an export of a stage adds beside its columns (store/selection.py): not a column's name.
+DECISION_COLUMNS = frozenset({"kept", "removed_by", "removed_detail", "judged_by"})
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Stage:
     response_schema: dict[str, Any] | None = None
     columns: dict[str, str] = field(default_factory=dict)
     keep: list[Keep] = field(default_factory=list)
+    judge: bool = False  # its rows are verdicts on the rows they came from
 
     @property
     def generates(self) -> bool:
@@ -90,7 +96,8 @@ class Stage:
         return {"input_sql": self.input_sql, "input_file": str(self.input_file) if self.input_file else None,
                 "template": getattr(self.template, "source", self.template), "sampling": self.sampling,
                 "response_schema": self.response_schema, "columns": self.columns,
-                "keep": [{"sql": k.sql, "filter": k.filter, **k.params} for k in self.keep]}
+                "keep": [{"sql": k.sql, "filter": k.filter, **k.params} for k in self.keep],
+                "judge": self.judge}
 
 
 @dataclass
@@ -263,10 +270,18 @@ def _stage(raw: yamlmap.Lined, position: int, path: Path, settings: dict[str, An
         raise ConfigError(f"{path}:{raw.line_of('columns')}: stage {name}: columns maps names to "
                           "SQL expressions")
     for col in columns:
-        if not NAME.match(col) or col in CORPUS_COLUMNS:
-            raise ConfigError(f"{path}:{raw.line_of('columns')}: stage {name}: column {col!r} must be a new "
-                              "name (lower case), not one of corpus's")
+        if not NAME.match(col) or col in CORPUS_COLUMNS or col in DECISION_COLUMNS:
+            raise ConfigError(f"{path}:{raw.line_of('columns')}: stage {name}: column {col!r} must be a "
+                              "new name (lower case), not one of corpus's nor "
+                              f"{', '.join(sorted(DECISION_COLUMNS))}")
     stage.columns = dict(columns)
+    judge = raw.get("judge", False)
+    if not isinstance(judge, bool):
+        raise ConfigError(f"{path}:{raw.line_of('judge')}: stage {name}: judge is true or false")
+    if judge and not stage.generates:
+        raise ConfigError(f"{path}:{raw.line_of('judge')}: stage {name}: a judge stage writes verdicts: "
+                          "it needs a template")
+    stage.judge = judge
     stage.keep = _keep(raw.get("keep"), path, raw.line_of("keep"), name)
     return stage
 
@@ -303,7 +318,7 @@ def _template(value: Any, stage: str, where: str, path: Path, prompts_dir: Path)
 
 
 def _schema(value: Any, base: Path, where: str) -> dict[str, Any]:
-    from ..config import load_schema
+    from ..fit import load_schema
 
     if isinstance(value, str):
         found = base / value if not Path(value).is_file() and (base / value).is_file() else Path(value)

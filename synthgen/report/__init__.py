@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..hints import pip_install
 
 __all__ = ["build"]
 
@@ -21,7 +22,7 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError("synthgen report draws its plots with matplotlib: "
-                          "pip install 'synthgen[report]'") from None
+                          f"{pip_install('report')}") from None
 
 
 def build(db: str | Path, out: str | Path) -> Path:

@@ -2,7 +2,8 @@
 during a run as well as on a closed file): plain lists and dicts, no plotting here.
 
 Time series are per run, in buckets of whole seconds chosen so that a run has at most
-about MAX_BUCKETS of them: a 10-second run is drawn per second, a 10-hour one per 6 min.
+about MAX_BUCKETS of them (a 10-second run is drawn per second, a 10-hour one per 6 min)
+that hold a few answers each; every bucket is there, the empty ones at 0.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..pricing import Prices
+from ..store import stages as stage_store
+from ..store.status import input_label
+
 MAX_BUCKETS = 120
+MIN_PER_BUCKET = 3
 HIST_BINS = 40
 # What `synthgen train` writes into its model directory (student/train.py's CONFIG_FILE; named
 # here rather than imported, so the report never imports the student and its torch).
@@ -34,8 +40,10 @@ class RunData:
     failed: int
     prompt_tokens: int
     completion_tokens: int
-    price_in: float | None
-    price_out: float | None
+    prices: Prices
+    cached_tokens: int = 0  # of the prompt tokens: read from the provider's cache
+    cache_write_tokens: int = 0  # ... and written to it
+    stage: str | None = None  # the recipe stage it ran ("self-instruct · answers"), if one
     bucket_s: int = 1
     series: list[dict[str, Any]] = field(default_factory=list)  # per bucket: t, answers, tokens, p50...
     failures: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # kind -> (t, n)
@@ -47,10 +55,8 @@ class RunData:
 
     @property
     def cost(self) -> float | None:
-        if self.price_in is None and self.price_out is None:
-            return None
-        return ((self.prompt_tokens or 0) * (self.price_in or 0)
-                + (self.completion_tokens or 0) * (self.price_out or 0)) / 1e6
+        return self.prices.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens,
+                                self.cache_write_tokens)
 
     @property
     def duration_s(self) -> float | None:
@@ -61,13 +67,22 @@ class RunData:
 
 @dataclass
 class Stage:
-    """One step of the funnel: planned -> answered -> kept (kept is None: no keep filter)."""
+    """One step of the funnel: planned -> answered -> kept (kept is None: not settled yet).
+
+    A recipe stage has its recipe, what each keep rule removed, and (a judge stage with a
+    `score` column) how many rows it rated at each score. A plan that is no recipe stage
+    (a `generate` run's input) has no keep filter: what it answered is what it keeps."""
 
     name: str
     planned: int
     answered: int
     failed: int
     kept: int | None
+    recipe: str | None = None
+    removed: dict[str, int] = field(default_factory=dict)
+    judge: bool = False
+    text: str = ""  # the funnel in words, exactly as `synthgen status` prints it
+    scores: list[tuple[float, int]] = field(default_factory=list)  # judge: (score, rows rated)
 
 
 @dataclass
@@ -95,14 +110,11 @@ def _rows(con: Any, sql: str, params: Any = None) -> list[tuple]:
     return con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
 
 
-def columns(con: Any, relation: str) -> set[str]:
-    """The columns `relation` has in this store (schemas grow with issues 13/14)."""
-    rows = _rows(con, "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [relation])
-    return {r[0] for r in rows}
-
-
-def nice_bucket(duration_s: float) -> int:
-    want = max(1.0, duration_s / MAX_BUCKETS)
+def nice_bucket(duration_s: float, answers: int = 0) -> int:
+    """Seconds per bucket: at most MAX_BUCKETS of them, and wide enough to hold about
+    MIN_PER_BUCKET answers each (a slow run's 1-second buckets hold 0 or 1 answer: their
+    rates read 0 and 1 answers/s, never the run's 0.27)."""
+    want = max(1.0, duration_s / MAX_BUCKETS, MIN_PER_BUCKET * duration_s / answers if answers else 0.0)
     return next((s for s in NICE_STEPS if s >= want), int(math.ceil(want / 3600) * 3600))
 
 
@@ -117,6 +129,12 @@ def nice_width(top: float, bins: int = HIST_BINS) -> float:
 
 def load(con: Any, db: str, live_run: int | None = None) -> ReportData:
     runs = [_run(con, row) for row in _rows(con, RUNS_SQL)]
+    by_plan = {s["plan_key"]: s for s in stage_store.status(con) if s["plan_key"]}
+    plans = dict(_rows(con, "SELECT run_id, plan_key FROM runs"))
+    for run in runs:
+        if (s := by_plan.get(plans.get(run.run_id))) is not None:
+            run.stage = f"{s['recipe']} · {s['stage']}" + (" (judge: its answers are verdicts)" if s["judge"]
+                                                          else "")
     stages, source = funnel(con)
     evals, training = _evals(con)
     return ReportData(db=db, runs=runs, stages=stages, stage_source=source, evals=evals,
@@ -125,16 +143,17 @@ def load(con: Any, db: str, live_run: int | None = None) -> ReportData:
 
 RUNS_SQL = """
 SELECT run_id, status, model, started_at, ended_at, coalesce(answered, 0), coalesce(failed, 0),
-       coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), config
+       coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), config,
+       coalesce(cached_tokens, 0), coalesce(cache_write_tokens, 0)
 FROM runs ORDER BY run_id
 """
 
 
 def _run(con: Any, row: tuple) -> RunData:
-    run_id, status, model, started, ended, answered, failed, pt, ct, config = row
+    run_id, status, model, started, ended, answered, failed, pt, ct, config, cached, written = row
     cfg = json.loads(config) if isinstance(config, str) and config else {}
-    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct,
-                  cfg.get("price_in"), cfg.get("price_out"))
+    run = RunData(run_id, status, model, started, ended, answered, failed, pt, ct, Prices.of_config(cfg),
+                  cached, written)
     [(t0, t1)] = _rows(con, """
         SELECT least(min(epoch_ms(created_at)), (SELECT epoch_ms(started_at) FROM runs WHERE run_id = $r)),
                max(epoch_ms(created_at))
@@ -142,19 +161,36 @@ def _run(con: Any, row: tuple) -> RunData:
               UNION ALL SELECT created_at FROM failures WHERE run_id = $r)""", {"r": run_id})
     if t0 is None or t1 is None:
         return run  # nothing was stored by this run
-    run.bucket_s = b = nice_bucket((t1 - t0) / 1000)
-    params = {"r": run_id, "t0": t0, "b": b * 1000}
-    for bucket, n, ptok, ctok, p50, p90, p99, retried in _rows(con, """
-            SELECT floor((epoch_ms(created_at) - $t0) / $b)::BIGINT AS k, count(*),
-                   sum(prompt_tokens), sum(completion_tokens),
+    [(stored,)] = _rows(con, "SELECT count(*) FROM responses WHERE run_id = ?", [run_id])
+    span = (t1 - t0) / 1000
+    run.bucket_s = b = nice_bucket(span, stored)
+    last = int(span // b)
+    if last and span - last * b < b / 2:
+        last -= 1  # a short tail joins the bucket before it: a rate over 0.3 s is noise
+    params = {"r": run_id, "t0": t0, "b": b * 1000, "last": last}
+    found = {bucket: rest for bucket, *rest in _rows(con, """
+            SELECT least(floor((epoch_ms(created_at) - $t0) / $b)::BIGINT, $last) AS k, count(*),
+                   sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT,
                    quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.9),
                    quantile_cont(latency_ms, 0.99), count(*) FILTER (WHERE attempts > 1)
-            FROM responses WHERE run_id = $r GROUP BY k ORDER BY k""", params):
-        run.series.append({"t": bucket * b, "answers_s": n / b, "tokens_s": (ctok or 0) / b,
+            FROM responses WHERE run_id = $r GROUP BY k ORDER BY k""", params)}
+    for bucket in range(last + 1):  # every bucket, the empty ones at 0: a gap is no answer
+        n, ptok, ctok, p50, p90, p99, retried = found.get(bucket, (0, 0, 0, None, None, None, 0))
+        # the last bucket ends with the run: a rate over the time it covers
+        width = max(float(b) / 2, span - bucket * b) if bucket == last else float(b)
+        run.series.append({"t": bucket * b, "width": width, "answers": n, "answers_s": n / width,
+                           "tokens_s": (ctok or 0) / width,
                            "prompt_tokens": ptok or 0, "completion_tokens": ctok or 0,
                            "p50": p50, "p90": p90, "p99": p99, "retried": retried})
+    for bucket, ptok, ctok in _rows(con, """
+            SELECT least(greatest(floor((epoch_ms(created_at) - $t0) / $b)::BIGINT, 0), $last) AS k,
+                   sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT
+            FROM wasted_attempts WHERE run_id = $r GROUP BY k""", params):
+        point = run.series[bucket]  # attempts paid but not kept: in the bill, so in its curve
+        point["prompt_tokens"] += ptok or 0
+        point["completion_tokens"] += ctok or 0
     for bucket, kind, n in _rows(con, """
-            SELECT floor((epoch_ms(created_at) - $t0) / $b)::BIGINT AS k, error_type, count(*)
+            SELECT least(floor((epoch_ms(created_at) - $t0) / $b)::BIGINT, $last) AS k, error_type, count(*)
             FROM failures WHERE run_id = $r GROUP BY ALL ORDER BY k""", params):
         run.failures.setdefault(kind or "unknown", []).append((bucket * b, n))
     run.finish_reasons = {(k if k is not None else "(none)"): n for k, n in _rows(con, """
@@ -189,36 +225,45 @@ def _lengths(con: Any, run: RunData) -> None:
 
 
 def funnel(con: Any) -> tuple[list[Stage], str]:
-    """Per stage: requests planned, answered, failed, and kept.
+    """Per stage: requests planned, answered, failed, and kept, counted as `status` counts
+    them (store/stages.py): every recipe stage by its name, then each plan that is no
+    recipe stage, named after its input, with kept = answered (nothing filters it)."""
+    recipe = stage_store.status(con)
+    stages = [Stage(s["stage"], s["planned"], s["answered"], s["failed"], s["kept"], s["recipe"],
+                    s["removed"], s["judge"], stage_store.funnel_text(s), _scores(con, s))
+              for s in recipe]
+    not_a_stage = ("WHERE p.plan_key NOT IN (SELECT plan_key FROM stages WHERE plan_key IS NOT NULL)"
+                   if "stages" in _tables(con) else "")
+    for source, planned, answered, failed in _rows(con, f"""
+            SELECT p.source, count(*), count(r.request_id),
+                   count(*) FILTER (WHERE r.request_id IS NULL AND f.request_id IS NOT NULL)
+            FROM plans p JOIN plan_requests pr USING (plan_key)
+                 LEFT JOIN responses r USING (request_id) LEFT JOIN failures f USING (request_id)
+            {not_a_stage}
+            GROUP BY p.source ORDER BY min(p.created_at)"""):
+        stages.append(Stage(input_label(source), planned, answered, failed, None,
+                            text=f"{planned:,} planned, {answered:,} answered, {failed:,} failed"))
+    if recipe:
+        where = "the recipes' stages (the stages table), then each plan that is no stage"
+    else:
+        where = "one stage per input (a plan): the store has no recipe stages (synthgen run makes them)"
+    return stages, where
 
-    Recipes (issue 14) are not built yet. A stage is read from a `stage` column of `plans`
-    where the store has one (what a recipe's runner is to record per plan), and kept from
-    a boolean `kept` column of `responses` where there is one; without them each plan (one
-    input with one config) is a stage named after its source, and kept is unknown (no keep
-    filter: everything answered is in the corpus).
-    """
-    plan_cols, response_cols = columns(con, "plans"), columns(con, "responses")
-    name = "coalesce(p.stage, p.source)" if "stage" in plan_cols else "p.source"
-    kept = "count(*) FILTER (WHERE r.kept)" if "kept" in response_cols else "NULL"
-    rows = _rows(con, f"""
-        SELECT {name} AS stage, min(p.created_at) AS first, count(*) AS planned,
-               count(r.request_id) AS answered,
-               count(*) FILTER (WHERE r.request_id IS NULL AND f.request_id IS NOT NULL) AS failed,
-               {kept} AS kept
-        FROM plans p JOIN plan_requests pr USING (plan_key)
-             LEFT JOIN responses r USING (request_id) LEFT JOIN failures f USING (request_id)
-        GROUP BY 1 ORDER BY first""")
-    stages = [Stage(_short_source(name), planned, answered, failed, k)
-              for name, _, planned, answered, failed, k in rows]
-    source = ("the stage column of plans" if "stage" in plan_cols else
-              "one stage per plan (input and config): the store has no recipe stages yet")
-    return stages, source
+
+def _scores(con: Any, stage: dict[str, Any]) -> list[tuple[float, int]]:
+    """A judge stage's verdicts by score (every verdict: one its keep removed rated a row too)."""
+    if not stage["judge"] or stage["kept"] is None:
+        return []
+    columns = stage_store.stage_columns(con, stage["stage"])
+    if "score" not in columns:
+        return []
+    rows = stage_store.decided_rows_sql(stage["stage"], columns)
+    return [(float(v), n) for v, n in _rows(con, f"SELECT TRY_CAST(score AS DOUBLE) AS v, count(*) FROM "
+                                                 f"({rows}) AS j WHERE v IS NOT NULL GROUP BY v ORDER BY v")]
 
 
-def _short_source(source: str | None) -> str:
-    if not source:
-        return "(unnamed)"
-    return source if len(source) <= 60 else "…" + source[-59:]
+def _tables(con: Any) -> set[str]:
+    return {r[0] for r in _rows(con, "SELECT table_name FROM information_schema.tables")}
 
 
 def _evals(con: Any) -> tuple[list[EvalData], dict[str, list[dict[str, float]]]]:

@@ -10,6 +10,7 @@ import datetime as dt
 from html import escape
 from typing import Any
 
+from ..pricing import unpriced
 from . import plots
 from .data import ReportData, RunData
 
@@ -77,17 +78,21 @@ def _runs_table(runs: list[RunData]) -> str:
     rows = []
     for r in runs:
         rows.append([f'<a href="#run-{r.run_id}">{r.run_id}</a>', escape(r.status or "-"),
-                     escape(r.model or "-"),
+                     escape(r.stage or "-"), escape(r.model or "-"),
                      _when(r.started_at), _n(r.duration_s, 1), _n(r.answered), _n(r.failed),
                      _n(r.prompt_tokens), _n(r.completion_tokens),
                      "-" if r.cost is None else f"${r.cost:,.4f}"])
-    return _table(["run", "status", "model", "started", "seconds", "answered", "failed", "tokens in",
-                   "tokens out", "cost"], rows, numeric={4, 5, 6, 7, 8, 9})
+    table = _table(["run", "status", "stage", "model", "started", "seconds", "answered", "failed",
+                    "tokens in", "tokens out", "cost"], rows, numeric={5, 6, 7, 8, 9, 10})
+    # Every cost says its prices (hand-given, or the dated price table's)
+    sources = sorted({r.prices.describe() for r in runs if r.cost is not None})
+    return table + "".join(f'<p class="note">cost at {escape(s)}</p>' for s in sources)
 
 
 def _run_section(run: RunData) -> str:
     out = [f'<h3 id="run-{run.run_id}">Run {run.run_id}: {escape(run.status or "-")}, '
-           f"model {escape(run.model or '-')}</h3>"]
+           f"model {escape(run.model or '-')}"
+           + (f", stage {escape(run.stage)}" if run.stage else "") + "</h3>"]
     if not run.series and not run.failures:
         out.append('<p class="note">This run stored no answer and no failure.</p>')
         return "".join(out)
@@ -104,19 +109,33 @@ def _run_section(run: RunData) -> str:
     if run.cost is not None and run.series:
         out.append(_plot(plots.cost(run)))
     elif run.cost is None:
-        out.append('<p class="note">No cost: the run was given no --price-in/--price-out.</p>')
+        out.append(f'<p class="note">No cost: {escape(unpriced(run.model))}.</p>')
     return "".join(out)
 
 
 def _stages(data: ReportData) -> str:
     out = ['<h2 id="stages">Stages: planned → answered → kept</h2>',
-           f'<p class="note">Stages come from {escape(data.stage_source)}.</p>']
+           f'<p class="note">Stages come from {escape(data.stage_source)}; the numbers are '
+           "<code>synthgen status</code>'s.</p>"]
     if not data.stages:
         return "".join(out) + "<p>No plans yet.</p>"
-    rows = [[escape(s.name), _n(s.planned), _n(s.answered), _n(s.failed),
-             "no keep filter" if s.kept is None else _n(s.kept)] for s in data.stages]
-    out.append(_table(["stage", "planned", "answered", "failed", "kept"], rows, numeric={1, 2, 3}))
+    rows = [[escape(s.recipe or "-"), escape(s.name) + (" (judge)" if s.judge else ""), _n(s.planned),
+             _n(s.answered), _n(s.failed),
+             "= answered (no keep filter)" if s.recipe is None else
+             ("not settled yet" if s.kept is None else _n(s.kept)),
+             escape(", ".join(f"{rule} {n:,}" for rule, n in s.removed.items()) or "-")]
+            for s in data.stages]
+    out.append(_table(["recipe", "stage", "planned", "answered", "failed", "kept", "removed by"], rows,
+                      numeric={2, 3, 4, 5}))
     out.append(_plot(plots.funnel(data.stages)))
+    for s in data.stages:
+        if s.scores:
+            rated = sum(n for _, n in s.scores)
+            mean = sum(v * n for v, n in s.scores) / rated
+            out.append(f'<p class="note">Judge stage {escape(s.name)} rated {rated:,} rows '
+                       f"(mean score {mean:.2f}); its verdicts are not counted as answers of the "
+                       "corpus: export writes the rows it rated, with their score.</p>")
+            out.append(_plot(plots.scores(s)))
     return "".join(out)
 
 

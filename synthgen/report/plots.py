@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,24 +49,35 @@ def _seconds_axis(ax: Any, run: RunData) -> None:
 
 
 def throughput(run: RunData) -> str:
+    """Answers/s and tokens/s per bucket, drawn as the steps they are (a line between
+    buckets would invent the rate between them), from 0 up."""
     fig, (ax,) = _figure()
-    t = [p["t"] for p in run.series]
-    ax.plot(t, [p["answers_s"] for p in run.series], color="C0", marker=".", label="answers/s")
+    edges = [p["t"] for p in run.series] + [run.series[-1]["t"] + run.series[-1]["width"]]
+    ax.stairs([p["answers_s"] for p in run.series], edges, color="C0", label="answers/s")
     ax.set_ylabel("answers/s", color="C0")
+    ax.set_ylim(bottom=0, top=_top(p["answers_s"] for p in run.series))
     right = ax.twinx()
-    right.plot(t, [p["tokens_s"] for p in run.series], color="C1", marker=".", label="tokens/s")
+    right.stairs([p["tokens_s"] for p in run.series], edges, color="C1", label="tokens/s")
     right.set_ylabel("completion tokens/s", color="C1")
+    right.set_ylim(bottom=0, top=_top(p["tokens_s"] for p in run.series))
     _seconds_axis(ax, run)
     ax.set_title("throughput")
     return svg(fig)
 
 
+def _top(values: Any) -> float:
+    """A y-axis top a little above the highest value (1 where all are 0)."""
+    return max([*values, 0.0]) * 1.1 or 1.0
+
+
 def latency(run: RunData) -> str:
     fig, (ax,) = _figure()
-    t = [p["t"] for p in run.series]
-    for key, color in (("p50", "C0"), ("p90", "C1"), ("p99", "C3")):
-        ax.plot(t, [p[key] for p in run.series], color=color, marker=".", label=key)
+    t = [p["t"] + p["width"] / 2 for p in run.series]
+    for key, color in (("p50", "C0"), ("p90", "C1"), ("p99", "C3")):  # an empty bucket: a gap
+        ax.plot(t, [math.nan if p[key] is None else p[key] for p in run.series], color=color, marker=".",
+                label=key)
     ax.set_ylabel("latency (ms)")
+    ax.set_ylim(bottom=0)
     ax.legend(loc="upper left", fontsize="small")
     _seconds_axis(ax, run)
     ax.set_title("latency percentiles per bucket (send to answer, retries included)")
@@ -85,6 +97,7 @@ def failures(run: RunData) -> str:
     ax.plot([p["t"] + run.bucket_s / 2 for p in run.series], [p["retried"] for p in run.series],
             color="C0", marker=".", label="answered after a retry")
     ax.set_ylabel("requests per bucket")
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
     ax.legend(loc="upper left", fontsize="small")
     _seconds_axis(ax, run)
     ax.set_title("errors by kind over time")
@@ -116,14 +129,13 @@ def cost(run: RunData) -> str:
     fig, (ax,) = _figure()
     total, xs, ys = 0.0, [], []
     for p in run.series:
-        total += (p["prompt_tokens"] * (run.price_in or 0)
-                  + p["completion_tokens"] * (run.price_out or 0)) / 1e6
+        total += run.prices.cost(p["prompt_tokens"], p["completion_tokens"]) or 0.0
         xs.append(p["t"] + run.bucket_s)
         ys.append(total)
     ax.plot(xs, ys, color="C4", marker=".")
     ax.set_ylabel("estimated cost ($)")
     _seconds_axis(ax, run)
-    ax.set_title(f"cost so far (at ${run.price_in or 0}/M in, ${run.price_out or 0}/M out)")
+    ax.set_title(f"cost so far (at {run.prices.describe()})")
     return svg(fig)
 
 
@@ -141,19 +153,33 @@ def runs_overview(runs: Sequence[RunData]) -> str:
 
 def funnel(stages: Sequence[Stage]) -> str:
     fig, (ax,) = _figure((7.2, 0.8 + 0.6 * len(stages)))
-    names = [s.name for s in stages][::-1]
+    names = [_label(s) for s in stages][::-1]
     rows = stages[::-1]
     h = 0.25
     ys = range(len(rows))
     ax.barh([y + h for y in ys], [s.planned for s in rows], height=h, color="C7", label="planned")
     ax.barh(list(ys), [s.answered for s in rows], height=h, color="C0", label="answered")
     ax.barh([y - h for y in ys], [s.answered if s.kept is None else s.kept for s in rows], height=h,
-            color="C2", label="kept (= answered: no keep filter)" if all(s.kept is None for s in rows)
-            else "kept")
-    ax.set_yticks(list(ys), [n if len(n) <= 40 else "…" + n[-39:] for n in names])
+            color="C2", label="kept (an input's plan: = answered, no keep filter)"
+            if any(s.recipe is None for s in rows) else "kept")
+    ax.set_yticks(list(ys), [n if len(n) <= 40 else n[:39] + "…" for n in names])
     ax.set_xlabel("requests")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("per stage: planned → answered → kept")
+    return svg(fig)
+
+
+def _label(stage: Stage) -> str:
+    return f"{stage.recipe} · {stage.name}" if stage.recipe else stage.name
+
+
+def scores(stage: Stage) -> str:
+    """A judge stage's verdicts by score: how the rows it rated were rated."""
+    fig, (ax,) = _figure()
+    ax.bar([v for v, _ in stage.scores], [n for _, n in stage.scores], width=0.8, color="C4")
+    ax.set_xlabel("score")
+    ax.set_ylabel("rows rated")
+    ax.set_title(f"{_label(stage)}: rows rated, by score")
     return svg(fig)
 
 

@@ -10,12 +10,15 @@ table, which builds the nested column about twice as fast as DuckDB's JSON cast.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import duckdb
 import orjson
 
 from .. import coerce
-from ..types import Answer, Failure
+from ..types import Answer, Failure, Wasted
+from . import wasted as wasted_attempts
+from .tx import transaction
 
 # What a row's own values raise (a count past INTEGER, text that is not UTF-8, a type Arrow
 # cannot hold), as against the database failing (IOException: a full disk; FatalException).
@@ -25,35 +28,35 @@ DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException,
 
 
 def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
-           failures: list[Failure], replace_failures: bool = False) -> None:
-    """One transaction: answers (request_id, sample_index, Answer, latency_ms, attempts)
-    and failures of run `run_id`; an answer already stored is kept as it is."""
+           failures: list[Failure], replace_failures: bool = False,
+           wasted: Sequence[Wasted] = ()) -> None:
+    """One transaction: answers (request_id, sample_index, Answer, latency_ms, attempts),
+    failures and wasted (paid, not kept) attempts of run `run_id`; an answer already
+    stored is kept as it is."""
     arrow = bool(answers) and any(a[2].logprobs for a in answers)
     if arrow:
         con.register("_answers", _answers_arrow(answers))
-    con.execute("BEGIN")
     try:
-        if arrow:
-            con.execute(INSERT_ANSWERS_ARROW, {"run": run_id})
-        elif answers:
-            con.execute(INSERT_ANSWERS, _answer_columns(answers, run_id))
-        if answers and replace_failures:
-            con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
-                        [[a[0] for a in answers]])
-        if failures:
-            con.execute(INSERT_FAILURES, _failure_columns(failures, run_id))
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT may have ended it already
-            con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            if arrow:
+                con.execute(INSERT_ANSWERS_ARROW, {"run": run_id})
+            elif answers:
+                con.execute(INSERT_ANSWERS, _answer_columns(answers, run_id))
+            if answers and replace_failures:
+                con.execute("DELETE FROM failures WHERE request_id IN (SELECT unnest($1))",
+                            [[a[0] for a in answers]])
+            if failures:
+                con.execute(INSERT_FAILURES, _failure_columns(failures, run_id))
+            if wasted:
+                wasted_attempts.insert(con, run_id, list(wasted))
     finally:
         if arrow:
             con.unregister("_answers")
 
 
 def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
-                  failures: list[Failure], replace_failures: bool = False) -> list[Failure]:
+                  failures: list[Failure], replace_failures: bool = False,
+                  wasted: Sequence[Wasted] = ()) -> list[Failure]:
     """`commit`, and where a row's own values cannot be stored (not a full disk: a data
     error), never the whole batch lost for it: the batch is split in halves until each such
     row is alone; an answer alone is stored with its fields coerced (synthgen.coerce), and
@@ -61,6 +64,13 @@ def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tup
 
     Every backend coerces what it reads, so this is the second line: a user's own
     transport, or a recovery file of an older synthgen, cannot lock a store either."""
+    try:
+        commit(con, run_id, answers, failures, replace_failures, wasted)
+        return []
+    except DATA_ERRORS:
+        if wasted:  # the paid attempts apart, each made safe; then the rest as below
+            _commit_wasted(con, run_id, wasted)
+            return commit_safely(con, run_id, answers, failures, replace_failures)
     try:
         commit(con, run_id, answers, failures, replace_failures)
         return []
@@ -91,6 +101,16 @@ def commit_safely(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tup
     return [failure]
 
 
+def _commit_wasted(con: duckdb.DuckDBPyConnection, run_id: int, wasted: Sequence[Wasted]) -> None:
+    """Each wasted attempt alone, its fields coerced; one whose values still cannot be
+    stored is left out (its usage is lost to the bill, never the batch it came with)."""
+    for w in wasted:
+        safe = Wasted(w.request_id, _utf8(w.key) or "", _utf8(w.error_type) or "error",
+                      _safe_answer(w.answer))
+        with contextlib.suppress(*DATA_ERRORS):
+            commit(con, run_id, [], [], wasted=[safe])
+
+
 def _utf8(text: str | None) -> str | None:
     """Text DuckDB takes: lone surrogates (which no UTF-8 can hold) replaced."""
     return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
@@ -109,13 +129,15 @@ def _safe_answer(a: Answer) -> Answer:
 
 RESPONSE_COLUMNS = ("request_id, run_id, sample_index, text, finish_reason, prompt_tokens, "
                     "completion_tokens, latency_ms, attempts, model, endpoint, created_at, logprobs, "
-                    "reasoning, tool_calls, refusal, json")
+                    "reasoning, tool_calls, refusal, json, cached_tokens, cache_write_tokens, "
+                    "reasoning_tokens")
 
 INSERT_ANSWERS = f"""
 INSERT INTO responses ({RESPONSE_COLUMNS})
 SELECT unnest($ids), $run, unnest($samples), unnest($texts), unnest($finish), unnest($pt),
        unnest($ct), unnest($latency), unnest($attempts), unnest($models), unnest($endpoints),
-       now(), NULL, unnest($reasoning), unnest($tools)::JSON, unnest($refusals), unnest($json)::JSON
+       now(), NULL, unnest($reasoning), unnest($tools)::JSON, unnest($refusals), unnest($json)::JSON,
+       unnest($cached)::INTEGER, unnest($cache_write)::INTEGER, unnest($reasoning_tokens)::INTEGER
 ON CONFLICT DO NOTHING
 """
 
@@ -123,7 +145,7 @@ INSERT_ANSWERS_ARROW = f"""
 INSERT INTO responses ({RESPONSE_COLUMNS})
 SELECT request_id, $run, sample_index, text, finish_reason, prompt_tokens, completion_tokens,
        latency_ms, attempts, model, endpoint, now(), logprobs, reasoning, tool_calls::JSON,
-       refusal, json::JSON
+       refusal, json::JSON, cached_tokens, cache_write_tokens, reasoning_tokens
 FROM _answers ON CONFLICT DO NOTHING
 """
 
@@ -150,6 +172,8 @@ def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
         "models": [x.model for x in a], "endpoints": [x.endpoint for x in a],
         "reasoning": [x.reasoning for x in a], "tools": [_json_text(x.tool_calls) for x in a],
         "refusals": [x.refusal for x in a], "json": [_json_text(x.json) for x in a],
+        "cached": [x.cached_tokens for x in a], "cache_write": [x.cache_write_tokens for x in a],
+        "reasoning_tokens": [x.reasoning_tokens for x in a],
     }
 
 
@@ -177,6 +201,9 @@ def _answers_arrow(rows: list[tuple]):
         "tool_calls": pa.array([_json_text(x.tool_calls) for x in a], pa.string()),
         "refusal": pa.array([x.refusal for x in a], pa.string()),
         "json": pa.array([_json_text(x.json) for x in a], pa.string()),
+        "cached_tokens": pa.array([x.cached_tokens for x in a], pa.int32()),
+        "cache_write_tokens": pa.array([x.cache_write_tokens for x in a], pa.int32()),
+        "reasoning_tokens": pa.array([x.reasoning_tokens for x in a], pa.int32()),
     })
 
 

@@ -24,6 +24,7 @@ import duckdb
 
 from ..errors import StoreError
 from .commit import RESPONSE_COLUMNS
+from .tx import transaction
 
 _SHARD = "synthgen_shard"
 
@@ -110,8 +111,7 @@ def fold(con: duckdb.DuckDBPyConnection, shard: Path, run_id: int) -> Folded:
     """Fold one shard into the store `con` holds, in one transaction; return what was added."""
     with attached(con, shard):
         counted = _count(con)
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             [(requests,)] = con.execute(f"""
                 INSERT INTO main.requests
                 SELECT q.* FROM {_SHARD}.requests q
@@ -129,11 +129,6 @@ def fold(con: duckdb.DuckDBPyConnection, shard: Path, run_id: int) -> Folded:
                 SELECT request_id, $run, messages, error_type, status_code, message, attempts, created_at
                 {NEW_FAILURES}
                 """, {"run": run_id})
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
     counted.requests = requests
     return counted
 

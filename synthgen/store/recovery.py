@@ -23,7 +23,7 @@ import duckdb
 import orjson
 
 from .. import coerce
-from ..types import Answer, Failure
+from ..types import Answer, Failure, Wasted
 from .commit import commit_safely
 
 SUFFIX = ".unsaved.jsonl"
@@ -39,11 +39,15 @@ def places(db: str | Path) -> list[Path]:
     return [Path(db).resolve().parent, Path(tempfile.gettempdir()), cache]
 
 
-def save(db: str | Path, run_id: int, answers: list[tuple], failures: list[Failure]) -> Path:
+def save(db: str | Path, run_id: int, answers: list[tuple], failures: list[Failure],
+         wasted: list[Wasted] | None = None) -> Path:
     """Write them to the first place that takes the whole file; raise the last OSError."""
     lines = [orjson.dumps({"run_id": run_id, "answer": [rid, k, _answer(a), lat, att]}) + b"\n"
              for rid, k, a, lat, att in answers]
     lines += [orjson.dumps({"run_id": run_id, "failure": _failure(f)}) + b"\n" for f in failures]
+    lines += [orjson.dumps({"run_id": run_id, "wasted": [w.request_id, w.key, w.error_type,
+                                                         _answer(w.answer)]}) + b"\n"
+              for w in wasted or []]
     error: OSError | None = None
     name = f"{Path(db).name}.{_tag(db)}.run{run_id}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
     for place in places(db):
@@ -77,34 +81,40 @@ def restore(con: duckdb.DuckDBPyConnection, db: str | Path) -> int:
     never the file. Only the database failing (a full disk) leaves the file for next time."""
     total = 0
     for path in found(db):
-        by_run: dict[int, tuple[list[tuple], list[Failure]]] = {}
+        by_run: dict[int, tuple[list[tuple], list[Failure], list[Wasted]]] = {}
         for record in _records(path):
             parsed = _outcome(record)
             if parsed is None:
                 continue
             run_id, item = parsed
-            answers, failures = by_run.setdefault(run_id, ([], []))
-            (failures if isinstance(item, Failure) else answers).append(item)
-        for run_id, (answers, failures) in by_run.items():
-            commit_safely(con, run_id, answers, failures)
+            answers, failures, wasted = by_run.setdefault(run_id, ([], [], []))
+            if isinstance(item, Failure):
+                failures.append(item)
+            elif isinstance(item, Wasted):
+                wasted.append(item)
+            else:
+                answers.append(item)
+        for run_id, (answers, failures, wasted) in by_run.items():
+            commit_safely(con, run_id, answers, failures, wasted=wasted)
             total += len(answers) + len(failures)
         path.unlink()
     return total
 
 
-def _outcome(record: Any) -> tuple[int, tuple | Failure] | None:
-    """One saved line -> (run id, an answer row or a Failure), its fields coerced; None for
-    a line that holds neither (nothing in it can be stored)."""
+def _outcome(record: Any) -> tuple[int, tuple | Failure | Wasted] | None:
+    """One saved line -> (run id, an answer row, a Failure or a Wasted), its fields coerced;
+    None for a line that holds none of them (nothing in it can be stored)."""
     if type(record) is not dict or coerce.count(record.get("run_id")) is None:
         return None
     run_id = coerce.count(record["run_id"])
+    item = record.get("wasted")
+    if (type(item) is list and len(item) == 4 and type(item[0]) is str and type(item[1]) is str
+            and type(item[3]) is dict):
+        return run_id, Wasted(item[0], item[1], coerce.label(item[2]) or "error", _answer_of(item[3]))
     item = record.get("answer")
     if type(item) is list and len(item) == 5 and type(item[0]) is str and type(item[2]) is dict:
         rid, k, fields, latency, attempts = item
-        known = {f: fields.get(f) for f in Answer.__slots__ if f != "quota_pause"}
-        if type(known["text"]) is not str:
-            known["text"] = None
-        answer = coerce.answer(Answer(**{**known, "endpoint": known["endpoint"] or ""}))
+        answer = _answer_of(fields)
         return run_id, (rid, coerce.count(k) or 0, answer,
                         float(latency) if type(latency) in (int, float) else 0.0,
                         coerce.count(attempts) or 1)
@@ -116,6 +126,13 @@ def _outcome(record: Any) -> tuple[int, tuple | Failure] | None:
                                coerce.message(item.get("message") or "", 2000),
                                coerce.count(item.get("attempts")) or 1)
     return None
+
+
+def _answer_of(fields: dict) -> Answer:
+    known = {f: fields.get(f) for f in Answer.__slots__ if f != "quota_pause"}
+    if type(known["text"]) is not str:
+        known["text"] = None
+    return coerce.answer(Answer(**{**known, "endpoint": known["endpoint"] or ""}))
 
 
 def _records(path: Path) -> Iterator[Any]:

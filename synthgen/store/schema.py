@@ -20,6 +20,10 @@ Everything synthgen knows lives in one DuckDB file:
     stage_rows      every row of every stage: its parent, kept or the rule that removed it
     pass_rates      verified samples per prompt (best-of-n)
     preference_pairs  chosen/rejected answers to one prompt, from judge scores
+    wasted_attempts  attempts the teacher answered (and billed) that were not kept: schema
+                    misfits, answers max_tokens cut; their usage, text and fault
+    billed_attempts  VIEW: the bill, one row per attempt answered (kept, or wasted)
+    tool_results    what each tool call of an episode returned, once (`synthgen episodes`)
     scores          one row per (answer, teacher, K): the teacher's log-probabilities of that
                     answer's own tokens, position by position (PRIMARY KEY score_id)
     score_failures  one row per scoring request that ended without scores
@@ -35,12 +39,13 @@ never "delete your database".
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import duckdb
 
 from ..errors import StoreError
+from . import views, wasted
+from .tx import transaction
 
 # One entry per generated token: the chosen token, and the teacher's top-K alternatives.
 # `id` is the teacher's token id where the server reports it (llama.cpp does), else NULL.
@@ -330,33 +335,24 @@ def _m006_recipes(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-CORPUS_VIEW_007 = """
-CREATE OR REPLACE VIEW corpus AS
-SELECT r.request_id, q.run_id, q.line, r.sample_index, q.messages,
-       r.text AS response, r.finish_reason, r.prompt_tokens, r.completion_tokens,
-       r.model, r.logprobs, q.metadata, q.params, r.latency_ms, r.attempts,
-       r.endpoint, r.created_at, r.reasoning, r.tool_calls, r.refusal, r.json,
-       CASE WHEN r.logprobs IS NOT NULL THEN u.config->>'logprobs_mode' END AS logprobs_mode,
-       CASE WHEN r.logprobs IS NULL THEN NULL
-            WHEN u.config->>'logprobs_mode' = 'raw' THEN 1.0
-            WHEN u.config->>'logprobs_mode' = 'processed'
-                THEN coalesce(TRY_CAST(q.params->>'temperature' AS DOUBLE), 1.0)
-       END AS logprobs_temperature
-FROM responses r JOIN requests q USING (request_id) LEFT JOIN runs u ON u.run_id = r.run_id
-"""
+def _m010_tool_results(con: duckdb.DuckDBPyConnection) -> None:
+    """What each tool call of an episode returned (synthgen/episodes.py), stored once: run
+    again, an episode uses the stored result instead of running the tool a second time."""
+    con.execute(
+        """
+        CREATE TABLE tool_results (
+            call_key VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            arguments VARCHAR,
+            result VARCHAR,
+            ok BOOLEAN,
+            created_at TIMESTAMPTZ
+        )
+        """
+    )
 
 
-def _m007_logprobs_mode(con: duckdb.DuckDBPyConnection) -> None:
-    """What distribution each answer's logprobs are: `raw` (the model's own, temperature 1:
-    llama.cpp's server, vLLM's default raw_logprobs) or `processed` (after the request's
-    temperature: vLLM's processed_logprobs, its V0 engine), and at what temperature.
-    Recorded per run (runs.config's logprobs_mode, `generate --logprobs-mode`), so each
-    answer has the mode of the run that answered it; NULL where nobody knows (a hosted
-    API). KD reads both to compare the student at the teacher's temperature."""
-    con.execute(CORPUS_VIEW_007)
-
-
-def _m008_scores(con: duckdb.DuckDBPyConnection) -> None:
+def _m011_scores(con: duckdb.DuckDBPyConnection) -> None:
     """Teacher scores of stored answers (`synthgen score`, on-policy distillation): for an
     answer of any source, the teacher's log-probability of each of its tokens and the
     teacher's top-K alternatives there, in the layout generation stores (LOGPROBS_TYPE).
@@ -411,8 +407,11 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("004_duplicate_inputs", _m004_duplicate_inputs),
     ("005_batch_api", _m005_batch_api),
     ("006_recipes", _m006_recipes),
-    ("007_logprobs_mode", _m007_logprobs_mode),
-    ("008_scores", _m008_scores),
+    ("007_logprobs_mode", views.logprobs_mode),
+    ("008_usage_parts", views.usage_parts),
+    ("009_wasted_attempts", wasted.migrate),
+    ("010_tool_results", _m010_tool_results),
+    ("011_scores", _m011_scores),
 ]
 
 
@@ -432,12 +431,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     for name, fn in MIGRATIONS:
         if name in done:
             continue
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             fn(con)
             con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise

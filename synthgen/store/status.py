@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from ..pricing import Prices
 from . import LiveConnection, connect
 from . import stages as stage_store
 
@@ -22,7 +23,7 @@ WITH plan AS (
 )
 SELECT r.run_id, r.status, r.started_at, r.ended_at, r.model, r.base_urls, r.config,
        r.answered AS run_answered, r.failed AS run_failed, r.prompt_tokens, r.completion_tokens,
-       r.message, r.plan_key, p.total, p.answered, p.failed
+       r.message, r.plan_key, p.total, p.answered, p.failed, r.cached_tokens, r.cache_write_tokens
 FROM runs r LEFT JOIN plan p USING (plan_key)
 ORDER BY r.run_id
 """
@@ -60,7 +61,9 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
             total = run["total"] or 0
             run["pending"] = total - (run["answered"] or 0) - (run["failed"] or 0)
             run["batch"] = bool(config.get("batch"))
-            run["cost"] = _cost(run, config)
+            prices = Prices.of_config(config)
+            run["cost"] = _cost(run, prices)
+            run["prices"] = prices.describe() if prices.known else None
             stage = by_plan.get(run["plan_key"])
             run["recipe"], run["stage"] = (stage["recipe"], stage["stage"]) if stage else (None, None)
         return runs, stages
@@ -68,13 +71,19 @@ def status_and_stages(db: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
         con.close()
 
 
-def _cost(run: dict[str, Any], config: dict[str, Any]) -> float | None:
-    """At the run's prices; a batch run's at the batch discount off them."""
-    price_in, price_out = config.get("price_in"), config.get("price_out")
-    if price_in is None and price_out is None:
-        return None
-    cost = ((run["prompt_tokens"] or 0) * (price_in or 0)
-            + (run["completion_tokens"] or 0) * (price_out or 0)) / 1e6
-    if config.get("batch"):
-        cost *= 1 - float(config.get("batch_discount") or 0)
-    return cost
+def _cost(run: dict[str, Any], prices: Prices) -> float | None:
+    """At the run's prices; a batch run's at the batch discount off them (pricing.py)."""
+    return prices.cost(run["prompt_tokens"], run["completion_tokens"],
+                                         run.get("cached_tokens"), run.get("cache_write_tokens"))
+
+
+def input_label(source: str | None, width: int = 48) -> str:
+    """A plan's input (`plans.source`) short enough for a label: a file's name, or the
+    start of a query (the report's funnel and the viewer's stage list show it)."""
+    if not source:
+        return "(unnamed)"
+    if source.startswith("sql: "):
+        text = "query: " + " ".join(source[5:].split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+    name = Path(source).name
+    return name if len(name) <= width else "…" + name[-(width - 1):]

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import StoreWriteError
-from ..types import Answer, Failure
+from ..types import Answer, Failure, Wasted
 from . import recovery
 from .commit import commit_safely
 from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
@@ -56,6 +56,7 @@ class Writer:
         self.error: BaseException | None = None
         self.unsaved_answers: list[tuple] = []  # received, not committed (after an error)
         self.unsaved_failures: list[Failure] = []
+        self.unsaved_wasted: list[Wasted] = []
 
     def start(self) -> Writer:
         self._thread.start()
@@ -68,6 +69,10 @@ class Writer:
     def put_failure(self, failure: Failure) -> None:
         self._queue.put(failure)
 
+    def put_wasted(self, wasted: Wasted) -> None:
+        """An attempt the teacher answered (billed) that was not kept: its usage is stored."""
+        self._queue.put(wasted)
+
     def close(self) -> None:
         """Commit everything queued and stop the thread. After a failed commit, save what
         was not stored to a recovery file and raise StoreWriteError saying where."""
@@ -76,10 +81,10 @@ class Writer:
         if self.error is None:
             return
         saved_to, why = None, ""
-        if self._db is not None and (self.unsaved_answers or self.unsaved_failures):
+        if self._db is not None and (self.unsaved_answers or self.unsaved_failures or self.unsaved_wasted):
             try:
                 saved_to = recovery.save(self._db, self._run_id, self.unsaved_answers,
-                                         self.unsaved_failures)
+                                         self.unsaved_failures, self.unsaved_wasted)
             except OSError as exc:
                 why = f" (no recovery file could be written either: {exc.strerror})"
         raise StoreWriteError(_first_line(self.error), committed=self.committed_answers,
@@ -95,6 +100,7 @@ class Writer:
     def _loop(self) -> None:
         answers: list[tuple] = []
         failures: list[Failure] = []
+        wasted: list[Wasted] = []
         next_flush = time.monotonic() + self._interval
         stopping = False
         while not stopping:
@@ -105,14 +111,20 @@ class Writer:
                     if item is _STOP:
                         stopping = True
                         break
-                    (failures if isinstance(item, Failure) else answers).append(item)
-                    if len(answers) + len(failures) >= MAX_BATCH:
+                    if isinstance(item, Failure):
+                        failures.append(item)
+                    elif isinstance(item, Wasted):
+                        wasted.append(item)
+                    else:
+                        answers.append(item)
+                    if len(answers) + len(failures) + len(wasted) >= MAX_BATCH:
                         break
                     item = self._queue.get_nowait()
             except queue.Empty:
                 pass
-            if (answers or failures) and (stopping or time.monotonic() >= next_flush
-                                          or len(answers) + len(failures) >= MAX_BATCH):
+            if (answers or failures or wasted) and (
+                    stopping or time.monotonic() >= next_flush
+                    or len(answers) + len(failures) + len(wasted) >= MAX_BATCH):
                 try:
                     # Room for this batch above what DuckDB cannot evict: running out
                     # inside COMMIT invalidates the database instead of raising. Checked
@@ -122,15 +134,17 @@ class Writer:
                     size = _batch_bytes(answers, failures)
                     if size > BIG_BATCH_BYTES or self.commits % 10 == 0:
                         keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * size)
-                    retry_out_of_memory(self._con, lambda a=answers, f=failures: self._flush(a, f))
+                    retry_out_of_memory(self._con, lambda a=answers, f=failures, w=wasted:
+                                        self._flush(a, f, w))
                 except BaseException as exc:  # reported by close(); the engine stops on it
                     self.error = exc
                     self.unsaved_answers += answers
                     self.unsaved_failures += failures
+                    self.unsaved_wasted += wasted
                     if not stopping:
                         self._keep_the_rest()
                     return
-                answers, failures = [], []
+                answers, failures, wasted = [], [], []
             if time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + self._interval
 
@@ -140,12 +154,15 @@ class Writer:
         while (item := self._queue.get()) is not _STOP:
             if isinstance(item, Failure):
                 self.unsaved_failures.append(item)
+            elif isinstance(item, Wasted):
+                self.unsaved_wasted.append(item)
             else:
                 self.unsaved_answers.append(item)
 
-    def _flush(self, answers: list[tuple], failures: list[Failure]) -> None:
+    def _flush(self, answers: list[tuple], failures: list[Failure], wasted: list[Wasted]) -> None:
         t0 = time.perf_counter()
-        filed = commit_safely(self._con, self._run_id, answers, failures, self._replace_failures)
+        filed = commit_safely(self._con, self._run_id, answers, failures, self._replace_failures,
+                              wasted)
         self.unstorable += filed
         self.committed_answers += len(answers) - len(filed)
         self.committed_failures += len(failures) + len(filed)

@@ -106,8 +106,8 @@ def check_gguf(
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
     """Check `path` against the student (model, tok); raise on a lost tokenizer or template."""
-    from ..backends.llamacpp import LlamaCppClient
     from ..teacher import start_teacher
+    from .llamacpp import LlamaCppClient
 
     meta = gguf_metadata(path)
     problems = vocabulary_problems(meta, tok)

@@ -56,18 +56,24 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def teacher_tokenizer_dir(gguf: Path) -> Path:
+    """Where the tokenizer of `gguf` is cached once converted (`tokenizer.json` and its chat
+    template): `--dry-run` reads it there with `tokenizers` alone, without transformers."""
+    stat = gguf.stat()
+    tag = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "tokenizers" / tag
+
+
 def teacher_tokenizer() -> Any:
     """The bundled teacher's tokenizer, converted from GGUF once per machine and cached
     (reading it from GGUF takes ~10 s; the cached copy loads in well under a second)."""
     from transformers import AutoTokenizer
 
     gguf = teacher_gguf()
-    stat = gguf.stat()
-    tag = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir() / "tokenizers" / tag
+    target = teacher_tokenizer_dir(gguf)
     if not (target / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tmp = target.with_name(f"{tag}.tmp{os.getpid()}")
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         tok.save_pretrained(str(tmp))
         try:
             tmp.rename(target)  # atomic; a concurrent process may have won the race

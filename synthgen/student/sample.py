@@ -166,7 +166,7 @@ def sample(model_dir: str | Path, db: str | Path, *, options: SampleOptions | No
         generate_options.setdefault("temperature", 1.0)
         generate_options.setdefault("logprobs", 0)
         return generate(db=db, model=sampler.name, logprobs_mode="raw", concurrency=2 * opts.batch_size,
-                        transports=[sampler], progress=progress, progress_interval=progress_interval,
+                        transport=[sampler], progress=progress, progress_interval=progress_interval,
                         **generate_options)
 
 

@@ -7,7 +7,7 @@ turn included when the teacher finished, given the prompt as the server's own ch
 template and tokenizer render it. So a GGUF is scored as it is served (its quantized
 weights, llama.cpp's kernels), and a teacher and a student served side by side are scored
 on the same answers. Each token's log-probability comes from a one-token completion of
-the prefix forced to that token (backends/llamacpp.py: llama-server reports raw,
+the prefix forced to that token (student/llamacpp.py: llama-server reports raw,
 pre-sampling log-probabilities and returns none for prompt tokens); the server's prompt
 cache makes that one short request per answer token.
 """
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backends.llamacpp import LlamaCppClient
 from .deps import StudentError
+from .llamacpp import LlamaCppClient
 from .rows import Row, Split, heldout_rows, load_rows, split_rows
 
 

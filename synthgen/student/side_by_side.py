@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backends.llamacpp import LlamaCppClient, StreamedAnswer
+from .llamacpp import LlamaCppClient, StreamedAnswer
 from .rouge import rouge_l
 from .rows import Row
 from .served import rows_for, served_nll

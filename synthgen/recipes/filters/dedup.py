@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import ConfigError
+from ...hints import pip_install
 from ...inputs import read_rows
 from . import Outcome, Removal, column
 
@@ -110,7 +111,7 @@ def near_duplicates(items: list[tuple[str, str]], p: dict[str, Any]) -> list[tup
     try:
         from datasketch import MinHash, MinHashLSH
     except ImportError:
-        raise ConfigError("near duplicates need datasketch: pip install 'synthgen[recipes]'") from None
+        raise ConfigError(f"near duplicates need datasketch: {pip_install('recipes')}") from None
     candidates = p["candidates"] or max(0.05, p["threshold"] - 0.1)
     lsh = MinHashLSH(threshold=candidates, num_perm=p["num_perm"])
     sets: dict[str, set[str]] = {}

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import ConfigError
+from ...hints import pip_install
 from . import Outcome, Removal, column
 
 CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -106,7 +107,7 @@ def _math(text: str, reference: str) -> tuple[bool, str]:
     try:
         from math_verify import parse, verify
     except ImportError:
-        raise ConfigError("verify method math needs math-verify: pip install 'synthgen[recipes]'") from None
+        raise ConfigError(f"verify method math needs math-verify: {pip_install('recipes')}") from None
     gold = parse(reference if "$" in reference or "\\" in reference else f"${reference}$")
     answer = parse(text)
     if not gold:

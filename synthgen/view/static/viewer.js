@@ -71,18 +71,22 @@ function filters() {
 
 async function loadFacets() {
   const f = await api("/api/facets");
-  $("total").textContent = `${f.total.toLocaleString()} answers`;
+  $("total").textContent = `${f.total.toLocaleString()} answers` +
+    (f.verdicts ? ` · ${f.verdicts.toLocaleString()} judge verdicts (not counted as answers)` : "");
   if (f.live_run) {
     $("live").textContent = `run ${f.live_run} is writing: live`;
     $("live").classList.remove("hidden");
   }
-  const stage = $("stage"); stage.replaceChildren(el("option", {value: "", text: "any"}));
-  for (const [name, n] of f.stages) stage.append(el("option", {value: name, text: `${name} (${n})`}));
+  const stage = $("stage"); stage.replaceChildren(el("option", {value: "", text: "all answers"}));
+  if (f.verdicts) stage.append(el("option", {value: "*", text: "answers and judge verdicts"}));
+  for (const s of f.stages) stage.append(el("option", {value: s.value, title: s.funnel, text: `${s.label} (${s.rows})`}));
+  $("stages").replaceChildren(...(f.stages.length ? [el("h3", {text: "Stages: planned → answered → kept"}),
+    el("table", {}, el("tbody", {}, ...f.stages.map((s) => el("tr", {}, el("td", {text: s.label}), el("td", {text: s.funnel})))))] : []));
   const finish = $("finish"); finish.replaceChildren(el("option", {value: "", text: "any"}));
   for (const [name, n] of f.finish_reasons) finish.append(el("option", {value: name, text: `${name} (${n})`}));
   $("score-note").textContent = f.score.rows ? `scores ${f.score.min} to ${f.score.max}` :
     "no row has a score yet (a judge stage writes one)";
-  $("stage-note").textContent = f.stage_source === "plan" ? "stages: one per plan (no recipe stages yet)" : "";
+  $("stage-note").textContent = f.stage_source === "plan" ? "one per input (no recipe stages)" : "";
   $("columns").textContent = "optional columns here: " + (f.columns.join(", ") || "none");
   $("chart").replaceChildren(barChart(f.finish_reasons, "finish reasons"));
   $("evals-tab").disabled = !f.evals;
@@ -99,7 +103,7 @@ async function loadRows() {
   for (const r of data.rows) {
     const tr = el("tr", {"data-id": r.request_id, onclick: () => openRow(r.request_id)},
       el("td", {text: r.run_id}), el("td", {text: r.finish_reason ?? "(none)"}),
-      el("td", {text: r.completion_tokens ?? "-"}), el("td", {text: r.score ?? "-"}),
+      el("td", {text: r.completion_tokens ?? "-"}), el("td", {text: r.score ?? "-"}), el("td", {text: r.kept ?? ""}),
       el("td", {text: r.prompt}), el("td", {text: r.answer}));
     body.append(tr);
   }
@@ -126,6 +130,11 @@ async function openRow(id) {
   if ("tool_calls" in r && r.tool_calls) parts.push(section("Tool calls", pretty(r.tool_calls)));
   if ("refusal" in r && r.refusal) parts.push(section("Refusal", pretty(r.refusal)));
   if ("json" in r && r.json != null) parts.push(section("Parsed JSON", pretty(r.json)));
+  if (r.judgments && r.judgments.length) parts.push(section(`Judged (score ${r.score ?? "-"})`,
+    ...r.judgments.map((j) => pretty(j))));
+  if (r.stages && r.stages.length) parts.push(section("Recipe stages", el("table", {}, el("tbody", {},
+    ...r.stages.map((s) => el("tr", {}, el("td", {text: `${s.recipe} · ${s.stage}`}),
+      el("td", {text: s.kept ? "kept" : `removed by ${s.rule}: ${s.detail ?? ""}`})))))));
   if (r.logprobs) {
     const heatmap = el("div", {cls: "heat", id: "heatmap"});
     const probs = [];

@@ -1,0 +1,125 @@
+"""The config walk of issue 28: follow `generate`'s parameters through the calls.
+
+Runs `synthgen.generate()` once on a loopback teacher (one prompt), each followed
+parameter set to a value no default has, under `sys.setprofile`. A call is on a
+parameter's walk when one of its arguments is that value, or an object holding it (the
+config, a part of it, a transport, a policy...), or when it is a method whose object holds
+the value and whose code reads that attribute. The calls in order are the walk a
+newcomer makes following the parameter: the files entered, the stays (a run of calls in
+one file) and the returns to a file already left. Without `--param`, every parameter
+below is followed at once (the whole configuration's walk).
+
+    .venv/bin/python bench/config_walk.py [--param max_attempts] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from teacher_server import TeacherServer, write_jsonl
+
+import synthgen
+
+ROOT = Path(synthgen.__file__).resolve().parent
+RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+# Values no default has, so that meeting one means meeting the parameter.
+FOLLOWED = {"max_attempts": 7, "timeout": 123.25, "temperature": 0.4375, "max_tokens": 77,
+            "rate_limit_wait": 987.5, "price_in": 0.1234375, "flush_interval": 0.09375,
+            "concurrency": 13}
+
+
+def _holds(value: object, wanted: dict[str, object], depth: int = 0) -> set[str]:
+    """The followed parameters `value` is, or holds (in its attributes, two levels deep)."""
+    found = {name for name, v in wanted.items() if type(value) is type(v) and value == v}
+    if depth < 2 and hasattr(value, "__dict__") and not inspect.ismodule(value) \
+            and not isinstance(value, type):
+        for attr in list(vars(value).values()):
+            found |= _holds(attr, wanted, depth + 1)
+    if depth < 2 and type(value).__name__ in ("GenerateConfig",):
+        for name in wanted:
+            if getattr(value, name, None) == wanted[name]:
+                found.add(name)
+    return found
+
+
+def _reads(frame, wanted: dict[str, object]) -> bool:
+    code = frame.f_code
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    for name in names:
+        value = frame.f_locals.get(name)
+        if name == "self":
+            held = {k for k, v in getattr(value, "__dict__", {}).items() if _holds(v, wanted)}
+            if held & set(code.co_names):
+                return True
+        elif _holds(value, wanted):
+            return True
+    return False
+
+
+def walk(wanted: dict[str, object]) -> list[str]:
+    calls: list[str] = []
+    entered: dict[int, object] = {}  # frames of generators and coroutines already entered
+
+    def profile(frame, event, arg):
+        if event != "call":
+            return
+        path = Path(frame.f_code.co_filename)
+        if ROOT not in path.parents:
+            return
+        if frame.f_code.co_flags & RESUMABLE:  # a generator or coroutine: its first entry only
+            if id(frame) in entered:
+                return
+            entered[id(frame)] = frame
+        if _reads(frame, wanted):
+            calls.append(f"{path.relative_to(ROOT.parent)}:{frame.f_code.co_name}")
+
+    options = {k: v for k, v in FOLLOWED.items() if k != "price_in"} | {"price_in": FOLLOWED["price_in"]}
+    with tempfile.TemporaryDirectory() as tmp, TeacherServer() as teacher:
+        write_jsonl(Path(tmp) / "in.jsonl", [{"prompt": "hello"}])
+        sys.setprofile(profile)
+        try:
+            synthgen.generate(input=Path(tmp) / "in.jsonl", db=Path(tmp) / "c.duckdb", model="m",
+                              base_urls=[teacher.base_url], **options)
+        finally:
+            sys.setprofile(None)
+    return calls
+
+
+def measure(calls: list[str]) -> dict[str, int]:
+    stays: list[str] = []
+    for call in calls:
+        f = call.split(":")[0]
+        if not stays or stays[-1] != f:
+            stays.append(f)
+    seen: set[str] = set()
+    returns = 0
+    for f in stays:
+        returns += f in seen
+        seen.add(f)
+    return {"calls": len(calls), "stays": len(stays), "files": len(seen), "returns": returns}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--param", choices=sorted(FOLLOWED), help="follow this one (default: all at once)")
+    ap.add_argument("--show", action="store_true", help="print every call of the walk")
+    args = ap.parse_args()
+    followed = [args.param] if args.param else [None, *sorted(FOLLOWED)]
+    for name in followed:
+        wanted = {name: FOLLOWED[name]} if name else FOLLOWED
+        calls = walk(wanted)
+        if args.show:
+            print("\n".join(calls))
+        m = measure(calls)
+        print(f"{name or 'all parameters':>16}: {m['calls']:3d} calls, {m['stays']:3d} stays in "
+              f"{m['files']:2d} files, {m['returns']:3d} returns to a file already left")
+
+
+if __name__ == "__main__":
+    main()
