@@ -29,6 +29,7 @@ import duckdb
 
 from ..errors import ConfigError
 from ..types import Answer, Failure
+from .commit import warm_arrow
 
 _STOP = object()
 MAX_BATCH = 2_000
@@ -209,6 +210,7 @@ class ScoreWriter:
         self.error: BaseException | None = None
 
     def start(self) -> ScoreWriter:
+        warm_arrow()  # every score is written through Arrow: ready before the first answer
         self._thread.start()
         return self
 
