@@ -44,15 +44,9 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import StoreError
-from . import views, wasted
+from . import scores, views, wasted
+from .columns import LOGPROBS_TYPE
 from .tx import transaction
-
-# One entry per generated token: the chosen token, and the teacher's top-K alternatives.
-# `id` is the teacher's token id where the server reports it (llama.cpp does), else NULL.
-LOGPROBS_TYPE = (
-    "STRUCT(token VARCHAR, id INTEGER, logprob DOUBLE, "
-    "top_logprobs STRUCT(token VARCHAR, id INTEGER, logprob DOUBLE)[])[]"
-)
 
 
 def _m001_initial(con: duckdb.DuckDBPyConnection) -> None:
@@ -352,53 +346,6 @@ def _m010_tool_results(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _m011_scores(con: duckdb.DuckDBPyConnection) -> None:
-    """Teacher scores of stored answers (`synthgen score`, on-policy distillation): for an
-    answer of any source, the teacher's log-probability of each of its tokens and the
-    teacher's top-K alternatives there, in the layout generation stores (LOGPROBS_TYPE).
-
-    `score_id` is a hash of (answer's request_id, teacher, K): asking again for the same
-    scores finds them stored, so a scoring run resumes and nothing is paid twice. The
-    answer itself is never copied: `scored` joins the scores to corpus."""
-    con.execute(
-        f"""
-        CREATE TABLE scores (
-            score_id VARCHAR PRIMARY KEY,
-            request_id VARCHAR,
-            teacher VARCHAR,
-            k INTEGER,
-            prompt_tokens INTEGER,
-            tokens INTEGER,
-            nll DOUBLE,
-            logprobs_mode VARCHAR,
-            logprobs_temperature DOUBLE,
-            endpoint VARCHAR,
-            latency_ms DOUBLE,
-            attempts INTEGER,
-            created_at TIMESTAMPTZ,
-            logprobs {LOGPROBS_TYPE}
-        );
-        CREATE TABLE score_failures (
-            score_id VARCHAR PRIMARY KEY,
-            request_id VARCHAR,
-            teacher VARCHAR,
-            k INTEGER,
-            error_type VARCHAR,
-            status_code INTEGER,
-            message VARCHAR,
-            attempts INTEGER,
-            created_at TIMESTAMPTZ
-        );
-        CREATE VIEW scored AS
-        SELECT s.score_id, c.request_id, c.messages, c.response, c.finish_reason,
-               c.model AS answer_model, c.metadata, c.params, s.teacher, s.k, s.prompt_tokens,
-               s.tokens, s.nll, s.logprobs, s.logprobs_mode, s.logprobs_temperature,
-               s.endpoint, s.created_at
-        FROM scores s JOIN corpus c USING (request_id);
-        """
-    )
-
-
 # Ordered: append new migrations at the end, never edit or reorder old ones.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("001_initial", _m001_initial),
@@ -411,7 +358,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("008_usage_parts", views.usage_parts),
     ("009_wasted_attempts", wasted.migrate),
     ("010_tool_results", _m010_tool_results),
-    ("011_scores", _m011_scores),
+    ("011_scores", scores.migrate),
 ]
 
 

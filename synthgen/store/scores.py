@@ -29,6 +29,7 @@ import duckdb
 
 from ..errors import ConfigError
 from ..types import Answer, Failure
+from .columns import LOGPROBS_TYPE
 from .commit import warm_arrow
 
 _STOP = object()
@@ -295,3 +296,50 @@ def rollout_counts(con: Any, model: str) -> dict[str, int]:
         "SELECT count(*), coalesce(sum(r.completion_tokens), 0) FROM responses r "
         "JOIN requests q USING (request_id) WHERE q.model = ?", [model]).fetchall()
     return {"answers": n, "tokens": int(tokens)}
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Teacher scores of stored answers (`synthgen score`, on-policy distillation): for an
+    answer of any source, the teacher's log-probability of each of its tokens and the
+    teacher's top-K alternatives there, in the layout generation stores (LOGPROBS_TYPE).
+
+    `score_id` is a hash of (answer's request_id, teacher, K): asking again for the same
+    scores finds them stored, so a scoring run resumes and nothing is paid twice. The
+    answer itself is never copied: `scored` joins the scores to corpus."""
+    con.execute(
+        f"""
+        CREATE TABLE scores (
+            score_id VARCHAR PRIMARY KEY,
+            request_id VARCHAR,
+            teacher VARCHAR,
+            k INTEGER,
+            prompt_tokens INTEGER,
+            tokens INTEGER,
+            nll DOUBLE,
+            logprobs_mode VARCHAR,
+            logprobs_temperature DOUBLE,
+            endpoint VARCHAR,
+            latency_ms DOUBLE,
+            attempts INTEGER,
+            created_at TIMESTAMPTZ,
+            logprobs {LOGPROBS_TYPE}
+        );
+        CREATE TABLE score_failures (
+            score_id VARCHAR PRIMARY KEY,
+            request_id VARCHAR,
+            teacher VARCHAR,
+            k INTEGER,
+            error_type VARCHAR,
+            status_code INTEGER,
+            message VARCHAR,
+            attempts INTEGER,
+            created_at TIMESTAMPTZ
+        );
+        CREATE VIEW scored AS
+        SELECT s.score_id, c.request_id, c.messages, c.response, c.finish_reason,
+               c.model AS answer_model, c.metadata, c.params, s.teacher, s.k, s.prompt_tokens,
+               s.tokens, s.nll, s.logprobs, s.logprobs_mode, s.logprobs_temperature,
+               s.endpoint, s.created_at
+        FROM scores s JOIN corpus c USING (request_id);
+        """
+    )
