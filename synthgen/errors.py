@@ -6,6 +6,8 @@
     ├── StoreError                the DuckDB file cannot be opened or is not a synthgen store
     │   └── StoreWriteError       a commit failed mid-run (full disk): what was kept, where
     ├── TeacherError              a local or vLLM teacher could not be started
+    ├── ScoringError              a teacher cannot score given tokens, or not these (its
+    │                             API cannot, its tokenizer is not the answers')
     └── RunAborted                the run stopped early on purpose (bad key, teacher gone)
 
     TeacherFault                  one attempt at one request went wrong
@@ -97,6 +99,11 @@ class StoreWriteError(StoreError):
 
 class TeacherError(SynthgenError):
     """A teacher server could not be started or reached."""
+
+
+class ScoringError(SynthgenError):
+    """Teacher scoring cannot go ahead: the API cannot score given tokens, or the teacher's
+    tokenizer is not the one the answers were written with; the message says what to do."""
 
 
 class RunAborted(SynthgenError):

@@ -109,6 +109,16 @@ def reaches(deps: set[str], forbidden: str) -> set[str]:
       for forbidden in ("synthgen.engine", "synthgen.backends", "synthgen.run", "synthgen.plan",
                         "synthgen.student", "synthgen.teacher", "aiohttp", "httpx", "torch", "openai")],
     ("synthgen.view", "matplotlib"),
+    # teacher scoring drives the engine with a transport (backends) and a sink (store): no
+    # HTTP or SQL of its own; nothing below it knows scoring exists
+    ("synthgen.scoring", "aiohttp"),
+    ("synthgen.scoring", "httpx"),
+    ("synthgen.scoring", "duckdb"),
+    ("synthgen.store", "synthgen.scoring"),
+    ("synthgen.engine", "synthgen.scoring"),
+    ("synthgen.backends", "synthgen.scoring"),
+    ("synthgen.backends", "torch"),
+    ("synthgen.run", "synthgen.scoring"),
     # what generate checks before a teacher starts is read from the input and the store only
     *[("synthgen.precheck", forbidden) for forbidden in ("aiohttp", "httpx", "synthgen.backends",
                                                         "synthgen.engine", "synthgen.teacher")],

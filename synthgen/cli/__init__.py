@@ -32,6 +32,8 @@ COMMANDS = {
     "eval": "synthgen.cli.student:eval_command",
     "student": "synthgen.cli.export_gguf:student",
     "compare": "synthgen.cli.compare:compare",
+    "score": "synthgen.cli.score:score_command",
+    "distill": "synthgen.cli.distill:distill_command",
 }
 
 

@@ -10,6 +10,7 @@ import json
 import click
 
 from ..student.deps import require_train_extra
+from .sample import sample_command
 
 QUANT_CHOICES = ("f16", "q8_0", "q4_k_m", "f32")  # teacher/gguf_tools.QUANTS, without importing it
 
@@ -20,7 +21,10 @@ def _echo(message: str) -> None:
 
 @click.group()
 def student() -> None:
-    """Ship a trained student: a GGUF file that llama.cpp serves."""
+    """Sample a student into the store, or ship it: a GGUF file that llama.cpp serves."""
+
+
+student.add_command(sample_command)
 
 
 @student.command("export")

@@ -221,6 +221,32 @@ SPECS: dict[str, Spec] = {
                             ("The bundled teacher at the same quantization, for compare:",
                              "synthgen student export --model teacher --out teacher-q4.gguf --quant q4_k_m")],
                            env=["XDG_CACHE_HOME", "SYNTHGEN_LLAMA_SERVER"]),
+    "student sample": Spec([("Two answers per prompt from a trained student, stored as student:NAME@HASH:",
+                             "synthgen student sample --model runs/distill/kd --db demo.duckdb \\\n"
+                             "    --input prompts.jsonl --n 2 --max-tokens 128"),
+                            ("Greedy answers to the prompts already in the store:",
+                             "synthgen student sample --model runs/distill/kd --db demo.duckdb \\\n"
+                             "    --input-sql \"SELECT DISTINCT messages FROM corpus\" --temperature 0")]),
+    "score": Spec([("The bundled teacher scores every stored answer, in this process (top-20):",
+                    "synthgen score --db demo.duckdb --teacher local"),
+                   ("A vLLM teacher scores the student's answers (its prompt_logprobs):",
+                    "synthgen score --db demo.duckdb --teacher http://127.0.0.1:8000/v1 \\\n"
+                    "    --where \"model LIKE 'student:%'\""),
+                   ("What the scores say, per answer:",
+                    "synthgen sql --db demo.duckdb \"SELECT request_id, teacher, tokens, nll FROM scored\"")],
+                  env=["OPENAI_API_KEY", "SYNTHGEN_CACHE"]),
+    "distill": Spec([("On-policy distillation of a 20-layer student of the bundled teacher, 4 rounds:",
+                      "synthgen distill --db demo345x3.duckdb --out runs/opd --student prune:20 \\\n"
+                      "    --teacher local --rounds 4 \\\n"
+                      "    --prompts \"SELECT * FROM corpus WHERE finish_reason = 'stop'\""),
+                     ("KD then OPD: warm-start from an off-policy KD student, score with a vLLM teacher:",
+                      "synthgen distill --db demo345x3.duckdb --out runs/kd-opd \\\n"
+                      "    --student runs/distill/kd \\\n"
+                      "    --teacher http://127.0.0.1:8000/v1 --rounds 2 \\\n"
+                      "    --prompts \"SELECT * FROM corpus WHERE finish_reason = 'stop'\""),
+                     ("Then measure the last round like any student:",
+                      "synthgen eval --db demo345x3.duckdb --model runs/opd/round-4")],
+                    env=["SYNTHGEN_CACHE"]),
     "compare": Spec([("A served teacher against a served student on the same held-out prompts:",
                       "synthgen teacher start --model teacher-q4.gguf --name teacher\n"
                       "synthgen teacher start --model student.gguf --name student\n"

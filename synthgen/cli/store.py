@@ -223,7 +223,9 @@ def _stages(stages: list[dict]) -> None:
                    "exiting 1.")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="messages", show_default=True,
               help="messages: the conversation; prompt-completion: TRL trains only the answer; "
-                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`).")
+                   "preference: prompt/chosen/rejected pairs (from `synthgen run preferences`); "
+                   "distillm2: the teacher's answer chosen, a student's (student sample, distill) "
+                   "rejected, per prompt.")
 @click.option("--think-in-content", is_flag=False, flag_value=THINK_IN_CONTENT, default=None,
               metavar="[FORM]",
               help="Write the teacher's reasoning into the answer's content, in FORM (with {reasoning} "
@@ -250,8 +252,8 @@ def export(db: Path, out: Path, where: str | None, stage: str | None, all_plans:
     left = []
     if done.truncated:
         left.append(f"{done.truncated:,} cut by max_tokens (--include-truncated)")
-    if done.removed and include_removed is False and fmt != "preference":
+    if done.removed and include_removed is False and fmt not in ("preference", "distillm2"):
         left.append(f"{done.removed:,} removed by the stage's keep (--include-removed)")
-    noun = "pairs" if fmt == "preference" else "rows"
+    noun = "pairs" if fmt in ("preference", "distillm2") else "rows"
     click.echo(f"wrote {done.rows:,} {noun} to {out}: {done.what}"
                + (f"; left out: {', '.join(left)}" if left else ""), err=True)

@@ -22,6 +22,7 @@ from ..engine.server_queue import watch_queues
 from ..errors import RunAborted, StoreWriteError
 from ..fit import SchemaCheck
 from ..store import runs
+from ..store.commit import warm_arrow
 from ..store.runs import spent_by_other_runs
 from ..store.writer import Writer
 from .session import Ended
@@ -43,6 +44,8 @@ async def drive(run: Run, transports: list[Any]) -> Ended:
     stats.limit = limit.limit
     governor = build_governor(limits, transports, limit, stats)
     queues = _watch_vllm_queues(transports, governor.adaptive, stats)
+    if cfg.logprobs is not None:  # logprobs are written through Arrow: ready before the first answer
+        warm_arrow()
     writer = Writer(run.con.cursor(), run.run_id, cfg.flush_interval,
                     replace_failures=cfg.retry_failed, db=cfg.db).start()
     planner.start(stats)

@@ -177,6 +177,16 @@ def _answer_columns(rows: list[tuple], run_id: int) -> dict[str, object]:
     }
 
 
+def warm_arrow() -> None:
+    """Import Arrow and build one array now, before the first answer. pyarrow's first
+    `pa.array` imports pandas (0.6 s on an idle core; 2.5 s measured under load): paid by a
+    writer's first commit, it kept every answer received meanwhile uncommitted, and a kill -9
+    in that window lost them all (test_vllm_score's SIGKILL test stored 0 of 8+ received)."""
+    import pyarrow as pa
+
+    pa.array([0], pa.int32())
+
+
 def _answers_arrow(rows: list[tuple]):
     import pyarrow as pa  # only runs that ask for logprobs pay for Arrow
 

@@ -6,6 +6,9 @@
                         TRL trains only the completion (its completion_only_loss default)
     preference          {"prompt": [...], "chosen": [answer], "rejected": [answer]}: DPO and
                         the other preference trainers, from the `preference_pairs` table
+    distillm2           the same shape, DistiLLM-2's pairs (Ko et al. 2025): per prompt, the
+                        teacher's answer chosen and a student's (`synthgen student sample`,
+                        distill's rollouts) rejected, paired by sample index
 
 The assistant turn carries `reasoning_content`, `tool_calls` and `refusal` where the
 teacher gave them. Many students' chat templates (SmolLM2's ChatML, Llama's) drop
@@ -37,7 +40,7 @@ from . import arrow_batches, connect, selection
 from .parts import as_parts, has_parts
 from .readonly import read_statements
 
-FORMATS = ("messages", "prompt-completion", "preference")
+FORMATS = ("messages", "prompt-completion", "preference", "distillm2")
 THINK_IN_CONTENT = "<think>\n{reasoning}\n</think>\n\n{content}"  # as `train --with-reasoning` renders it
 _FIELD = re.compile(r"\{(reasoning|content)\}")
 
@@ -56,10 +59,29 @@ SELECT * FROM (
 ) AND ({stage})
 ORDER BY stage, request_id, rejected_request_id
 """
+# Teacher answer against student answer to the same prompt, from the corpus itself: a
+# student's answers carry the model `student:LABEL@HASH`, every other answer is a teacher's.
+# `--where` is a condition on these columns (e.g. "rejected_model LIKE 'student:opd/round-3@%'").
+DISTILLM2_SQL = """
+SELECT * FROM (
+    SELECT 'distillm2' AS stage, t.request_id, t.messages, t.metadata,
+           t.response AS chosen_response, t.reasoning AS chosen_reasoning,
+           s.response AS rejected_response, s.reasoning AS rejected_reasoning,
+           t.request_id AS chosen_request_id, s.request_id AS rejected_request_id,
+           t.model AS chosen_model, s.model AS rejected_model
+    FROM corpus t JOIN corpus s
+      ON s.messages::VARCHAR = t.messages::VARCHAR AND s.sample_index = t.sample_index
+    WHERE coalesce(t.model, '') NOT LIKE 'student:%' AND s.model LIKE 'student:%'
+      AND t.response IS NOT NULL AND s.response IS NOT NULL
+) WHERE ({where})
+ORDER BY request_id, rejected_request_id
+"""
 SYSTEM_FIELDS = ("request_id", "sample_index", "finish_reason", "model")
-PAIR_FIELDS = ("chosen_request_id", "rejected_request_id", "chosen_score", "rejected_score")
+PAIR_FIELDS = ("chosen_request_id", "rejected_request_id", "chosen_score", "rejected_score",
+               "chosen_model", "rejected_model")
 NEEDS = {"messages": ("messages", "response"), "prompt-completion": ("messages", "response"),
-         "preference": ("messages", "chosen_response", "rejected_response")}
+         "preference": ("messages", "chosen_response", "rejected_response"),
+         "distillm2": ("messages", "chosen_response", "rejected_response")}
 
 
 class EmptyExport(SynthgenError):
@@ -168,6 +190,8 @@ def export_query(con: Any, format: str, where: str | None = None, all_plans: boo
             raise ConfigError("export --format preference writes the pairs of every stage; "
                               "--all-plans means nothing there (--stage NAME picks one stage's)")
         return _pairs(con, where, stage)
+    if format == "distillm2":
+        return _distillm2(con, where)
     chosen = selection.choose(con, stage, all_plans, include_removed)
     try:
         counts = selection.count(con, chosen, where, include_truncated, include_removed)
@@ -198,6 +222,22 @@ def _pairs(con: Any, where: str | None, stage: str | None) -> Query:
     [(matched,)] = _run(lambda: con.execute(f"SELECT count(*) FROM ({sql}) AS x").fetchall())
     empty = "" if matched else f"--where {where!r} matched none of the {total:,} preference pairs"
     return Query(sql, what=what, empty=empty)
+
+
+def _distillm2(con: Any, where: str | None) -> Query:
+    """Teacher answer against student answer to the same prompt (DISTILLM2_SQL)."""
+    sql = DISTILLM2_SQL.format(where=where or "TRUE")
+    what = "teacher/student pairs (the teacher's answer chosen, a student's rejected)"
+    [(students,)] = con.execute("SELECT count(*) FROM corpus WHERE model LIKE 'student:%'").fetchall()
+    if not students:
+        return Query(sql, what=what, empty="the store has no student answers to pair; `synthgen student "
+                                           "sample` or `synthgen distill` writes them")
+    [(matched,)] = _run(lambda: con.execute(f"SELECT count(*) FROM ({sql}) AS x").fetchall())
+    if matched:
+        return Query(sql, what=what)
+    why = (f"--where {where!r} matched none of the pairs" if where else
+           f"none of the {students:,} student answers has a teacher answer to the same prompt")
+    return Query(sql, what=what, empty=why)
 
 
 def _run(query: Any) -> Any:
@@ -261,7 +301,7 @@ def records(reader: Any, format: str, extra: list[str] | None = None,
 def _record(row: dict[str, Any], format: str, extra: Iterable[str] = (),
             think: str | None = None) -> dict[str, Any]:
     prompt = _json(row["messages"])
-    if format == "preference":
+    if format in ("preference", "distillm2"):
         record: dict[str, Any] = {
             "prompt": prompt,
             "chosen": [_assistant(row["chosen_response"], row.get("chosen_reasoning"), think=think)],

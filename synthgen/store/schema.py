@@ -24,9 +24,13 @@ Everything synthgen knows lives in one DuckDB file:
                     misfits, answers max_tokens cut; their usage, text and fault
     billed_attempts  VIEW: the bill, one row per attempt answered (kept, or wasted)
     tool_results    what each tool call of an episode returned, once (`synthgen episodes`)
+    scores          one row per (answer, teacher, K): the teacher's log-probabilities of that
+                    answer's own tokens, position by position (PRIMARY KEY score_id)
+    score_failures  one row per scoring request that ended without scores
     corpus          VIEW: responses joined to their requests, the thing people query;
                     with each answer's logprobs_mode and logprobs_temperature (its run's)
     stage_requests  VIEW: which requests belong to which recipe stage's plan
+    scored          VIEW: scores joined to the answers they score (what OPD trains on)
     <stage name>    VIEW per recipe stage: its kept rows, corpus's columns + parent_request_id
 
 Schema changes are ordered, named migrations recorded in `schema_migrations`,
@@ -40,15 +44,9 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import StoreError
-from . import views, wasted
+from . import scores, views, wasted
+from .columns import LOGPROBS_TYPE
 from .tx import transaction
-
-# One entry per generated token: the chosen token, and the teacher's top-K alternatives.
-# `id` is the teacher's token id where the server reports it (llama.cpp does), else NULL.
-LOGPROBS_TYPE = (
-    "STRUCT(token VARCHAR, id INTEGER, logprob DOUBLE, "
-    "top_logprobs STRUCT(token VARCHAR, id INTEGER, logprob DOUBLE)[])[]"
-)
 
 
 def _m001_initial(con: duckdb.DuckDBPyConnection) -> None:
@@ -360,6 +358,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("008_usage_parts", views.usage_parts),
     ("009_wasted_attempts", wasted.migrate),
     ("010_tool_results", _m010_tool_results),
+    ("011_scores", scores.migrate),
 ]
 
 

@@ -19,7 +19,11 @@ import duckdb
 from ..store import connect
 from .deps import StudentError
 
-DEFAULT_QUERY = "SELECT * FROM corpus WHERE finish_reason = 'stop'"
+# The teacher's answers that finished. A student's own answers (`synthgen student sample`,
+# the rollouts of `synthgen distill`) are stored in the same corpus under the model
+# `student:LABEL@HASH`; they are not the teacher's and are never trained on by default.
+DEFAULT_QUERY = ("SELECT * FROM corpus WHERE finish_reason = 'stop' "
+                 "AND coalesce(model, '') NOT LIKE 'student:%'")
 REQUIRED_COLUMNS = ("messages", "response")
 
 

@@ -215,12 +215,6 @@ def train(
     echo(f"data: {prep.report.summary()}; {len(prep.heldout_rows)} rows held out")
     targets = _kd_examples(prep, echo) if cfg.kd else None
 
-    import torch
-    from datasets import Dataset
-    from trl import SFTConfig
-
-    from .trainer import Collator, KDTrainer, Progress
-
     records = []
     for i, r in enumerate(prep.rendered):
         rec: dict[str, Any] = {"input_ids": r.input_ids, "labels": r.labels}
@@ -233,9 +227,58 @@ def train(
                 kd_t=t.temperature if t else 1.0,
             )
         records.append(rec)
-    dataset = Dataset.from_list(records)
+    fitted = fit(cfg, prep.student.model, prep.student.tokenizer, records, targets is not None, echo,
+                 callbacks)
+    model, tok, result, progress = fitted.model, prep.student.tokenizer, fitted.result, fitted.progress
+    out = Path(cfg.out)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / "query.sql").write_text(prep.split.query + "\n")
+    prep.split.save(out / "split.json")
+    summary = {
+        "config": asdict(cfg),
+        "student_kind": prep.student.kind,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "guards": asdict(prep.report) | {"kept": len(prep.report.kept)},
+        "kd_used": targets is not None,
+        "pruning": prep.pruning.to_dict() if prep.pruning else None,
+        "train_rows": len(prep.train_rows),
+        "heldout_rows": len(prep.heldout_rows),
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "history": progress.history,
+        "seconds": round(time.time() - started, 1),
+        "versions": _versions(),
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    echo(f"saved {out} ({result.global_step} steps, {summary['seconds']}s)")
+    return summary
 
-    model, tok = prep.student.model, prep.student.tokenizer
+
+@dataclass
+class Fitted:
+    """What `fit` returns: the trained model (LoRA merged if asked), the Trainer's result
+    and the progress callback with the loss history."""
+
+    model: Any
+    result: Any
+    progress: Any
+
+
+def fit(cfg: TrainConfig, model: Any, tok: Any, records: list[dict[str, Any]], kd: bool,
+        echo: Callable[[str], None], callbacks: list[Any] | None = None) -> Fitted:
+    """Train `model` on tokenized `records` (input_ids, labels, and with `kd` the teacher's
+    targets: kd_pos, kd_ids, kd_lps, kd_t) with the KD trainer; resumes from the last
+    checkpoint under cfg.out/checkpoints. Shared by `train` (records rendered from stored
+    text) and on-policy distillation (records from the student's own sampled ids)."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from .trainer import Collator, KDTrainer, Progress
+
+    dataset = Dataset.from_list(records)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -248,8 +291,7 @@ def train(
                 task_type="CAUSAL_LM",
             ),
         )
-    out = Path(cfg.out)
-    ckpt = out / "checkpoints"
+    ckpt = Path(cfg.out) / "checkpoints"
     args = SFTConfig(
         output_dir=str(ckpt),
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
@@ -274,14 +316,14 @@ def train(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    collator = Collator(tok.pad_token_id, kd=targets is not None)
+    collator = Collator(tok.pad_token_id, kd=kd)
     trainer = KDTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tok,
         data_collator=collator,
-        kd_weight=cfg.kd_weight if targets is not None else 0.0,
+        kd_weight=cfg.kd_weight if kd else 0.0,
         temperature=cfg.temperature,
         kd_loss=cfg.kd_loss,
         jsd_beta=cfg.jsd_beta,
@@ -299,41 +341,31 @@ def train(
     if resume:
         echo(f"resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
-
     model = trainer.model
     if cfg.lora and cfg.merge_lora:
         model = model.merge_and_unload()
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    (out / "query.sql").write_text(prep.split.query + "\n")
-    prep.split.save(out / "split.json")
-    summary = {
-        "config": asdict(cfg),
-        "student_kind": prep.student.kind,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "guards": asdict(prep.report) | {"kept": len(prep.report.kept)},
-        "kd_used": targets is not None,
-        "pruning": prep.pruning.to_dict() if prep.pruning else None,
-        "train_rows": len(prep.train_rows),
-        "heldout_rows": len(prep.heldout_rows),
-        "steps": result.global_step,
-        "train_loss": result.training_loss,
-        "history": progress.history,
-        "seconds": round(time.time() - started, 1),
-        "versions": _versions(),
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(summary, indent=1, default=str))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    echo(f"saved {out} ({result.global_step} steps, {summary['seconds']}s)")
-    return summary
+    return Fitted(model, result, progress)
 
 
 def _last_checkpoint(ckpt: Path) -> str | None:
+    """The newest complete checkpoint under `ckpt`; incomplete ones are removed.
+
+    The Trainer writes a checkpoint's files one by one, trainer_state.json last: a run killed
+    while saving leaves a directory without it (or with it cut short), which the Trainer
+    refuses to resume from ("Can't find a valid checkpoint"). That one is deleted and the
+    one before it, still complete (rotation deletes it only after the new one is saved), is
+    resumed from."""
     if not ckpt.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(ckpt))
+    found = sorted((int(p.name.rpartition("-")[2]), p) for p in ckpt.glob("checkpoint-*")
+                   if p.is_dir() and p.name.rpartition("-")[2].isdigit())
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _versions() -> dict[str, str]:
