@@ -42,11 +42,11 @@ def report(res: dict) -> str:
         + f" ({res['wall'] / 60:.0f} min wall, reusing any arm already trained; 2 shared CPU cores, fp32, "
         f"1-minute load {res['load'][0]:.1f} at the start, {res['load'][1]:.1f} at the end).",
         "",
-        f"Corpus: bench/distill/corpus.py's settings, built again for this run ({res['corpus']['answers']:,} "
-        f"teacher answers, {res['corpus']['stopped']:,} that stopped; the table above is from an earlier build), "
+        f"Corpus: the store bench/distill/corpus.py builds (or finds built) ({res['corpus']['answers']:,} "
+        f"teacher answers, {res['corpus']['stopped']:,} that stopped; the table above may be from an earlier build), "
         f"split by prompt as `synthgen train` splits it ({kd_eval['heldout_rows']} held-out answers, "
         "the same for every arm; their prompts are never sampled). "
-        f"all three students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
+        f"All three students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
         f"(0.5 CE + 0.5 forward KL, top-20), {a['kd_steps']} steps, batch 4, lr 3e-4. opd: `synthgen distill "
         f"--student prune:20`, {a['opd_rounds']} rounds of {a['prompts_per_round']} training prompts x "
         f"{a['samples']} rollouts (temperature 1, at most {a['max_tokens']} tokens), scored by the local "
@@ -81,7 +81,11 @@ def report(res: dict) -> str:
     kd_ratio = kd_eval["teacher"]["nll_ratio"]
     lines += [
         "",
-        f"At about equal teacher tokens ({kd_gen:,} generated for kd, {opd_scored:,} scored for opd): "
+        (f"At about equal teacher tokens ({kd_gen:,} generated for kd, {opd_scored:,} scored for opd): "
+         if 0.8 <= opd_scored / max(kd_gen, 1) <= 1.25 else
+         f"Not at equal teacher tokens: opd was scored on {opd_scored:,} tokens, "
+         f"{opd_scored / max(kd_gen, 1):.0%} of the {kd_gen:,} generated tokens kd read: ")
+        +
         f"held-out NLL {kd_ratio:.2f}x (kd) against {opd_ratio:.2f}x (opd); the teacher's NLL of the "
         f"students' own greedy answers {arms['kd']['greedy']['teacher_nll']:.3f} (kd) against "
         f"{arms['opd']['greedy']['teacher_nll']:.3f} (opd), the teacher's of its own {tg['teacher_nll']:.3f}. "
