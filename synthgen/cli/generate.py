@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,23 +214,16 @@ def generate(config_file: Path | None, progress_interval: float | None, teacher_
         run_dry(cfg, pilot or 0, progress_interval)
         return
     resume = resume_hint(sys.argv[1:])
-    try:
-        with show_library_messages(), progress_options(progress_interval) as shown:
-            if shards is not None:
-                from ..cluster.shards import generate_sharded
+    with running(progress_interval) as shown:
+        if shards is not None:
+            from ..cluster.shards import generate_sharded
 
-                summary = generate_sharded(
-                    cfg, shards=shards, address=None if ray_address == "auto" else ray_address,
-                    shard_dir=shard_dir, keep_shards=keep_shards,
-                    announce=lambda line: click.echo(line, err=True))
-            else:
-                summary = run_generate(cfg, **shown)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
-    except RunAborted as exc:
-        click.secho(f"stopped early: {exc}", fg="red", err=True)
-        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
-        sys.exit(3)
+            summary = generate_sharded(
+                cfg, shards=shards, address=None if ray_address == "auto" else ray_address,
+                shard_dir=shard_dir, keep_shards=keep_shards,
+                announce=lambda line: click.echo(line, err=True))
+        else:
+            summary = run_generate(cfg, **shown)
     # A remote teacher whose model has no price says so; the bundled one bills nothing
     prices = cfg.prices.describe() if cfg.prices.known else (unpriced(cfg.model) if cfg.base_urls else None)
     _print_summary(summary, cfg.verbose, cfg.db, prices)
@@ -327,17 +321,26 @@ def run_rounds(call: Callable[..., Any], progress_interval: float | None) -> Any
     """Run `call(announce, **reporting)` (converse, episodes: rounds of generate()) with the
     progress display; a bad input is a one-line error, an early stop says how to resume
     (exit 3), a Ctrl-C says so (exit 130). Returns `call`'s summary."""
-    resume = resume_hint(sys.argv[1:])
+    with running(progress_interval) as shown:
+        summary = call(announcer(shown), **shown)
+    if summary.status == "interrupted":
+        click.echo(f"Interrupted. Resume with:\n  {resume_hint(sys.argv[1:])}", err=True)
+        sys.exit(130)
+    return summary
+
+
+@contextlib.contextmanager
+def running(progress_interval: float | None) -> Iterator[dict[str, Any]]:
+    """Around a run (generate, a recipe, rounds of them): the progress display, whose
+    options are yielded; a bad input is a one-line error, and an early stop says the store
+    is consistent and how to resume (exit 3)."""
     try:
         with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = call(announcer(shown), **shown)
+            yield shown
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except RunAborted as exc:
         click.secho(f"stopped early: {exc}", fg="red", err=True)
-        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
+        click.echo("The store is consistent. Fix the cause, then resume with:\n  "
+                   + resume_hint(sys.argv[1:]), err=True)
         sys.exit(3)
-    if summary.status == "interrupted":
-        click.echo(f"Interrupted. Resume with:\n  {resume}", err=True)
-        sys.exit(130)
-    return summary

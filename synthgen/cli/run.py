@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError, RunAborted
 from ..hints import quote, synthgen_command
-from .generate import resume_hint
-from .progress import announcer, progress_options, show_library_messages
+from .generate import resume_hint, running
+from .progress import announcer
 
 
 @click.command("run")
@@ -82,15 +81,8 @@ def run(recipe: str, db: Path, sets: tuple[str, ...], prompts_dir: Path, progres
         recipe_dry_run(spec, db, options, pilot or 0, progress_interval)
         return
     resume = resume_hint(sys.argv[1:])
-    try:
-        with show_library_messages(), progress_options(progress_interval) as shown:
-            summary = run_recipe(spec, db, options, announce=announcer(shown), **shown)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
-    except RunAborted as exc:
-        click.secho(f"stopped early: {exc}", fg="red", err=True)
-        click.echo(f"The store is consistent. Fix the cause, then resume with:\n  {resume}", err=True)
-        sys.exit(3)
+    with running(progress_interval) as shown:
+        summary = run_recipe(spec, db, options, announce=announcer(shown), **shown)
     if summary.status == "interrupted":
         click.echo(f"Interrupted in stage {summary.stages[-1].name}. Resume with:\n  {resume}", err=True)
         sys.exit(130)
