@@ -102,15 +102,15 @@ def _corpus(tmp_path, models):
     return db
 
 
-ARGS = ["--rounds", "2", "--prompts", "SELECT * FROM corpus WHERE model = 'teacher'", "--steps", "30",
+ARGS = ["--prompts", "SELECT * FROM corpus WHERE model = 'teacher'", "--steps", "30",
         "--save-steps", "5", "--samples", "2", "--max-tokens", "10", "--logprobs", "8", "--holdout", "0.2",
         "--batch-size", "2", "--threads", "1"]
 
 
-def _distill(db, out, teacher_dir, student_dir):
+def _distill(db, out, teacher_dir, student_dir, rounds=2):
     """The command; the output directory's name is the same in every run (rollouts carry it)."""
     return ["distill", "--db", db, "--out", out / "opd", "--student", student_dir, "--teacher", "local",
-            "--teacher-model", teacher_dir, *ARGS]
+            "--teacher-model", teacher_dir, "--rounds", str(rounds), *ARGS]
 
 
 def _weights(directory):
@@ -136,10 +136,14 @@ def test_distill_killed_mid_round_resumes_and_ends_where_an_uninterrupted_run_en
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert not (tmp_path / "b" / "opd" / "round-1" / "synthgen_train.json").exists(), "killed too late"
-    resumed = synthgen(*_distill(tmp_path / "b.duckdb", tmp_path / "b", teacher_dir, student_dir),
+    # Resumed with one round, then given a second: a finished run goes on from its last round.
+    resumed = synthgen(*_distill(tmp_path / "b.duckdb", tmp_path / "b", teacher_dir, student_dir, rounds=1),
                        timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
+    extended = synthgen(*_distill(tmp_path / "b.duckdb", tmp_path / "b", teacher_dir, student_dir),
+                        timeout=600)
+    assert extended.returncode == 0, extended.stderr
 
     state = json.loads((tmp_path / "b" / "opd" / "distill.json").read_text())
     first = state["rounds"][0]

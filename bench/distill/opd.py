@@ -7,13 +7,14 @@ Three students of the bundled teacher, 20 of its 30 layers (prune:20, block infl
 the same corpus (corpus.py), the same held-out prompts and the same seed:
 
     kd       off-policy: SFT+KD on the teacher's own answers (what bench/distill measures)
+    kd-warm  the same for half the steps, so it reads about half of kd's teacher tokens
     opd      on-policy from the pruned student: rounds of sample, score, train (reverse KL
              to the teacher's top-20 at every sampled position), `synthgen distill`
-    kd-opd   on-policy rounds warm-started from the kd student
+    kd-opd   on-policy rounds warm-started from kd-warm, added until its teacher tokens
+             (kd-warm's generated + its own scored) reach kd's: the equal-token comparison
 
 Teacher tokens are counted both ways: tokens the teacher generated that training read (kd)
-and answer tokens the teacher scored (opd), with the prompt tokens it read beside them;
-the OPD budget is set to about the kd arm's. Each student, and the teacher itself, is
+and answer tokens the teacher scored (opd), with the prompt tokens it read beside them. Each student, and the teacher itself, is
 measured on (a) the held-out NLL ratio on the teacher's answers (bench/distill's metric),
 (b) the teacher's NLL of the student's own greedy answers to the held-out prompts (how much
 the teacher likes what the student writes: sampled, stored and scored by synthgen itself),
@@ -52,6 +53,7 @@ RESULTS = WORK / "opd.json"
 RUNS = WORK / "opd-runs"
 ARITHMETIC = ROOT / "data" / "arithmetic.jsonl"
 BEGIN, END = "<!-- opd:begin -->", "<!-- opd:end -->"
+BATCH = 4
 
 
 def log(message: str) -> None:
@@ -62,16 +64,29 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def kd_arm(db: Path, args: argparse.Namespace) -> Path:
-    """The off-policy student (reused when its directory holds the same finished config)."""
-    cfg = TrainConfig(db=str(db), out=str(RUNS / "kd"), student="prune:20", kd=True, lr=3e-4,
-                      max_steps=args.kd_steps, batch_size=4, logging_steps=max(1, args.kd_steps // 15),
+def kd_arm(db: Path, name: str, steps: int, args: argparse.Namespace) -> Path:
+    """An off-policy student (reused when its directory holds the same finished config)."""
+    cfg = TrainConfig(db=str(db), out=str(RUNS / name), student="prune:20", kd=True, lr=3e-4,
+                      max_steps=steps, batch_size=BATCH, logging_steps=max(1, steps // 15),
                       save_steps=50, seed=0, threads=args.threads)
     saved = Path(cfg.out) / "synthgen_train.json"
-    if not (saved.exists() and json.loads(saved.read_text())["config"]["max_steps"] == args.kd_steps):
-        log("== kd: off-policy SFT+KD")
+    if not (saved.exists() and json.loads(saved.read_text())["config"]["max_steps"] == steps):
+        log(f"== {name}: off-policy SFT+KD, {steps} steps")
         train(cfg, lambda line: log(f"  {line}"))
     return Path(cfg.out)
+
+
+def kdopd_arm(db: Path, warm: Path, budget: int, args: argparse.Namespace) -> dict:
+    """OPD rounds from `warm`, one more at a time (distill goes on from its last round) until
+    the teacher tokens scored reach `budget` or --kdopd-rounds is spent."""
+    rounds = 1
+    while True:
+        state = opd_arm(db, "kd-opd", str(warm), args, rounds, args.warm_lr)
+        spent = sum(r["teacher_tokens"] for r in state["rounds"])
+        log(f"  kd-opd: {spent:,} of {budget:,} teacher tokens scored after {len(state['rounds'])} rounds")
+        if spent >= budget or len(state["rounds"]) >= args.kdopd_rounds:
+            return state
+        rounds = len(state["rounds"]) + 1
 
 
 def opd_arm(db: Path, name: str, student: str, args: argparse.Namespace, rounds: int, lr: float) -> dict:
@@ -83,8 +98,10 @@ def opd_arm(db: Path, name: str, student: str, args: argparse.Namespace, rounds:
     return distill(cfg, echo=lambda line: log(f"  {line}"))
 
 
-def teacher_tokens_read(db: Path, split_dir: Path) -> dict:
-    """What the kd arm's training read of the teacher: its training answers' tokens."""
+def teacher_tokens_read(db: Path, split_dir: Path, steps: int) -> dict:
+    """What an off-policy arm's training read of the teacher: its training answers' tokens,
+    times the share of them its steps drew (all, past one epoch; an estimate below it, since
+    the trainer draws answers in a shuffled order this does not replay)."""
     import duckdb
 
     split = Split.load(split_dir / "split.json")
@@ -95,7 +112,9 @@ def teacher_tokens_read(db: Path, split_dir: Path) -> dict:
             "WHERE request_id IN (SELECT unnest(?))", [split.train_ids]).fetchall()
     finally:
         con.close()
-    return {"answers": n, "generated": int(generated), "prompt": int(prompt)}
+    share = min(1.0, steps * BATCH / n)
+    return {"answers": n, "share": share, "generated": round(int(generated) * share),
+            "prompt": round(int(prompt) * share)}
 
 
 def scored_tokens(db: Path, state: dict) -> list[dict]:
@@ -238,10 +257,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: few steps, few rollouts")
     ap.add_argument("--kd-steps", type=int, default=240)
-    ap.add_argument("--opd-rounds", type=int, default=6)
-    ap.add_argument("--kdopd-rounds", type=int, default=2)
-    ap.add_argument("--round-steps", type=int, default=40)
-    ap.add_argument("--prompts-per-round", type=int, default=48)
+    ap.add_argument("--warm-steps", type=int, default=120, help="kd-warm's steps: kd-opd's start")
+    ap.add_argument("--opd-rounds", type=int, default=2)
+    ap.add_argument("--kdopd-rounds", type=int, default=12,
+                    help="at most this many kd-opd rounds (it stops at kd's teacher tokens)")
+    ap.add_argument("--round-steps", type=int, default=16, help="64 rollouts / batch 4: each seen once")
+    ap.add_argument("--prompts-per-round", type=int, default=64)
     ap.add_argument("--samples", type=int, default=1, help="rollouts per prompt per round")
     ap.add_argument("--max-tokens", type=int, default=128, help="per rollout (the corpus's own bound)")
     ap.add_argument("--warm-lr", type=float, default=1e-4, help="kd-opd's learning rate")
@@ -249,7 +270,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.quick:
-        args.kd_steps, args.opd_rounds, args.kdopd_rounds, args.round_steps = 20, 2, 1, 5
+        args.kd_steps, args.warm_steps, args.opd_rounds, args.kdopd_rounds, args.round_steps = 20, 10, 2, 2, 5
         args.prompts_per_round, args.samples, args.greedy_tokens = 8, 1, 32
     started, load_start = time.time(), load()
     db = build(CORPUS)
@@ -262,9 +283,12 @@ def main() -> None:
             shutil.copy(db, WORK / "quick.duckdb")
         db = WORK / "quick.duckdb"
     RUNS.mkdir(parents=True, exist_ok=True)
-    kd_dir = kd_arm(db, args)
+    kd_dir = kd_arm(db, "kd", args.kd_steps, args)
+    warm_dir = kd_arm(db, "kd-warm", args.warm_steps, args)
+    kd_read = teacher_tokens_read(db, kd_dir, args.kd_steps)
+    warm_read = teacher_tokens_read(db, warm_dir, args.warm_steps)
     opd = opd_arm(db, "opd", "prune:20", args, args.opd_rounds, 3e-4)
-    kdopd = opd_arm(db, "kd-opd", str(kd_dir), args, args.kdopd_rounds, args.warm_lr)
+    kdopd = kdopd_arm(db, warm_dir, kd_read["generated"] - warm_read["generated"], args)
     prompts = held_prompts(db, kd_dir)
     from synthgen.student.presets import teacher_gguf
     from synthgen.student.reference import dequantized
@@ -273,19 +297,19 @@ def main() -> None:
     teacher = cached(RUNS / "teacher.json", args.greedy_tokens, lambda: {
         "greedy": greedy_nll(db, teacher_dir, "bench-teacher-greedy", prompts, args),
         "arithmetic": arithmetic(db, teacher_dir, "bench-teacher-arith", args)})
-    arms = {"kd": kd_dir, "opd": Path(opd["final"]), "kd-opd": Path(kdopd["final"])}
+    arms = {"kd": kd_dir, "kd-warm": warm_dir, "opd": Path(opd["final"]), "kd-opd": Path(kdopd["final"])}
     measured = {name: measure(db, name, path, prompts, args) for name, path in arms.items()}
     t_loss = measured["kd"]["eval"]["teacher"]["loss"]
-    kd_read = teacher_tokens_read(db, kd_dir)
     opd_tokens, kdopd_tokens = scored_tokens(db, opd), scored_tokens(db, kdopd)
     untrained = measured["kd"]["eval"]["untrained"]["loss"] / t_loss
     curves = {"opd": round_curve(db, RUNS / "opd", opd, t_loss),
               "kd-opd": round_curve(db, RUNS / "kd-opd", kdopd, t_loss)}
-    kd_ratio = measured["kd"]["eval"]["teacher"]["nll_ratio"]
-    points = {"kd (off-policy)": [(0, untrained), (kd_read["generated"], kd_ratio)],
-              "opd": [(0, untrained)], "kd-opd": [(kd_read["generated"], kd_ratio)]}
+    ratio = {name: m["eval"]["teacher"]["nll_ratio"] for name, m in measured.items()}
+    points = {"kd (off-policy)": [(0, untrained), (warm_read["generated"], ratio["kd-warm"]),
+                                  (kd_read["generated"], ratio["kd"])],
+              "opd": [(0, untrained)], "kd-opd": [(warm_read["generated"], ratio["kd-warm"])]}
     for name, tokens in (("opd", opd_tokens), ("kd-opd", kdopd_tokens)):
-        total = 0 if name == "opd" else kd_read["generated"]
+        total = 0 if name == "opd" else warm_read["generated"]
         for t, c in zip(tokens, curves[name], strict=True):
             total += t["tokens"]
             points[name].append((total, c["ratio"]))
@@ -298,6 +322,7 @@ def main() -> None:
         "WHERE coalesce(model, '') NOT LIKE 'student:%'").fetchone(), strict=True))
     con.close()
     results = {"args": vars(args), "corpus": corpus, "teacher": teacher, "arms": measured, "kd_read": kd_read,
+               "warm_read": warm_read,
                "opd_tokens": opd_tokens, "kdopd_tokens": kdopd_tokens, "curves": curves,
                "points": points, "opd": opd, "kdopd": kdopd, "wall": time.time() - started,
                "load": [load_start, load()], "untrained_ratio": untrained}

@@ -46,12 +46,14 @@ def report(res: dict) -> str:
         f"teacher answers, {res['corpus']['stopped']:,} that stopped; the table above may be from an earlier build), "
         f"split by prompt as `synthgen train` splits it ({kd_eval['heldout_rows']} held-out answers, "
         "the same for every arm; their prompts are never sampled). "
-        f"All three students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
-        f"(0.5 CE + 0.5 forward KL, top-20), {a['kd_steps']} steps, batch 4, lr 3e-4. opd: `synthgen distill "
-        f"--student prune:20`, {a['opd_rounds']} rounds of {a['prompts_per_round']} training prompts x "
-        f"{a['samples']} rollouts (temperature 1, at most {a['max_tokens']} tokens), scored by the local "
-        f"teacher (top-20), {a['round_steps']} steps a round on reverse KL alone, lr 3e-4. kd-opd: the kd "
-        f"student, then {a['kdopd_rounds']} such rounds at lr {a['warm_lr']:g}.",
+        f"All four students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
+        f"(0.5 CE + 0.5 forward KL, top-20), {a['kd_steps']} steps, batch 4, lr 3e-4. kd-warm: the same, "
+        f"{a['warm_steps']} steps. opd: `synthgen distill --student prune:20`, {a['opd_rounds']} rounds of "
+        f"{a['prompts_per_round']} training prompts x {a['samples']} rollouts (temperature 1, at most "
+        f"{a['max_tokens']} tokens), scored by the local teacher (top-20), {a['round_steps']} steps a round "
+        f"on reverse KL alone, lr 3e-4. kd-opd: kd-warm, then such rounds at lr {a['warm_lr']:g}, one more "
+        f"until its teacher tokens (kd-warm's generated + its own scored) reach kd's "
+        f"({len(res['kdopd']['rounds'])} rounds; at most {a['kdopd_rounds']}).",
         "",
         "| student | teacher tokens generated (read by training) | teacher tokens scored (+ prompt tokens read) "
         "| steps | (a) held-out NLL | (a) NLL / teacher | (b) teacher NLL of its greedy answers "
@@ -64,10 +66,12 @@ def report(res: dict) -> str:
                  "| 1.00x |")
     lines.append(f"| pruned, untrained | | | 0 | {kd_eval['untrained']['loss']:.3f} | "
                  f"{res['untrained_ratio']:.2f}x | | | | |")
+    warm_gen = res["warm_read"]["generated"]
     rows = (("kd (off-policy)", "kd", f"{kd_gen:,}", "", a["kd_steps"]),
+            ("kd-warm (off-policy)", "kd-warm", f"~{warm_gen:,}", "", a["warm_steps"]),
             ("opd", "opd", "", f"{opd_scored:,} (+{opd_prompt:,})", opd_t["steps"]),
-            ("kd-opd", "kd-opd", f"{kd_gen:,}", f"{kdopd_scored:,} (+{kdopd_prompt:,})",
-             f"{a['kd_steps']} + {kdopd_t['steps']}"))
+            ("kd-opd", "kd-opd", f"~{warm_gen:,}", f"{kdopd_scored:,} (+{kdopd_prompt:,})",
+             f"{a['warm_steps']} + {kdopd_t['steps']}"))
     for label, key, gen, scored, steps in rows:
         m = arms[key]
         ev, g, ar = m["eval"], m["greedy"], m["arithmetic"]
@@ -75,23 +79,25 @@ def report(res: dict) -> str:
             f"| {label} | {gen} | {scored} | {steps} | {ev['trained']['loss']:.3f} | "
             f"**{ev['teacher']['nll_ratio']:.2f}x** | {g['teacher_nll']:.3f} | {g['stopped']}/{g['answers']} | "
             f"{ar['right']}/{ar['of']} | {_f(ev['teacher'].get('speed_ratio'), '.2f')}x |")
-    best = min(("kd", "opd", "kd-opd"), key=lambda k: arms[k]["eval"]["teacher"]["nll_ratio"])
+    best = min(("kd", "kd-warm", "opd", "kd-opd"), key=lambda k: arms[k]["eval"]["teacher"]["nll_ratio"])
     best_ratio = arms[best]["eval"]["teacher"]["nll_ratio"]
-    opd_ratio = arms["opd"]["eval"]["teacher"]["nll_ratio"]
-    kd_ratio = kd_eval["teacher"]["nll_ratio"]
+    ratio = {k: arms[k]["eval"]["teacher"]["nll_ratio"] for k in arms}
+    greedy = {k: arms[k]["greedy"]["teacher_nll"] for k in arms}
+    kdopd_total = warm_gen + kdopd_scored
+    equal = 0.9 <= kdopd_total / max(kd_gen, 1) <= 1.1
     lines += [
         "",
-        (f"At about equal teacher tokens ({kd_gen:,} generated for kd, {opd_scored:,} scored for opd): "
-         if 0.8 <= opd_scored / max(kd_gen, 1) <= 1.25 else
-         f"Not at equal teacher tokens: opd was scored on {opd_scored:,} tokens, "
-         f"{opd_scored / max(kd_gen, 1):.0%} of the {kd_gen:,} generated tokens kd read: ")
-        +
-        f"held-out NLL {kd_ratio:.2f}x (kd) against {opd_ratio:.2f}x (opd); the teacher's NLL of the "
-        f"students' own greedy answers {arms['kd']['greedy']['teacher_nll']:.3f} (kd) against "
-        f"{arms['opd']['greedy']['teacher_nll']:.3f} (opd), the teacher's of its own {tg['teacher_nll']:.3f}. "
-        f"kd-opd adds {kdopd_scored:,} scored tokens to kd's: {kd_ratio:.2f}x -> "
-        f"{arms['kd-opd']['eval']['teacher']['nll_ratio']:.2f}x, greedy answers "
-        f"{arms['kd']['greedy']['teacher_nll']:.3f} -> {arms['kd-opd']['greedy']['teacher_nll']:.3f}.",
+        (f"**At equal teacher tokens** ({kd_gen:,} generated for kd; ~{warm_gen:,} generated + "
+         f"{kdopd_scored:,} scored = ~{kdopd_total:,} for kd-opd): " if equal else
+         f"**Not at equal teacher tokens** (kd-opd stopped at --kdopd-rounds: ~{kdopd_total:,}, "
+         f"{kdopd_total / max(kd_gen, 1):.0%} of kd's {kd_gen:,}): ")
+        + f"held-out NLL {ratio['kd']:.2f}x (kd) against {ratio['kd-opd']:.2f}x (kd-opd); the teacher's NLL "
+        f"of the students' own greedy answers {greedy['kd']:.3f} (kd) against {greedy['kd-opd']:.3f} "
+        f"(kd-opd), the teacher's of its own {tg['teacher_nll']:.3f}. From their common start, kd-warm "
+        f"({ratio['kd-warm']:.2f}x, {greedy['kd-warm']:.3f}), the second half of the budget spent "
+        f"off-policy moved held-out NLL by {ratio['kd'] - ratio['kd-warm']:+.2f}x and on-policy by "
+        f"{ratio['kd-opd'] - ratio['kd-warm']:+.2f}x. Cold opd (no off-policy start), {opd_scored:,} "
+        f"tokens scored: {ratio['opd']:.2f}x, {greedy['opd']:.3f}.",
         "",
         (f"The issue's target, held-out NLL at most {TARGET}x the teacher's, is **met** by {best} "
          f"({best_ratio:.2f}x)." if best_ratio <= TARGET else

@@ -28,7 +28,8 @@ def _echo(message: str) -> None:
 @click.option("--teacher", "teachers", multiple=True, required=True, metavar="URL|local",
               help="Who scores the student's tokens: a served teacher's base URL (vLLM), or `local` "
                    "(its weights in this process).")
-@click.option("--rounds", type=int, default=4, show_default=True, help="Rounds of sample, score, train.")
+@click.option("--rounds", type=int, default=4, show_default=True,
+              help="Rounds of sample, score, train; rerun with more to go on from the last.")
 @click.option("--prompts", "prompts_sql", default=DEFAULT_QUERY, metavar="SQL",
               help="The prompts: SQL over the store returning `messages` [default: the teacher's "
                    "finished answers, as `synthgen train` reads them]; the held-out share is never sampled.")

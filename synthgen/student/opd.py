@@ -45,8 +45,10 @@ from .sample import SampleOptions, load_sampler, sample
 from .train import CONFIG_FILE, PRUNED_LR, TrainConfig, fit
 
 STATE_FILE = "distill.json"
-# Settings of how a run computes, not of what it makes: a resumed run may change them.
-HOW = ("threads", "sample_batch", "save_steps")
+# Settings of how a run computes, not of what it makes, so a resumed run may change them;
+# and --rounds, since no round depends on how many follow it: a finished run given more
+# rounds goes on from its last one (the benchmark adds rounds until a teacher-token budget).
+HOW = ("threads", "sample_batch", "save_steps", "rounds")
 
 
 @dataclass
