@@ -201,10 +201,11 @@ def fresh_db(name: str) -> Path:
 
 # ---------------------------------------------------------------- the clients
 
-def cmd_synthgen(inp: Path, db: Path, url: str, conc: int, profile: Path | None = None) -> list[str]:
+def cmd_synthgen(inp: Path, db: Path, url: str, conc: int, profile: Path | None = None,
+                 threads_cpu: bool = False) -> list[str]:
     cmd = [PY, "bench/sg_run.py", "--input", str(inp), "--db", str(db), "--base-url", url,
            "--concurrency", str(conc)]
-    return cmd + (["--profile", str(profile)] if profile else [])
+    return cmd + (["--profile", str(profile)] if profile else []) + (["--threads-cpu"] if threads_cpu else [])
 
 
 def cmd_cli(inp: Path, db: Path, url: str, conc: int) -> list[str]:

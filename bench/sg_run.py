@@ -11,6 +11,10 @@ writer thread spent inside its commits) and the number of commits.
     python bench/sg_run.py --writer-only 200000 --db store.duckdb
 
 measures the writer alone: that many answers put as fast as Python can, then close().
+`--threads-cpu` adds `threads_cpu`: CPU seconds by thread over the run (Linux /proc,
+polled every 0.2 s by a watcher thread that reports its own), so bench/cpu.py can say
+where the client's CPU goes; threads Python did not start (DuckDB's, the loop's resolver)
+are summed as "other".
 """
 
 from __future__ import annotations
@@ -49,6 +53,49 @@ def writer_only(n: int, db: str) -> dict:
             "busy_seconds": w.busy_seconds, "cpu_seconds": w.cpu_seconds, "commits": w.commits}
 
 
+class ThreadsCpu:
+    """CPU seconds by thread name, from /proc/self/task: the last value seen for each thread,
+    less what it had used when `start` was called (the main thread's imports stay out)."""
+
+    def __init__(self) -> None:
+        import os
+        import threading
+
+        self._os, self._threading = os, threading
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.seen: dict[tuple[str, str], float] = {}
+        self.base: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        names = {t.native_id: t.name for t in self._threading.enumerate()}
+        for tid in self._os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the thread ended between listing and reading
+            self.seen[(tid, names.get(int(tid), "other"))] = (int(fields[11]) + int(fields[12])) / self.tick
+
+    def start(self) -> ThreadsCpu:
+        self._poll()
+        self.base = dict(self.seen)
+        self._threading.Thread(target=self._loop, name="watcher", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self._poll()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._poll()
+        out: dict[str, float] = {}
+        for key, cpu in self.seen.items():
+            out[key[1]] = out.get(key[1], 0.0) + cpu - self.base.get(key, 0.0)
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--input")
@@ -58,6 +105,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None)
     ap.add_argument("--profile", help="write cProfile stats of the whole run here")
     ap.add_argument("--writer-only", type=int, default=0)
+    ap.add_argument("--threads-cpu", action="store_true", help="report CPU seconds by thread")
     args = ap.parse_args()
     if args.writer_only:
         print(json.dumps(writer_only(args.writer_only, args.db)))
@@ -89,6 +137,7 @@ def main() -> None:
         opts["concurrency"] = args.concurrency
     t_import = time.monotonic() - T_START
     t_call = time.monotonic()  # system-wide clock: the bench compares it with the teacher's
+    threads = ThreadsCpu().start() if args.threads_cpu else None
     if args.profile:
         import cProfile
         import pstats
@@ -99,6 +148,8 @@ def main() -> None:
             pstats.Stats(prof, stream=fh).sort_stats("tottime").print_stats(30)
     else:
         s = synthgen.generate(progress=sys.stderr, **opts)
+    if threads is not None:
+        seen["threads_cpu"] = threads.stop()
     print(json.dumps({"status": s.status, "total": s.total, "already_done": s.already_done,
                       "answered": s.answered, "failed": s.failed, "pending": s.pending,
                       "elapsed": s.elapsed, "plan_reused": s.plan_reused,
