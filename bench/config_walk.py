@@ -48,7 +48,8 @@ def _holds(value: object, wanted: dict[str, object], depth: int = 0) -> set[str]
     return found
 
 
-def _reads(frame, wanted: dict[str, object]) -> bool:
+def _reads(frame, wanted: dict[str, object]) -> str | None:
+    """The argument through which the call meets a followed parameter (None: it does not)."""
     code = frame.f_code
     names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     for name in names:
@@ -56,10 +57,10 @@ def _reads(frame, wanted: dict[str, object]) -> bool:
         if name == "self":
             held = {k for k, v in getattr(value, "__dict__", {}).items() if _holds(v, wanted)}
             if held & set(code.co_names):
-                return True
+                return "self." + sorted(held & set(code.co_names))[0]
         elif _holds(value, wanted):
-            return True
-    return False
+            return name
+    return None
 
 
 def walk(wanted: dict[str, object]) -> list[str]:
@@ -76,8 +77,9 @@ def walk(wanted: dict[str, object]) -> list[str]:
             if id(frame) in entered:
                 return
             entered[id(frame)] = frame
-        if _reads(frame, wanted):
-            calls.append(f"{path.relative_to(ROOT.parent)}:{frame.f_code.co_name}")
+        via = _reads(frame, wanted)
+        if via:
+            calls.append(f"{path.relative_to(ROOT.parent)}:{frame.f_code.co_name}({via})")
 
     options = {k: v for k, v in FOLLOWED.items() if k != "price_in"} | {"price_in": FOLLOWED["price_in"]}
     with tempfile.TemporaryDirectory() as tmp, TeacherServer() as teacher:
@@ -94,7 +96,7 @@ def walk(wanted: dict[str, object]) -> list[str]:
 def measure(calls: list[str]) -> dict[str, int]:
     stays: list[str] = []
     for call in calls:
-        f = call.split(":")[0]
+        f = call.split(":")[0]  # path:function(argument)
         if not stays or stays[-1] != f:
             stays.append(f)
     seen: set[str] = set()
