@@ -8,19 +8,16 @@ anti-join), and a result that arrives twice (a retried request, a second process
 dropped by `ON CONFLICT DO NOTHING`. The id is an MD5 hex computed identically here and in
 DuckDB, so "what is pending" is a query, not a set built in Python.
 
-The writer is the generation writer's pattern (store/writer.py) for another table: the
-engine hands it outcomes from any thread, a thread of its own commits them in batches
-every `flush_interval`, and a kill loses at most the requests in flight, which the next
-run sends again.
+The writer is the generation writer's (store/writer.py) for another table, on the same
+batching thread (store/batches.py): the engine hands it outcomes from any thread, the
+thread commits them every `flush_interval`, and a kill loses at most the requests in
+flight, which the next run sends again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import queue
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +26,10 @@ import duckdb
 
 from ..errors import ConfigError
 from ..types import Answer, Failure
+from .batches import BatchThread
 from .columns import LOGPROBS_TYPE
 from .commit import warm_arrow
 
-_STOP = object()
 MAX_BATCH = 2_000
 
 
@@ -195,20 +192,22 @@ def _nll(entries: list[dict[str, Any]]) -> float | None:
 
 class ScoreWriter:
     """The engine's sink for scoring: `put_answer`/`put_failure` from any thread, batched
-    commits on a thread of its own, `close()` commits the rest. `jobs` maps each score_id
-    in flight to its ScoreMeta (filled by whoever feeds the engine)."""
+    commits on a thread of its own (store/batches.py), `close()` commits the rest. `jobs`
+    maps each score_id in flight to its ScoreMeta (filled by whoever feeds the engine)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, jobs: dict[str, ScoreMeta],
                  flush_interval: float = 0.1):
         self._con = con
         self._jobs = jobs
-        self._interval = flush_interval
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="synthgen-score-writer", daemon=True)
+        self._thread = BatchThread(self._commit, "synthgen-score-writer", flush_interval, MAX_BATCH)
         self.committed = 0
         self.committed_failures = 0
         self.committed_tokens = 0  # answer tokens in the scores committed
-        self.error: BaseException | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why commits stopped (None while they go on): the engine stops when it sees one."""
+        return self._thread.error
 
     def start(self) -> ScoreWriter:
         warm_arrow()  # every score is written through Arrow: ready before the first answer
@@ -217,49 +216,24 @@ class ScoreWriter:
 
     def put_answer(self, request_id: str, sample_index: int, answer: Answer, latency_ms: float,
                    attempts: int) -> None:
-        self._queue.put((request_id, self._jobs.pop(request_id), answer, latency_ms, attempts))
+        self._thread.put((request_id, self._jobs.pop(request_id), answer, latency_ms, attempts))
 
     def put_failure(self, failure: Failure) -> None:
-        self._queue.put((self._jobs.pop(failure.request_id), failure))
+        self._thread.put((self._jobs.pop(failure.request_id), failure))
 
     def close(self) -> None:
         """Commit everything queued, stop the thread; raise what a commit raised."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        self._thread.close()
         if self.error is not None:
             raise self.error
 
-    def _run(self) -> None:
-        scores: list[tuple] = []
-        failures: list[tuple] = []
-        stopping = False
-        next_flush = time.monotonic() + self._interval
-        while not stopping:
-            try:
-                item = self._queue.get(timeout=max(0.0, next_flush - time.monotonic()))
-                while True:
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    (failures if len(item) == 2 else scores).append(item)
-                    if len(scores) + len(failures) >= MAX_BATCH:
-                        break
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if (scores or failures) and (stopping or time.monotonic() >= next_flush
-                                         or len(scores) + len(failures) >= MAX_BATCH):
-                try:
-                    commit_scores(self._con, scores, failures)
-                except BaseException as exc:  # the engine stops on `error`; close() raises it
-                    self.error = exc
-                    return
-                self.committed += len(scores)
-                self.committed_tokens += sum(len(s[2].logprobs or []) for s in scores)
-                self.committed_failures += len(failures)
-                scores, failures = [], []
-            if time.monotonic() >= next_flush:
-                next_flush = time.monotonic() + self._interval
+    def _commit(self, batch: list[tuple]) -> None:
+        scores = [item for item in batch if len(item) != 2]
+        failures = [item for item in batch if len(item) == 2]
+        commit_scores(self._con, scores, failures)
+        self.committed += len(scores)
+        self.committed_tokens += sum(len(s[2].logprobs or []) for s in scores)
+        self.committed_failures += len(failures)
 
 
 def token_totals(con: Any, teacher: str | None = None, where: str | None = None) -> dict[str, int]:

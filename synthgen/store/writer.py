@@ -1,9 +1,10 @@
 """The single DuckDB writer: a thread that turns a stream of outcomes into batched commits.
 
 DuckDB is fast at a few hundred rows per INSERT and slow at one row per INSERT, so the
-engine never writes: it hands each outcome to this thread, which commits whatever arrived
-every `flush_interval` seconds (0.1 s by default). A kill therefore loses at most the
-requests in flight plus one interval of answers, which the next run simply sends again.
+engine never writes: it hands each outcome to this writer's thread (store/batches.py),
+which commits whatever arrived every `flush_interval` seconds (0.1 s by default). A kill
+therefore loses at most the requests in flight plus one interval of answers, which the
+next run simply sends again.
 
 Each batch is one transaction (store/commit.py: column lists, Arrow only for logprobs:
 100 answers of 1,000 tokens with top-20 took 1.9 s that way against 3.7 s through
@@ -17,8 +18,6 @@ the writer stops committing, keeps that batch and everything still arriving, and
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from pathlib import Path
 
@@ -27,12 +26,12 @@ import duckdb
 from ..errors import StoreWriteError
 from ..types import Answer, Failure, Wasted
 from . import recovery
+from .batches import BatchThread
 from .commit import commit_safely
 from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
 BIG_BATCH_BYTES = 4 * 2**20
-_STOP = object()
 
 
 class Writer:
@@ -43,20 +42,23 @@ class Writer:
         self._con = con
         self._run_id = run_id
         self._db = db  # where a recovery file goes if a commit fails (None: nowhere)
-        self._interval = flush_interval
         self._replace_failures = replace_failures
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="synthgen-writer", daemon=True)
+        self._thread = BatchThread(self._commit, "synthgen-writer", flush_interval, MAX_BATCH)
         self.committed_answers = 0
         self.committed_failures = 0
         self.commits = 0
         self.busy_seconds = 0.0  # wall time inside commits (counts GIL and fsync waits too)
-        self.cpu_seconds = 0.0  # CPU time of the writer thread, all of it (set when it ends)
         self.unstorable: list[Failure] = []  # answers whose values no column could hold
-        self.error: BaseException | None = None
-        self.unsaved_answers: list[tuple] = []  # received, not committed (after an error)
-        self.unsaved_failures: list[Failure] = []
-        self.unsaved_wasted: list[Wasted] = []
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why commits stopped (None while they go on): the engine stops when it sees one."""
+        return self._thread.error
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of the writer thread, all of it (set when it ends)."""
+        return self._thread.cpu_seconds
 
     def start(self) -> Writer:
         self._thread.start()
@@ -64,100 +66,42 @@ class Writer:
 
     def put_answer(self, request_id: str, sample_index: int, answer: Answer, latency_ms: float,
                    attempts: int) -> None:
-        self._queue.put((request_id, sample_index, answer, latency_ms, attempts))
+        self._thread.put((request_id, sample_index, answer, latency_ms, attempts))
 
     def put_failure(self, failure: Failure) -> None:
-        self._queue.put(failure)
+        self._thread.put(failure)
 
     def put_wasted(self, wasted: Wasted) -> None:
         """An attempt the teacher answered (billed) that was not kept: its usage is stored."""
-        self._queue.put(wasted)
+        self._thread.put(wasted)
 
     def close(self) -> None:
         """Commit everything queued and stop the thread. After a failed commit, save what
         was not stored to a recovery file and raise StoreWriteError saying where."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        self._thread.close()
         if self.error is None:
             return
+        answers, failures, wasted = _sorted(self._thread.unsaved)
         saved_to, why = None, ""
-        if self._db is not None and (self.unsaved_answers or self.unsaved_failures or self.unsaved_wasted):
+        if self._db is not None and (answers or failures or wasted):
             try:
-                saved_to = recovery.save(self._db, self._run_id, self.unsaved_answers,
-                                         self.unsaved_failures, self.unsaved_wasted)
+                saved_to = recovery.save(self._db, self._run_id, answers, failures, wasted)
             except OSError as exc:
                 why = f" (no recovery file could be written either: {exc.strerror})"
         raise StoreWriteError(_first_line(self.error), committed=self.committed_answers,
-                              unsaved=len(self.unsaved_answers) + len(self.unsaved_failures),
-                              saved_to=saved_to, why=why) from self.error
+                              unsaved=len(answers) + len(failures), saved_to=saved_to,
+                              why=why) from self.error
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self.cpu_seconds = time.thread_time()
-
-    def _loop(self) -> None:
-        answers: list[tuple] = []
-        failures: list[Failure] = []
-        wasted: list[Wasted] = []
-        next_flush = time.monotonic() + self._interval
-        stopping = False
-        while not stopping:
-            timeout = max(0.0, next_flush - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-                while True:
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    if isinstance(item, Failure):
-                        failures.append(item)
-                    elif isinstance(item, Wasted):
-                        wasted.append(item)
-                    else:
-                        answers.append(item)
-                    if len(answers) + len(failures) + len(wasted) >= MAX_BATCH:
-                        break
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if (answers or failures or wasted) and (
-                    stopping or time.monotonic() >= next_flush
-                    or len(answers) + len(failures) + len(wasted) >= MAX_BATCH):
-                try:
-                    # Room for this batch above what DuckDB cannot evict: running out
-                    # inside COMMIT invalidates the database instead of raising. Checked
-                    # on every large batch, else every tenth: the two queries on each of
-                    # ten commits a second took ~3% of a core, and the index grows by
-                    # well under 1 MB between checks.
-                    size = _batch_bytes(answers, failures)
-                    if size > BIG_BATCH_BYTES or self.commits % 10 == 0:
-                        keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * size)
-                    retry_out_of_memory(self._con, lambda a=answers, f=failures, w=wasted:
-                                        self._flush(a, f, w))
-                except BaseException as exc:  # reported by close(); the engine stops on it
-                    self.error = exc
-                    self.unsaved_answers += answers
-                    self.unsaved_failures += failures
-                    self.unsaved_wasted += wasted
-                    if not stopping:
-                        self._keep_the_rest()
-                    return
-                answers, failures, wasted = [], [], []
-            if time.monotonic() >= next_flush:
-                next_flush = time.monotonic() + self._interval
-
-    def _keep_the_rest(self) -> None:
-        """After a failed commit: hold on to everything still arriving (the answers to
-        requests in flight) until close(), for the recovery file."""
-        while (item := self._queue.get()) is not _STOP:
-            if isinstance(item, Failure):
-                self.unsaved_failures.append(item)
-            elif isinstance(item, Wasted):
-                self.unsaved_wasted.append(item)
-            else:
-                self.unsaved_answers.append(item)
+    def _commit(self, batch: list) -> None:
+        answers, failures, wasted = _sorted(batch)
+        # Room for this batch above what DuckDB cannot evict: running out inside COMMIT
+        # invalidates the database instead of raising. Checked on every large batch, else
+        # every tenth: the two queries on each of ten commits a second took ~3% of a core,
+        # and the index grows by well under 1 MB between checks.
+        size = _batch_bytes(answers, failures)
+        if size > BIG_BATCH_BYTES or self.commits % 10 == 0:
+            keep_headroom(self._con, RUN_MEMORY_LIMIT + 2 * size)
+        retry_out_of_memory(self._con, lambda: self._flush(answers, failures, wasted))
 
     def _flush(self, answers: list[tuple], failures: list[Failure], wasted: list[Wasted]) -> None:
         t0 = time.perf_counter()
@@ -168,6 +112,21 @@ class Writer:
         self.committed_failures += len(failures) + len(filed)
         self.commits += 1
         self.busy_seconds += time.perf_counter() - t0
+
+
+def _sorted(items: list) -> tuple[list[tuple], list[Failure], list[Wasted]]:
+    """A batch as answers (tuples), failures and wasted attempts, each in arrival order."""
+    answers: list[tuple] = []
+    failures: list[Failure] = []
+    wasted: list[Wasted] = []
+    for item in items:
+        if isinstance(item, Failure):
+            failures.append(item)
+        elif isinstance(item, Wasted):
+            wasted.append(item)
+        else:
+            answers.append(item)
+    return answers, failures, wasted
 
 
 def _first_line(exc: BaseException) -> str:
