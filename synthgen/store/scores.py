@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreWriteError
 from ..types import Answer, Failure
 from .batches import BatchThread
 from .columns import LOGPROBS_TYPE
@@ -222,10 +222,16 @@ class ScoreWriter:
         self._thread.put((self._jobs.pop(failure.request_id), failure))
 
     def close(self) -> None:
-        """Commit everything queued, stop the thread; raise what a commit raised."""
+        """Commit everything queued, stop the thread. After a failed commit, raise
+        StoreWriteError saying how many scores arrived and were not stored (there is no
+        recovery file for scores: the next run asks the teacher for those again)."""
         self._thread.close()
         if self.error is not None:
-            raise self.error
+            text = str(self.error).strip()
+            raise StoreWriteError(text.splitlines()[0] if text else type(self.error).__name__,
+                                  committed=self.committed, unsaved=len(self._thread.unsaved),
+                                  why=" (scores have no recovery file: the next run asks the teacher "
+                                      "for them again)") from self.error
 
     def _commit(self, batch: list[tuple]) -> None:
         scores = [item for item in batch if len(item) != 2]
