@@ -3,7 +3,7 @@
     .venv/bin/python bench/distill/opd.py            # what DISTILL.md's OPD section quotes
     .venv/bin/python bench/distill/opd.py --quick    # fewer steps and rollouts: a smoke run
 
-Three students of the bundled teacher, 20 of its 30 layers (prune:20, block influence), on
+Four students of the bundled teacher, 20 of its 30 layers (prune:20, block influence), on
 the same corpus (corpus.py), the same held-out prompts and the same seed:
 
     kd       off-policy: SFT+KD on the teacher's own answers (what bench/distill measures)
@@ -14,11 +14,12 @@ the same corpus (corpus.py), the same held-out prompts and the same seed:
              (kd-warm's generated + its own scored) reach kd's: the equal-token comparison
 
 Teacher tokens are counted both ways: tokens the teacher generated that training read (kd)
-and answer tokens the teacher scored (opd), with the prompt tokens it read beside them. Each student, and the teacher itself, is
-measured on (a) the held-out NLL ratio on the teacher's answers (bench/distill's metric),
-(b) the teacher's NLL of the student's own greedy answers to the held-out prompts (how much
-the teacher likes what the student writes: sampled, stored and scored by synthgen itself),
-(c) exact match on data/arithmetic.jsonl, greedy. Results: bench/DISTILL.md (its OPD
+and answer tokens the teacher scored (opd), with the prompt tokens it read beside them.
+Each student, and the teacher itself, is measured on (a) the held-out NLL ratio on the
+teacher's answers (bench/distill's metric), (b) the teacher's NLL of the student's own
+greedy answers to the held-out prompts (how much the teacher likes what the student
+writes: sampled, stored and scored by synthgen itself), (c) exact match on
+data/arithmetic.jsonl, greedy. Results: bench/DISTILL.md (its OPD
 section), bench/distill_opd.png, bench/.work/distill/opd.json.
 """
 
