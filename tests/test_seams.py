@@ -183,6 +183,20 @@ def test_no_function_carries_more_than_five_pieces_of_run_state():
     assert not heavy
 
 
+def test_the_store_commits_from_one_batching_thread():
+    """Both store writers (answers, teacher scores) are made of store/batches.py's thread:
+    a third queue-flush-commit loop would be a third place for a lost-batch bug to hide."""
+    starters = []
+    for name, path in modules().items():
+        if not name.startswith("synthgen.store") or name in ("synthgen.store.batches", "synthgen.store.live"):
+            continue  # live.py's thread serves reads during a run; it commits nothing
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("Thread", "SimpleQueue", "Queue") \
+                    and getattr(node.value, "id", None) in ("threading", "queue"):
+                starters.append(f"{name}:{node.lineno}")
+    assert not starters
+
+
 def test_only_the_http_backend_reads_status_codes():
     """A reaction decided by status code anywhere else is a second, diverging policy.
     The backends room reads them (chat requests in `http`, the Batch API's control calls
