@@ -49,6 +49,13 @@ from typing import Any
 DAMAGE = re.compile(r"corrupt|checksum|not a valid DuckDB database", re.IGNORECASE)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none):
+    what a one-line error quotes of a cause, e.g. a DuckDB error that goes on for lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class SynthgenError(Exception):
     """Base class for errors synthgen reports to the user without a traceback."""
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import orjson
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .messages import BadRow, Fields
 
 
@@ -135,7 +135,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Fields | BadRow]]:
             return
         except Exception as exc:  # a column pyarrow cannot decode (invalid UTF-8...)
             raise ConfigError(f"input: {path}: rows after {row_no:,} cannot be read "
-                              f"({_first_line(exc)})") from None
+                              f"({first_line(exc)})") from None
         for fields in arrow_rows(batch):
             row_no += 1
             yield row_no, fields
@@ -191,13 +191,10 @@ def _row(batch, i: int) -> Fields | BadRow:
         try:
             row[name] = column[i].as_py()
         except (ValueError, TypeError, pa.ArrowException) as exc:
-            return BadRow(f"column {name!r} holds a value that cannot be read ({_first_line(exc)})")
+            return BadRow(f"column {name!r} holds a value that cannot be read ({first_line(exc)})")
     return row
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 SNAPSHOT_PREFIX = "_input_sql_"

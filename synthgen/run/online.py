@@ -19,7 +19,7 @@ from ..engine.governor import build_governor
 from ..engine.limiter import ConcurrencyLimit
 from ..engine.progress import report
 from ..engine.server_queue import watch_queues
-from ..errors import RunAborted, StoreWriteError
+from ..errors import RunAborted, StoreWriteError, first_line
 from ..fit import SchemaCheck
 from ..store import runs
 from ..store.commit import warm_arrow
@@ -79,7 +79,7 @@ async def drive(run: Run, transports: list[Any]) -> Ended:
             heard.warn(f"{len(writer.unstorable):,} answers held values no column could store; "
                        f"they are in failures as 'unstorable' (first: {writer.unstorable[0].message})")
     if plan_failed is not None:
-        raise StoreWriteError(_first_line(plan_failed), committed=writer.committed_answers) from plan_failed
+        raise StoreWriteError(first_line(plan_failed), committed=writer.committed_answers) from plan_failed
     raised = _raised(engine)
     return Ended(str(raised) if engine.stop_reason == "budget" else engine.stop_reason, raised)
 
@@ -124,6 +124,3 @@ def _watch_vllm_queues(transports: list[Any], auto: AdaptiveConcurrency | None,
     return asyncio.create_task(watch())
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import StoreError
+from ..errors import StoreError, first_line
 from .live import RELEASE_WAIT, LiveConnection, is_synthgen, ping
 from .schema import LOGPROBS_TYPE, migrate
 
@@ -57,7 +57,7 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool | str = Fal
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise StoreError(f"{path}: cannot open database ({_first_line(exc)})") from exc
+                raise StoreError(f"{path}: cannot open database ({first_line(exc)})") from exc
             info = ping(path)
             if info is not None and read_only:
                 return LiveConnection(path, info, config)
@@ -71,7 +71,7 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool | str = Fal
                     continue
             raise StoreError(_locked_message(path, exc, info)) from None
         except duckdb.Error as exc:
-            raise StoreError(f"{path}: not a DuckDB database, or a damaged one ({_first_line(exc)})") from exc
+            raise StoreError(f"{path}: not a DuckDB database, or a damaged one ({first_line(exc)})") from exc
     try:
         if read_only:
             tables = {r[0] for r in con.execute(
@@ -82,7 +82,7 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool | str = Fal
             migrate(con)
     except duckdb.Error as exc:
         con.close()
-        raise StoreError(f"{path}: the store is damaged and cannot be read ({_first_line(exc)}); "
+        raise StoreError(f"{path}: the store is damaged and cannot be read ({first_line(exc)}); "
                          "restore it from a copy, or start a new --db") from exc
     except StoreError:
         con.close()
@@ -118,10 +118,6 @@ def open_store(path: str | Path, read_only: bool = True) -> Any:
     During a run it still works (see `LiveConnection`).
     """
     return connect(path, read_only=read_only)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def arrow_batches(con: Any, query: str, params: object = None, batch_size: int = 4096):

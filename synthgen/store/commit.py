@@ -27,6 +27,22 @@ DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException,
                TypeError, ValueError, OverflowError)
 
 
+def by_kind(outcomes: Sequence[tuple | Failure | Wasted]) -> tuple[list[tuple], list[Failure], list[Wasted]]:
+    """Outcomes as `commit` takes them: answers (tuples), failures and wasted attempts, each
+    in arrival order (the writer's batches and a recovery file's records alike)."""
+    answers: list[tuple] = []
+    failures: list[Failure] = []
+    wasted: list[Wasted] = []
+    for item in outcomes:
+        if isinstance(item, Failure):
+            failures.append(item)
+        elif isinstance(item, Wasted):
+            wasted.append(item)
+        else:
+            answers.append(item)
+    return answers, failures, wasted
+
+
 def commit(con: duckdb.DuckDBPyConnection, run_id: int, answers: list[tuple],
            failures: list[Failure], replace_failures: bool = False,
            wasted: Sequence[Wasted] = ()) -> None:

@@ -24,7 +24,7 @@ import orjson
 
 from .. import coerce
 from ..types import Answer, Failure, Wasted
-from .commit import commit_safely
+from .commit import by_kind, commit_safely
 
 SUFFIX = ".unsaved.jsonl"
 
@@ -81,20 +81,13 @@ def restore(con: duckdb.DuckDBPyConnection, db: str | Path) -> int:
     never the file. Only the database failing (a full disk) leaves the file for next time."""
     total = 0
     for path in found(db):
-        by_run: dict[int, tuple[list[tuple], list[Failure], list[Wasted]]] = {}
+        by_run: dict[int, list] = {}
         for record in _records(path):
             parsed = _outcome(record)
-            if parsed is None:
-                continue
-            run_id, item = parsed
-            answers, failures, wasted = by_run.setdefault(run_id, ([], [], []))
-            if isinstance(item, Failure):
-                failures.append(item)
-            elif isinstance(item, Wasted):
-                wasted.append(item)
-            else:
-                answers.append(item)
-        for run_id, (answers, failures, wasted) in by_run.items():
+            if parsed is not None:
+                by_run.setdefault(parsed[0], []).append(parsed[1])
+        for run_id, outcomes in by_run.items():
+            answers, failures, wasted = by_kind(outcomes)
             commit_safely(con, run_id, answers, failures, wasted=wasted)
             total += len(answers) + len(failures)
         path.unlink()

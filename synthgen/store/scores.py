@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import ConfigError, StoreWriteError
+from ..errors import ConfigError, StoreWriteError, first_line
 from ..types import Answer, Failure
 from .batches import BatchThread
 from .columns import LOGPROBS_TYPE
@@ -227,9 +227,8 @@ class ScoreWriter:
         recovery file for scores: the next run asks the teacher for those again)."""
         self._thread.close()
         if self.error is not None:
-            text = str(self.error).strip()
-            raise StoreWriteError(text.splitlines()[0] if text else type(self.error).__name__,
-                                  committed=self.committed, unsaved=len(self._thread.unsaved),
+            raise StoreWriteError(first_line(self.error), committed=self.committed,
+                                  unsaved=len(self._thread.unsaved),
                                   why=" (scores have no recovery file: the next run asks the teacher "
                                       "for them again)") from self.error
 

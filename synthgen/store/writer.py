@@ -23,11 +23,11 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import StoreWriteError
+from ..errors import StoreWriteError, first_line
 from ..types import Answer, Failure, Wasted
 from . import recovery
 from .batches import BatchThread
-from .commit import commit_safely
+from .commit import by_kind, commit_safely
 from .memory import RUN_MEMORY_LIMIT, keep_headroom, retry_out_of_memory
 
 MAX_BATCH = 20_000
@@ -81,19 +81,19 @@ class Writer:
         self._thread.close()
         if self.error is None:
             return
-        answers, failures, wasted = _sorted(self._thread.unsaved)
+        answers, failures, wasted = by_kind(self._thread.unsaved)
         saved_to, why = None, ""
         if self._db is not None and (answers or failures or wasted):
             try:
                 saved_to = recovery.save(self._db, self._run_id, answers, failures, wasted)
             except OSError as exc:
                 why = f" (no recovery file could be written either: {exc.strerror})"
-        raise StoreWriteError(_first_line(self.error), committed=self.committed_answers,
+        raise StoreWriteError(first_line(self.error), committed=self.committed_answers,
                               unsaved=len(answers) + len(failures), saved_to=saved_to,
                               why=why) from self.error
 
     def _commit(self, batch: list) -> None:
-        answers, failures, wasted = _sorted(batch)
+        answers, failures, wasted = by_kind(batch)
         # Room for this batch above what DuckDB cannot evict: running out inside COMMIT
         # invalidates the database instead of raising. Checked on every large batch, else
         # every tenth: the two queries on each of ten commits a second took ~3% of a core,
@@ -112,26 +112,6 @@ class Writer:
         self.committed_failures += len(failures) + len(filed)
         self.commits += 1
         self.busy_seconds += time.perf_counter() - t0
-
-
-def _sorted(items: list) -> tuple[list[tuple], list[Failure], list[Wasted]]:
-    """A batch as answers (tuples), failures and wasted attempts, each in arrival order."""
-    answers: list[tuple] = []
-    failures: list[Failure] = []
-    wasted: list[Wasted] = []
-    for item in items:
-        if isinstance(item, Failure):
-            failures.append(item)
-        elif isinstance(item, Wasted):
-            wasted.append(item)
-        else:
-            answers.append(item)
-    return answers, failures, wasted
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _batch_bytes(answers: list[tuple], failures: list[Failure]) -> int:
