@@ -18,10 +18,8 @@ from ..batch.offline import ingest_files, write_pending
 from ..config import build_config, load_config_file
 from ..errors import ConfigError, InputError
 from .generate import generate as generate_command
+from .options import DB
 from .progress import show_library_messages
-
-DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
-                  help="The DuckDB store.")
 
 # What `batch write` takes from generate to plan an input first: the same names, the same ids.
 PLANNING = ("config_file", "input_path", "input_sql", "template", "prompts_dir", "model", "n",

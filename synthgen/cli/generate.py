@@ -19,6 +19,7 @@ from ..pricing import unpriced
 from ..run import RunSummary
 from ..run import generate as run_generate
 from ..urls import redact_argv
+from . import options
 from .progress import announcer, progress_options, show_library_messages
 
 
@@ -124,17 +125,7 @@ class OrNotSent(click.ParamType):
               help="Send the requests recorded in failures again.")
 @click.option("--rpm", type=float, help="Requests per minute, client side.")
 @click.option("--tpm", type=float, help="Tokens per minute, client side.")
-@click.option("--price-in", type=float,
-              help="Price per million prompt tokens (for the cost) [default: the price table's for "
-                   "--model; a model it lacks has no price]. Given, the table is not used.")
-@click.option("--price-out", type=float,
-              help="Price per million completion tokens [default: the price table's].")
-@click.option("--price-cached-in", type=float,
-              help="Price per million prompt tokens read from the provider's cache [default: the "
-                   "table's, else --price-in].")
-@click.option("--price-cache-write", type=float,
-              help="Price per million prompt tokens written to the provider's cache [default: the "
-                   "table's, else --price-in].")
+@options.prices(" (for the cost)")
 @click.option("--batch", is_flag=True, default=None,
               help="Send through the endpoint's Batch API (files + batches, answers within 24h, "
                    "at its discount) instead of one request at a time. Same plan, ids and store; "

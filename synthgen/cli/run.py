@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..hints import quote, synthgen_command
+from . import options
 from .generate import resume_hint, running
 from .progress import announcer
 
@@ -41,15 +42,7 @@ from .progress import announcer
               help="Retries of an answer max_tokens cut before it fit a stage's schema, at "
                    "temperature > 0 (default 1; none at temperature 0).")
 @click.option("--threads", type=int, help="CPU threads of the bundled local teacher.")
-@click.option("--price-in", type=float, help="Price per million prompt tokens, every stage [default: the "
-                                             "price table's for --model; a model it lacks has no price].")
-@click.option("--price-out", type=float, help="Price per million completion tokens [default: the table's].")
-@click.option("--price-cached-in", type=float,
-              help="Price per million prompt tokens read from the provider's cache [default: the table's, "
-                   "else --price-in].")
-@click.option("--price-cache-write", type=float,
-              help="Price per million prompt tokens written to the provider's cache [default: the "
-                   "table's, else --price-in].")
+@options.prices(", every stage")
 @click.option("--prompts-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("prompts"),
               show_default=True, help="Where recipes and templates are looked up by name first.")
 @click.option("--progress-interval", type=float,

@@ -17,9 +17,7 @@ from ..store.export import write as write_export
 from ..store.readonly import read_statements
 from ..store.stages import funnel_text
 from ..store.status import status_and_stages
-
-DB = click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
-                  help="The DuckDB store.")
+from .options import DB
 
 
 @click.command()
