@@ -9,7 +9,18 @@ newcomer makes following the parameter: the files entered, the stays (a run of c
 one file) and the returns to a file already left. Without `--param`, every parameter
 below is followed at once (the whole configuration's walk).
 
-    .venv/bin/python bench/config_walk.py [--param max_attempts] [--show]
+The issue does not say how its walk was made, and none of these reproduces its figures
+for b9c2200 (56 stays in 26 files, 30 returns), so `--walk` gives the other readings
+measured for the closing notes:
+
+    values  the parameters above, by value (the default)
+    wide    those and the input and store paths, the model name and the base URL
+    config  the calls that receive the config object itself (or read it from self)
+    every   every synthgen function, at its first call: the whole code a run goes through
+
+`--checkout DIR` measures another tree's synthgen (e.g. `git worktree add /tmp/b9 b9c2200`).
+
+    .venv/bin/python bench/config_walk.py [--param max_attempts] [--walk wide] [--show]
 """
 
 from __future__ import annotations
@@ -24,9 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from teacher_server import TeacherServer, write_jsonl
 
-import synthgen
-
-ROOT = Path(synthgen.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent / "synthgen"  # main() sets the tree measured
+MODEL = "teacher-model-x"
 RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 # Values no default has, so that meeting one means meeting the parameter.
 FOLLOWED = {"max_attempts": 7, "timeout": 123.25, "temperature": 0.4375, "max_tokens": 77,
@@ -63,9 +73,26 @@ def _reads(frame, wanted: dict[str, object]) -> str | None:
     return None
 
 
-def walk(wanted: dict[str, object]) -> list[str]:
+def _config(frame) -> str | None:
+    """The argument through which the call receives the config object itself."""
+    code = frame.f_code
+    for name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]:
+        value = frame.f_locals.get(name)
+        if type(value).__name__ == "GenerateConfig":
+            return name
+        if name == "self":
+            for attr, held in getattr(value, "__dict__", {}).items():
+                if type(held).__name__ == "GenerateConfig" and attr in code.co_names:
+                    return "self." + attr
+    return None
+
+
+def walk(wanted: dict[str, object], how: str = "values") -> list[str]:
+    import synthgen
+
     calls: list[str] = []
     entered: dict[int, object] = {}  # frames of generators and coroutines already entered
+    first: set[object] = set()  # code objects already called (--walk every)
 
     def profile(frame, event, arg):
         if event != "call":
@@ -77,17 +104,23 @@ def walk(wanted: dict[str, object]) -> list[str]:
             if id(frame) in entered:
                 return
             entered[id(frame)] = frame
-        via = _reads(frame, wanted)
-        if via:
+        if how == "every":
+            via = "" if frame.f_code not in first else None
+            first.add(frame.f_code)
+        else:
+            via = _config(frame) if how == "config" else _reads(frame, wanted)
+        if via is not None:
             calls.append(f"{path.relative_to(ROOT.parent)}:{frame.f_code.co_name}({via})")
 
     options = {k: v for k, v in FOLLOWED.items() if k != "price_in"} | {"price_in": FOLLOWED["price_in"]}
-    with tempfile.TemporaryDirectory() as tmp, TeacherServer() as teacher:
-        write_jsonl(Path(tmp) / "in.jsonl", [{"prompt": "hello"}])
+    with tempfile.TemporaryDirectory() as tmp, TeacherServer(models=(MODEL,)) as teacher:
+        inp, db = Path(tmp) / "in.jsonl", Path(tmp) / "c.duckdb"
+        write_jsonl(inp, [{"prompt": "hello"}])
+        if how == "wide":
+            wanted = wanted | {"input": inp, "db": db, "model": MODEL, "base_url": teacher.base_url}
         sys.setprofile(profile)
         try:
-            synthgen.generate(input=Path(tmp) / "in.jsonl", db=Path(tmp) / "c.duckdb", model="m",
-                              base_urls=[teacher.base_url], **options)
+            synthgen.generate(input=inp, db=db, model=MODEL, base_urls=[teacher.base_url], **options)
         finally:
             sys.setprofile(None)
     return calls
@@ -110,16 +143,28 @@ def measure(calls: list[str]) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--param", choices=sorted(FOLLOWED), help="follow this one (default: all at once)")
+    ap.add_argument("--walk", choices=("values", "wide", "config", "every"), default="values",
+                    help="which reading of the walk (see the docstring)")
+    ap.add_argument("--checkout", type=Path, help="measure the synthgen of this tree instead")
     ap.add_argument("--show", action="store_true", help="print every call of the walk")
     args = ap.parse_args()
-    followed = [args.param] if args.param else [None, *sorted(FOLLOWED)]
+    global ROOT
+    if args.checkout:
+        sys.path.insert(0, str(args.checkout.resolve()))
+    import synthgen
+
+    ROOT = Path(synthgen.__file__).resolve().parent
+    print(f"synthgen at {ROOT}; --walk {args.walk}")
+    single = args.param or args.walk in ("config", "every")
+    followed = [args.param] if single else [None, *sorted(FOLLOWED)]
     for name in followed:
         wanted = {name: FOLLOWED[name]} if name else FOLLOWED
-        calls = walk(wanted)
+        calls = walk(wanted, args.walk)
         if args.show:
             print("\n".join(calls))
         m = measure(calls)
-        print(f"{name or 'all parameters':>16}: {m['calls']:3d} calls, {m['stays']:3d} stays in "
+        label = args.walk if args.walk in ("config", "every") else name or "all parameters"
+        print(f"{label:>16}: {m['calls']:3d} calls, {m['stays']:3d} stays in "
               f"{m['files']:2d} files, {m['returns']:3d} returns to a file already left")
 
 
