@@ -3,7 +3,7 @@
     .venv/bin/python bench/distill/opd.py            # what DISTILL.md's OPD section quotes
     .venv/bin/python bench/distill/opd.py --quick    # fewer steps and rollouts: a smoke run
 
-Four students of the bundled teacher, 20 of its 30 layers (prune:20, block influence), on
+Five students of the bundled teacher, 20 of its 30 layers (prune:20, block influence), on
 the same corpus (corpus.py), the same held-out prompts and the same seed:
 
     kd       off-policy: SFT+KD on the teacher's own answers (what bench/distill measures)
@@ -12,6 +12,8 @@ the same corpus (corpus.py), the same held-out prompts and the same seed:
              to the teacher's top-20 at every sampled position), `synthgen distill`
     kd-opd   on-policy rounds warm-started from kd-warm, added until its teacher tokens
              (kd-warm's generated + its own scored) reach kd's: the equal-token comparison
+    kd-opd-fwd  the same rounds on forward KL (teacher || student) in place of reverse: mass
+             the teacher puts on ending the answer, which the student lacks, is penalised
 
 Teacher tokens are counted both ways: tokens the teacher generated that training read (kd)
 and answer tokens the teacher scored (opd), with the prompt tokens it read beside them.
@@ -77,23 +79,25 @@ def kd_arm(db: Path, name: str, steps: int, args: argparse.Namespace) -> Path:
     return Path(cfg.out)
 
 
-def kdopd_arm(db: Path, warm: Path, budget: int, args: argparse.Namespace) -> dict:
+def kdopd_arm(db: Path, warm: Path, budget: int, args: argparse.Namespace, name: str = "kd-opd",
+              loss: str = "reverse") -> dict:
     """OPD rounds from `warm`, one more at a time (distill goes on from its last round) until
     the teacher tokens scored reach `budget` or --kdopd-rounds is spent."""
     rounds = 1
     while True:
-        state = opd_arm(db, "kd-opd", str(warm), args, rounds, args.warm_lr)
+        state = opd_arm(db, name, str(warm), args, rounds, args.warm_lr, loss)
         spent = sum(r["teacher_tokens"] for r in state["rounds"])
-        log(f"  kd-opd: {spent:,} of {budget:,} teacher tokens scored after {len(state['rounds'])} rounds")
+        log(f"  {name}: {spent:,} of {budget:,} teacher tokens scored after {len(state['rounds'])} rounds")
         if spent >= budget or len(state["rounds"]) >= args.kdopd_rounds:
             return state
         rounds = len(state["rounds"]) + 1
 
 
-def opd_arm(db: Path, name: str, student: str, args: argparse.Namespace, rounds: int, lr: float) -> dict:
-    log(f"== {name}: on-policy from {student}")
+def opd_arm(db: Path, name: str, student: str, args: argparse.Namespace, rounds: int, lr: float,
+            loss: str = "reverse") -> dict:
+    log(f"== {name}: on-policy from {student}, {loss} KL")
     cfg = DistillConfig(db=str(db), out=str(RUNS / name), student=student, rounds=rounds,
-                        prompts=DEFAULT_QUERY, steps=args.round_steps, lr=lr, samples=args.samples,
+                        prompts=DEFAULT_QUERY, steps=args.round_steps, lr=lr, samples=args.samples, loss=loss,
                         prompts_per_round=args.prompts_per_round, max_tokens=args.max_tokens,
                         threads=args.threads, save_steps=20)
     return distill(cfg, echo=lambda line: log(f"  {line}"))
@@ -289,7 +293,9 @@ def main() -> None:
     kd_read = teacher_tokens_read(db, kd_dir, args.kd_steps)
     warm_read = teacher_tokens_read(db, warm_dir, args.warm_steps)
     opd = opd_arm(db, "opd", "prune:20", args, args.opd_rounds, 3e-4)
-    kdopd = kdopd_arm(db, warm_dir, kd_read["generated"] - warm_read["generated"], args)
+    budget = kd_read["generated"] - warm_read["generated"]
+    kdopd = kdopd_arm(db, warm_dir, budget, args)
+    kdopd_fwd = kdopd_arm(db, warm_dir, budget, args, "kd-opd-fwd", "forward")
     prompts = held_prompts(db, kd_dir)
     from synthgen.student.presets import teacher_gguf
     from synthgen.student.reference import dequantized
@@ -298,18 +304,22 @@ def main() -> None:
     teacher = cached(RUNS / "teacher.json", args.greedy_tokens, lambda: {
         "greedy": greedy_nll(db, teacher_dir, "bench-teacher-greedy", prompts, args),
         "arithmetic": arithmetic(db, teacher_dir, "bench-teacher-arith", args)})
-    arms = {"kd": kd_dir, "kd-warm": warm_dir, "opd": Path(opd["final"]), "kd-opd": Path(kdopd["final"])}
+    arms = {"kd": kd_dir, "kd-warm": warm_dir, "opd": Path(opd["final"]), "kd-opd": Path(kdopd["final"]),
+            "kd-opd-fwd": Path(kdopd_fwd["final"])}
     measured = {name: measure(db, name, path, prompts, args) for name, path in arms.items()}
     t_loss = measured["kd"]["eval"]["teacher"]["loss"]
     opd_tokens, kdopd_tokens = scored_tokens(db, opd), scored_tokens(db, kdopd)
+    kdopd_fwd_tokens = scored_tokens(db, kdopd_fwd)
     untrained = measured["kd"]["eval"]["untrained"]["loss"] / t_loss
     curves = {"opd": round_curve(db, RUNS / "opd", opd, t_loss),
-              "kd-opd": round_curve(db, RUNS / "kd-opd", kdopd, t_loss)}
+              "kd-opd": round_curve(db, RUNS / "kd-opd", kdopd, t_loss),
+              "kd-opd-fwd": round_curve(db, RUNS / "kd-opd-fwd", kdopd_fwd, t_loss)}
     ratio = {name: m["eval"]["teacher"]["nll_ratio"] for name, m in measured.items()}
     points = {"kd (off-policy)": [(0, untrained), (warm_read["generated"], ratio["kd-warm"]),
                                   (kd_read["generated"], ratio["kd"])],
-              "opd": [(0, untrained)], "kd-opd": [(warm_read["generated"], ratio["kd-warm"])]}
-    for name, tokens in (("opd", opd_tokens), ("kd-opd", kdopd_tokens)):
+              "opd": [(0, untrained)], "kd-opd": [(warm_read["generated"], ratio["kd-warm"])],
+              "kd-opd-fwd": [(warm_read["generated"], ratio["kd-warm"])]}
+    for name, tokens in (("opd", opd_tokens), ("kd-opd", kdopd_tokens), ("kd-opd-fwd", kdopd_fwd_tokens)):
         total = 0 if name == "opd" else warm_read["generated"]
         for t, c in zip(tokens, curves[name], strict=True):
             total += t["tokens"]
@@ -324,8 +334,8 @@ def main() -> None:
     con.close()
     results = {"args": vars(args), "corpus": corpus, "teacher": teacher, "arms": measured, "kd_read": kd_read,
                "warm_read": warm_read,
-               "opd_tokens": opd_tokens, "kdopd_tokens": kdopd_tokens, "curves": curves,
-               "points": points, "opd": opd, "kdopd": kdopd, "wall": time.time() - started,
+               "opd_tokens": opd_tokens, "kdopd_tokens": kdopd_tokens, "kdopd_fwd_tokens": kdopd_fwd_tokens,
+               "curves": curves, "points": points, "opd": opd, "kdopd": kdopd, "kdopd_fwd": kdopd_fwd, "wall": time.time() - started,
                "load": [load_start, load()], "untrained_ratio": untrained}
     RESULTS.write_text(json.dumps(results, indent=1, default=str))
     section = report(results)

@@ -31,7 +31,9 @@ def report(res: dict) -> str:
     kdopd_scored = sum(t["tokens"] for t in res["kdopd_tokens"])
     opd_prompt = sum(t["prompt"] for t in res["opd_tokens"])
     kdopd_prompt = sum(t["prompt"] for t in res["kdopd_tokens"])
-    opd_t, kdopd_t = _rounds(res["opd"]), _rounds(res["kdopd"])
+    fwd_scored = sum(t["tokens"] for t in res["kdopd_fwd_tokens"])
+    fwd_prompt = sum(t["prompt"] for t in res["kdopd_fwd_tokens"])
+    opd_t, kdopd_t, fwd_t = _rounds(res["opd"]), _rounds(res["kdopd"]), _rounds(res["kdopd_fwd"])
     a = res["args"]
     cmd = " ".join(sys.argv[1:])
     lines = [
@@ -46,14 +48,16 @@ def report(res: dict) -> str:
         f"teacher answers, {res['corpus']['stopped']:,} that stopped; the table above may be from an earlier build), "
         f"split by prompt as `synthgen train` splits it ({kd_eval['heldout_rows']} held-out answers, "
         "the same for every arm; their prompts are never sampled). "
-        f"All four students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
+        f"All five students are the teacher cut to 20 of its 30 layers by block influence. kd: SFT+KD "
         f"(0.5 CE + 0.5 forward KL, top-20), {a['kd_steps']} steps, batch 4, lr 3e-4. kd-warm: the same, "
         f"{a['warm_steps']} steps. opd: `synthgen distill --student prune:20`, {a['opd_rounds']} rounds of "
         f"{a['prompts_per_round']} training prompts x {a['samples']} rollouts (temperature 1, at most "
         f"{a['max_tokens']} tokens), scored by the local teacher (top-20), {a['round_steps']} steps a round "
         f"on reverse KL alone, lr 3e-4. kd-opd: kd-warm, then such rounds at lr {a['warm_lr']:g}, one more "
         f"until its teacher tokens (kd-warm's generated + its own scored) reach kd's "
-        f"({len(res['kdopd']['rounds'])} rounds; at most {a['kdopd_rounds']}).",
+        f"({len(res['kdopd']['rounds'])} rounds; at most {a['kdopd_rounds']}). kd-opd-fwd: the same from "
+        f"kd-warm, on forward KL (teacher || student) in place of reverse "
+        f"({len(res['kdopd_fwd']['rounds'])} rounds).",
         "",
         "| student | teacher tokens generated (read by training) | teacher tokens scored (+ prompt tokens read) "
         "| steps | (a) held-out NLL | (a) NLL / teacher | (b) teacher NLL of its greedy answers "
@@ -71,7 +75,9 @@ def report(res: dict) -> str:
             ("kd-warm (off-policy)", "kd-warm", f"~{warm_gen:,}", "", a["warm_steps"]),
             ("opd", "opd", "", f"{opd_scored:,} (+{opd_prompt:,})", opd_t["steps"]),
             ("kd-opd", "kd-opd", f"~{warm_gen:,}", f"{kdopd_scored:,} (+{kdopd_prompt:,})",
-             f"{a['warm_steps']} + {kdopd_t['steps']}"))
+             f"{a['warm_steps']} + {kdopd_t['steps']}"),
+            ("kd-opd-fwd", "kd-opd-fwd", f"~{warm_gen:,}", f"{fwd_scored:,} (+{fwd_prompt:,})",
+             f"{a['warm_steps']} + {fwd_t['steps']}"))
     for label, key, gen, scored, steps in rows:
         m = arms[key]
         ev, g, ar = m["eval"], m["greedy"], m["arithmetic"]
@@ -79,7 +85,7 @@ def report(res: dict) -> str:
             f"| {label} | {gen} | {scored} | {steps} | {ev['trained']['loss']:.3f} | "
             f"**{ev['teacher']['nll_ratio']:.2f}x** | {g['teacher_nll']:.3f} | {g['stopped']}/{g['answers']} | "
             f"{ar['right']}/{ar['of']} | {_f(ev['teacher'].get('speed_ratio'), '.2f')}x |")
-    best = min(("kd", "kd-warm", "opd", "kd-opd"), key=lambda k: arms[k]["eval"]["teacher"]["nll_ratio"])
+    best = min(("kd", "kd-warm", "opd", "kd-opd", "kd-opd-fwd"), key=lambda k: arms[k]["eval"]["teacher"]["nll_ratio"])
     best_ratio = arms[best]["eval"]["teacher"]["nll_ratio"]
     ratio = {k: arms[k]["eval"]["teacher"]["nll_ratio"] for k in arms}
     greedy = {k: arms[k]["greedy"]["teacher_nll"] for k in arms}
@@ -97,7 +103,9 @@ def report(res: dict) -> str:
         f"({ratio['kd-warm']:.2f}x, {greedy['kd-warm']:.3f}), the second half of the budget spent "
         f"off-policy moved held-out NLL by {ratio['kd'] - ratio['kd-warm']:+.2f}x and on-policy by "
         f"{ratio['kd-opd'] - ratio['kd-warm']:+.2f}x. Cold opd (no off-policy start), {opd_scored:,} "
-        f"tokens scored: {ratio['opd']:.2f}x, {greedy['opd']:.3f}.",
+        f"tokens scored: {ratio['opd']:.2f}x, {greedy['opd']:.3f}. The same rounds on forward KL, "
+        f"kd-opd-fwd (~{warm_gen + fwd_scored:,} tokens): {ratio['kd-opd-fwd']:.2f}x, "
+        f"{greedy['kd-opd-fwd']:.3f}.",
         "",
         (f"The issue's target, held-out NLL at most {TARGET}x the teacher's, is **met** by {best} "
          f"({best_ratio:.2f}x)." if best_ratio <= TARGET else
@@ -108,8 +116,9 @@ def report(res: dict) -> str:
         "scoring, training):",
         "",
     ]
-    for name, state, tokens in (("opd", res["opd"], res["opd_tokens"]), ("kd-opd", res["kdopd"],
-                                                                          res["kdopd_tokens"])):
+    for name, state, tokens in (("opd", res["opd"], res["opd_tokens"]),
+                                ("kd-opd", res["kdopd"], res["kdopd_tokens"]),
+                                ("kd-opd-fwd", res["kdopd_fwd"], res["kdopd_fwd_tokens"])):
         for r, c, t in zip(state["rounds"], res["curves"][name], tokens, strict=True):
             s = r["seconds"]
             lines.append(f"- {name} round {r['round']}: {c['ratio']:.2f}x; {r['rollouts']} rollouts, "
