@@ -336,7 +336,9 @@ def main() -> None:
                "warm_read": warm_read,
                "opd_tokens": opd_tokens, "kdopd_tokens": kdopd_tokens, "kdopd_fwd_tokens": kdopd_fwd_tokens,
                "curves": curves, "points": points, "opd": opd, "kdopd": kdopd, "kdopd_fwd": kdopd_fwd, "wall": time.time() - started,
-               "load": [load_start, load()], "untrained_ratio": untrained}
+               "load": [load_start, load()], "untrained_ratio": untrained,
+               "kd_seconds": {name: json.loads((path / "synthgen_train.json").read_text())["seconds"]
+                              for name, path in (("kd", kd_dir), ("kd-warm", warm_dir))}}
     RESULTS.write_text(json.dumps(results, indent=1, default=str))
     section = report(results)
     if args.quick:

@@ -22,6 +22,15 @@ def _rounds(state: dict) -> dict[str, float]:
     return out
 
 
+def _arm_minutes(res: dict) -> str:
+    """Each arm's training time (OPD: sampling, scoring and training), whichever run made it."""
+    minutes = {name: sec / 60 for name, sec in res["kd_seconds"].items()}
+    for name, key in (("opd", "opd"), ("kd-opd", "kdopd"), ("kd-opd-fwd", "kdopd_fwd")):
+        t = _rounds(res[key])
+        minutes[name] = (t["sample"] + t["score"] + t["train"]) / 60
+    return ", ".join(f"{name} {m:.0f} min" for name, m in minutes.items())
+
+
 def report(res: dict) -> str:
     arms, teacher = res["arms"], res["teacher"]
     kd_eval = arms["kd"]["eval"]
@@ -41,7 +50,8 @@ def report(res: dict) -> str:
         "## On-policy distillation (bench/distill/opd.py)",
         "",
         f"Command: `.venv/bin/python bench/distill/opd.py {cmd}`".replace(" `", " `").rstrip()
-        + f" ({res['wall'] / 60:.0f} min wall, reusing any arm already trained; 2 shared CPU cores, fp32, "
+        + f" ({res['wall'] / 60:.0f} min wall for this invocation, which reuses any arm already trained; "
+        f"each arm's own time when it was made: {_arm_minutes(res)}; 2 shared CPU cores, fp32, "
         f"1-minute load {res['load'][0]:.1f} at the start, {res['load'][1]:.1f} at the end).",
         "",
         f"Corpus: the store bench/distill/corpus.py builds (or finds built) ({res['corpus']['answers']:,} "
