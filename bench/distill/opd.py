@@ -139,12 +139,22 @@ def scored_tokens(db: Path, state: dict) -> list[dict]:
     return out
 
 
+def finished(summary, what: str):
+    """`summary` of a sampling or scoring run that answered everything, else stop: a signal
+    makes synthgen stop cooperatively and return (status 'interrupted', a rerun resumes), and
+    a measurement over part of its answers must not be reported or cached as a whole one."""
+    if summary.status not in ("done", "nothing_to_do") or summary.pending:
+        raise SystemExit(f"{what}: {summary.status}, {summary.pending} pending; run the benchmark "
+                         "again to resume")
+    return summary
+
+
 def greedy_nll(db: Path, model_dir: Path, label: str, prompts_file: Path, args: argparse.Namespace) -> dict:
     """(b): the model's greedy answers to the held-out prompts, stored and scored by the teacher."""
-    made = sample(model_dir, db, options=SampleOptions(batch_size=8, label=label, threads=args.threads),
-                  input=prompts_file, temperature=0.0, max_tokens=args.greedy_tokens, seed=0)
+    made = finished(sample(model_dir, db, options=SampleOptions(batch_size=8, label=label, threads=args.threads),
+                           input=prompts_file, temperature=0.0, max_tokens=args.greedy_tokens, seed=0), label)
     where = f"request_id IN (SELECT request_id FROM requests WHERE model = '{made.model}')"
-    scored = score(db=str(db), teacher="local", where=where, k=0)
+    scored = finished(score(db=str(db), teacher="local", where=where, k=0), f"{label}: scoring")
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
@@ -164,8 +174,8 @@ def arithmetic(db: Path, model_dir: Path, label: str, args: argparse.Namespace) 
     rarely answers with the number alone, so the first or last number would miss right ones."""
     import duckdb
 
-    made = sample(model_dir, db, options=SampleOptions(batch_size=8, label=label, threads=args.threads),
-                  input=ARITHMETIC, temperature=0.0, max_tokens=48, seed=0)
+    made = finished(sample(model_dir, db, options=SampleOptions(batch_size=8, label=label, threads=args.threads),
+                           input=ARITHMETIC, temperature=0.0, max_tokens=48, seed=0), label)
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute("SELECT c.response, c.metadata->>'answer' FROM corpus c JOIN requests q USING "
