@@ -6,6 +6,8 @@ import sys
 from typing import Any
 
 TARGET = 1.5
+# The OPD arms: their name, and the key of their distill state in opd.json (+ "_tokens").
+OPD_ARMS = (("opd", "opd"), ("kd-opd", "kdopd"), ("kd-opd-fwd", "kdopd_fwd"))
 
 
 def _f(value: Any, spec: str) -> str:
@@ -25,7 +27,7 @@ def _rounds(state: dict) -> dict[str, float]:
 def _arm_minutes(res: dict) -> str:
     """Each arm's training time (OPD: sampling, scoring and training), whichever run made it."""
     minutes = {name: sec / 60 for name, sec in res["kd_seconds"].items()}
-    for name, key in (("opd", "opd"), ("kd-opd", "kdopd"), ("kd-opd-fwd", "kdopd_fwd")):
+    for name, key in OPD_ARMS:
         t = _rounds(res[key])
         minutes[name] = (t["sample"] + t["score"] + t["train"]) / 60
     return ", ".join(f"{name} {m:.0f} min" for name, m in minutes.items())
@@ -126,10 +128,8 @@ def report(res: dict) -> str:
         "scoring, training):",
         "",
     ]
-    for name, state, tokens in (("opd", res["opd"], res["opd_tokens"]),
-                                ("kd-opd", res["kdopd"], res["kdopd_tokens"]),
-                                ("kd-opd-fwd", res["kdopd_fwd"], res["kdopd_fwd_tokens"])):
-        for r, c, t in zip(state["rounds"], res["curves"][name], tokens, strict=True):
+    for name, key in OPD_ARMS:
+        for r, c, t in zip(res[key]["rounds"], res["curves"][name], res[key + "_tokens"], strict=True):
             s = r["seconds"]
             lines.append(f"- {name} round {r['round']}: {c['ratio']:.2f}x; {r['rollouts']} rollouts, "
                          f"{t['tokens']:,} tokens scored; {s.get('sample', 0):.0f} s / {s.get('score', 0):.0f} s / "
